@@ -1,0 +1,29 @@
+//! Generates include/xnncache.h from the C API with cbindgen.
+//!
+//! The header is committed. Outside CI the build refreshes it in place; in CI
+//! (`CI` set) it only writes `$OUT_DIR/xnncache.h`, and a unit test fails when
+//! the committed header differs, so a drifted header cannot land.
+
+use std::path::PathBuf;
+
+fn main() {
+    println!("cargo:rerun-if-changed=src");
+    println!("cargo:rerun-if-changed=cbindgen.toml");
+    println!("cargo:rerun-if-env-changed=CI");
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("xnncache.h");
+    let config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml is valid");
+    let bindings = cbindgen::Builder::new()
+        .with_config(config)
+        .with_src(root.join("src/lib.rs"))
+        .generate()
+        .expect("cbindgen can generate include/xnncache.h");
+    bindings.write_to_file(&out);
+    if std::env::var_os("CI").is_none() {
+        let committed = root.join("include/xnncache.h");
+        let fresh = std::fs::read(&out).expect("the header was just written");
+        if std::fs::read(&committed).ok().as_deref() != Some(fresh.as_slice()) {
+            std::fs::write(&committed, fresh).expect("include/ is writable");
+        }
+    }
+}

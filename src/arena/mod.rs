@@ -1,0 +1,525 @@
+//! The arena: one growing run of bytes, backed by a `MAP_SHARED` file or by
+//! anonymous memory, whose addresses never move once handed out.
+//!
+//! XNNPACK keeps the address of every packed weight for as long as a runtime
+//! lives, so the arena can never `mremap`. Instead it reserves a large span of
+//! address space up front (`PROT_NONE`, costing nothing) and maps the file into
+//! it piece by piece as the file grows. An offset in the arena is the offset in
+//! the file, and `offset -> address` is one subtraction inside a segment. When
+//! a reservation fills up, another one (twice as large) starts a new segment.
+//!
+//! Growth is amortised: the file grows by at least its own size (up to
+//! [`MAX_GROWTH`]) at a time, and every growth reserves real disk blocks with
+//! `posix_fallocate` before any page of it is handed out, so a full disk shows
+//! up here as an error instead of a SIGBUS inside XNNPACK's packing code.
+//!
+//! Sealing makes a prefix of the arena read-only and, for a file, clean: its
+//! pages are written back and can be dropped by the kernel under pressure.
+
+mod unix;
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+
+/// Smallest step by which a file arena grows.
+pub(crate) const MIN_GROWTH: usize = 1 << 20;
+/// Largest step by which a file arena grows beyond what was asked.
+pub(crate) const MAX_GROWTH: usize = 64 << 20;
+
+#[cfg(target_pointer_width = "64")]
+const DEFAULT_RESERVATION: usize = 8 << 30;
+#[cfg(not(target_pointer_width = "64"))]
+const DEFAULT_RESERVATION: usize = 256 << 20;
+/// Below this, a failed reservation is not retried at half the size.
+const MIN_RESERVATION: usize = 16 << 20;
+
+/// How to build an [`Arena`].
+#[derive(Clone, Debug)]
+pub struct ArenaOptions {
+    reservation: usize,
+    data_start: usize,
+}
+
+impl Default for ArenaOptions {
+    fn default() -> Self {
+        ArenaOptions { reservation: DEFAULT_RESERVATION, data_start: 0 }
+    }
+}
+
+impl ArenaOptions {
+    pub fn new() -> ArenaOptions {
+        ArenaOptions::default()
+    }
+
+    /// Address space reserved for the first segment (a hint; later segments double).
+    pub fn reservation(mut self, bytes: usize) -> ArenaOptions {
+        self.reservation = bytes.max(MIN_RESERVATION);
+        self
+    }
+
+    /// Offset of the first byte handed out; the bytes before it belong to the
+    /// file format's header. Rounded up to a page.
+    pub fn data_start(mut self, offset: usize) -> ArenaOptions {
+        self.data_start = offset;
+        self
+    }
+
+    /// An arena in anonymous memory.
+    pub fn anonymous(&self) -> io::Result<Arena> {
+        Arena::new(None, self)
+    }
+
+    /// An arena in `file`, which must be open for reading and writing and is
+    /// treated as empty: its old contents past `data_start` are overwritten.
+    pub fn file(&self, file: File) -> io::Result<Arena> {
+        Arena::new(Some(file), self)
+    }
+}
+
+/// A contiguous span of address space mapping offsets `[start, start + mapped)`.
+struct Segment {
+    base: *mut u8,
+    start: usize,
+    reserved: usize,
+    mapped: usize,
+}
+
+impl Segment {
+    fn reserved_end(&self) -> usize {
+        self.start + self.reserved
+    }
+}
+
+/// A free range of offsets `[start, end)` below the cursor, inside one segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Hole {
+    start: usize,
+    end: usize,
+}
+
+/// Work to make a range clean and read-only, done outside the cache's lock
+/// because writing back hundreds of megabytes takes a while.
+pub struct SealJob {
+    pieces: Vec<(*mut u8, usize)>,
+    file_backed: bool,
+}
+
+// SAFETY: a job only names pages of the arena, which outlive it (the cache that
+// owns the arena waits for its jobs), and the pages no longer change.
+unsafe impl Send for SealJob {}
+
+impl SealJob {
+    pub fn bytes(&self) -> usize {
+        self.pieces.iter().map(|p| p.1).sum()
+    }
+
+    /// Makes the pages read-only, then writes them back and waits for the disk.
+    pub fn run(self) -> io::Result<()> {
+        for &(addr, len) in &self.pieces {
+            // SAFETY: the range is a mapped part of the arena below its new seal;
+            // nothing is allocated there again, so no one writes to it any more.
+            unsafe { unix::protect(addr, len, false)? };
+            if self.file_backed {
+                // SAFETY: the range is part of the arena's own file mapping.
+                unsafe { unix::sync(addr, len)? };
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why the arena could not give more bytes.
+#[derive(Debug)]
+pub enum GrowError {
+    /// The file cannot grow: disk full, file-size limit, or I/O error.
+    File(io::Error),
+    /// No address space could be reserved.
+    AddressSpace(io::Error),
+}
+
+impl std::fmt::Display for GrowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GrowError::File(e) => write!(f, "cannot grow the cache file: {e}"),
+            GrowError::AddressSpace(e) => write!(f, "cannot reserve address space: {e}"),
+        }
+    }
+}
+
+pub struct Arena {
+    file: Option<File>,
+    page: usize,
+    segments: Vec<Segment>,
+    /// End of what is mapped (and, for a file, its length).
+    end: usize,
+    /// Next never-used offset.
+    cursor: usize,
+    /// Freed ranges between `sealed` and `cursor`, reused first-fit.
+    holes: Vec<Hole>,
+    /// `[data_start, sealed)` is read-only.
+    sealed: usize,
+    data_start: usize,
+}
+
+// SAFETY: the raw pointers name mappings the arena owns; the arena is only used
+// behind the cache's mutex.
+unsafe impl Send for Arena {}
+
+fn round_up(n: usize, to: usize) -> usize {
+    n.div_ceil(to) * to
+}
+
+fn round_down(n: usize, to: usize) -> usize {
+    n / to * to
+}
+
+impl Arena {
+    fn new(file: Option<File>, options: &ArenaOptions) -> io::Result<Arena> {
+        let page = unix::page_size();
+        let data_start = round_up(options.data_start, page);
+        let mut arena = Arena {
+            file,
+            page,
+            segments: Vec::new(),
+            end: data_start,
+            cursor: data_start,
+            holes: Vec::new(),
+            sealed: data_start,
+            data_start,
+        };
+        if let Some(f) = &arena.file {
+            // The bytes before `data_start` exist in the file but are not mapped.
+            unix::set_len(f.as_raw_fd(), data_start as u64)?;
+        }
+        arena.add_segment(options.reservation.max(page)).map_err(|e| match e {
+            GrowError::File(e) | GrowError::AddressSpace(e) => e,
+        })?;
+        Ok(arena)
+    }
+
+    pub fn is_file_backed(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Bytes mapped; for a file arena, the file's length.
+    pub fn len(&self) -> usize {
+        self.end
+    }
+
+    /// Offset of the first byte that was never handed out.
+    pub fn used(&self) -> usize {
+        self.cursor
+    }
+
+    pub fn sealed(&self) -> usize {
+        self.sealed
+    }
+
+    /// Reserves a fresh span of address space starting at offset `self.end`.
+    fn add_segment(&mut self, want: usize) -> Result<(), GrowError> {
+        let mut len = round_up(want, self.page);
+        loop {
+            match unix::reserve(len) {
+                Ok(base) => {
+                    self.segments.push(Segment { base, start: self.end, reserved: len, mapped: 0 });
+                    return Ok(());
+                }
+                Err(e) if len / 2 >= MIN_RESERVATION.max(self.page) => {
+                    let _ = e;
+                    len = round_up(len / 2, self.page);
+                }
+                Err(e) => return Err(GrowError::AddressSpace(e)),
+            }
+        }
+    }
+
+    /// Hands out `len` bytes aligned to `align` (a power of two), writable, with
+    /// disk blocks reserved. Returns their offset.
+    pub fn alloc(&mut self, len: usize, align: usize) -> Result<usize, GrowError> {
+        debug_assert!(align.is_power_of_two());
+        let len = len.max(1);
+        if let Some(offset) = self.alloc_from_holes(len, align) {
+            return Ok(offset);
+        }
+        let mut start = round_up(self.cursor, align);
+        let seg_end = self.segments.last().map_or(0, Segment::reserved_end);
+        if start.checked_add(len).map_or(true, |e| e > seg_end) {
+            // Does not fit in this segment's address space: open a new one at
+            // the current end of the file. What is left of this one is a hole.
+            let grow = self.segments.last().map_or(0, |s| s.reserved).saturating_mul(2);
+            self.add_segment(grow.max(len))?;
+            self.add_hole(self.cursor, self.end);
+            self.cursor = self.end;
+            start = self.end;
+        }
+        self.ensure_mapped(start + len)?;
+        self.cursor = start + len;
+        Ok(start)
+    }
+
+    fn alloc_from_holes(&mut self, len: usize, align: usize) -> Option<usize> {
+        for i in 0..self.holes.len() {
+            let h = self.holes[i];
+            let start = round_up(h.start, align);
+            if start.checked_add(len).map_or(false, |e| e <= h.end) {
+                self.holes.remove(i);
+                self.add_hole(h.start, start);
+                self.add_hole(start + len, h.end);
+                return Some(start);
+            }
+        }
+        None
+    }
+
+    /// Makes offsets up to `need` mapped and backed, growing by an amortised step.
+    fn ensure_mapped(&mut self, need: usize) -> Result<(), GrowError> {
+        if need <= self.end {
+            return Ok(());
+        }
+        let seg = self.segments.last().expect("an arena always has a segment");
+        let step = (self.end - self.data_start).clamp(MIN_GROWTH, MAX_GROWTH);
+        let exact = round_up(need, self.page);
+        let generous = round_up(need.max(self.end + step), self.page).min(seg.reserved_end());
+        let target = match &self.file {
+            None => generous,
+            Some(file) => {
+                let fd = file.as_raw_fd();
+                let limit = unix::file_size_limit().unwrap_or(u64::MAX);
+                let fits = |t: usize| (t as u64) <= limit;
+                let grown = [generous, exact]
+                    .into_iter()
+                    .filter(|&t| fits(t))
+                    .find_map(|t| unix::allocate(fd, self.end as u64, (t - self.end) as u64).ok().map(|_| t));
+                match grown {
+                    Some(t) => t,
+                    None if !fits(exact) => {
+                        return Err(GrowError::File(io::Error::new(
+                            io::ErrorKind::StorageFull,
+                            format!("the file-size limit (RLIMIT_FSIZE = {limit} bytes) is reached"),
+                        )))
+                    }
+                    None => {
+                        // Report why the exact size failed.
+                        let err = unix::allocate(fd, self.end as u64, (exact - self.end) as u64)
+                            .err()
+                            .unwrap_or_else(|| io::Error::other("posix_fallocate failed"));
+                        return Err(GrowError::File(err));
+                    }
+                }
+            }
+        };
+        let seg = self.segments.last_mut().expect("an arena always has a segment");
+        // SAFETY: `[end, target)` lies inside the last segment's reservation (the
+        // caller checked `need` fits and `target` is capped at its end) and
+        // nothing has been mapped or handed out there yet.
+        let addr = unsafe { seg.base.add(self.end - seg.start) };
+        let len = target - self.end;
+        let mapped = match &self.file {
+            // SAFETY: as above; the file now has blocks for `[end, target)`.
+            Some(file) => unsafe { unix::map_file(addr, len, file.as_raw_fd(), self.end as u64) },
+            // SAFETY: as above; the range is our own PROT_NONE reservation.
+            None => unsafe { unix::protect(addr, len, true) },
+        };
+        mapped.map_err(GrowError::AddressSpace)?;
+        seg.mapped = target - seg.start;
+        self.end = target;
+        Ok(())
+    }
+
+    /// Gives `[offset, offset + len)` back. Space below the seal stays used:
+    /// it is read-only now.
+    pub fn free(&mut self, offset: usize, len: usize) {
+        let start = offset.max(self.sealed);
+        let end = offset.saturating_add(len);
+        if start < end {
+            self.add_hole(start, end);
+        }
+    }
+
+    fn add_hole(&mut self, mut start: usize, mut end: usize) {
+        if start >= end {
+            return;
+        }
+        // Merge with neighbours in the same segment, so that space freed in
+        // pieces can serve one larger request again.
+        let seg = self.segment_index(start);
+        let same_segment: Vec<bool> = self.holes.iter().map(|h| seg.is_some() && seg == self.segment_index(h.start)).collect();
+        let mut i = 0;
+        self.holes.retain(|h| {
+            let merge = same_segment[i] && (h.end == start || h.start == end);
+            i += 1;
+            if merge {
+                start = start.min(h.start);
+                end = end.max(h.end);
+            }
+            !merge
+        });
+        let last_start = self.segments.last().map_or(0, |s| s.start);
+        if end == self.cursor && start >= last_start {
+            // Freed at the tail: just move the cursor back.
+            self.cursor = start;
+        } else {
+            self.holes.push(Hole { start, end });
+        }
+    }
+
+    fn segment_index(&self, offset: usize) -> Option<usize> {
+        let i = self.segments.partition_point(|s| s.start <= offset);
+        (i > 0 && offset < self.segments[i - 1].reserved_end()).then(|| i - 1)
+    }
+
+    /// The address of `offset`, if it is mapped. O(log segments).
+    pub fn addr(&self, offset: usize) -> Option<*mut u8> {
+        let s = &self.segments[self.segment_index(offset)?];
+        // SAFETY: `offset - start < mapped <= reserved`: inside the reservation.
+        (offset - s.start < s.mapped).then(|| unsafe { s.base.add(offset - s.start) })
+    }
+
+    /// The offset of `addr`, if it lies in a mapped part of the arena.
+    pub fn offset_of(&self, addr: *const u8) -> Option<usize> {
+        let a = addr as usize;
+        self.segments.iter().find_map(|s| {
+            let base = s.base as usize;
+            (a >= base && a - base < s.mapped).then(|| s.start + (a - base))
+        })
+    }
+
+    /// Seals everything handed out so far below `limit` (an offset no one still
+    /// writes at or above), up to a page boundary, and returns the work that
+    /// makes it clean and read-only. The rest of a partly used last page is
+    /// skipped, so that later allocations never share a page with sealed data.
+    pub fn begin_seal(&mut self, limit: usize) -> SealJob {
+        let new_sealed = if limit >= self.cursor {
+            round_up(self.cursor, self.page)
+        } else {
+            round_down(limit, self.page)
+        }
+        .clamp(self.sealed, self.end);
+        let mut pieces = Vec::new();
+        for s in &self.segments {
+            let lo = self.sealed.max(s.start);
+            let hi = new_sealed.min(s.start + s.mapped);
+            if lo < hi {
+                // SAFETY: `[lo, hi)` is inside this segment's mapped part.
+                pieces.push((unsafe { s.base.add(lo - s.start) }, hi - lo));
+            }
+        }
+        self.cursor = self.cursor.max(new_sealed);
+        self.holes.retain_mut(|h| {
+            h.start = h.start.max(new_sealed);
+            h.start < h.end
+        });
+        self.sealed = new_sealed;
+        SealJob { pieces, file_backed: self.file.is_some() }
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        for s in &self.segments {
+            // SAFETY: the arena is being dropped, so no address inside it is used
+            // any more (the cache outlives every runtime that borrowed it).
+            unsafe { unix::release(s.base, s.reserved) };
+        }
+        if let Some(f) = &self.file {
+            // Give back the blocks reserved beyond what was used.
+            let _ = unix::set_len(f.as_raw_fd(), round_up(self.cursor, self.page) as u64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_file(name: &str) -> (std::path::PathBuf, File) {
+        let path = std::env::temp_dir().join(format!("xnncache-arena-{}-{name}", std::process::id()));
+        let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        (path, f)
+    }
+
+    #[test]
+    fn addresses_are_stable_across_growth_and_segments() {
+        let mut a = ArenaOptions::new().reservation(MIN_RESERVATION).anonymous().unwrap();
+        let first = a.alloc(100, 64).unwrap();
+        let p = a.addr(first).unwrap();
+        // SAFETY: `p` is a writable arena address for 100 bytes.
+        unsafe { p.write_bytes(0xAB, 100) };
+        // Force a second segment.
+        let big = a.alloc(MIN_RESERVATION, 64).unwrap();
+        assert!(a.segments.len() >= 2);
+        assert_eq!(a.addr(first), Some(p));
+        // SAFETY: still mapped and untouched by later allocations.
+        assert_eq!(unsafe { *p.add(99) }, 0xAB);
+        let q = a.addr(big).unwrap();
+        // SAFETY: `big` spans MIN_RESERVATION writable bytes.
+        unsafe { q.add(MIN_RESERVATION - 1).write(1) };
+        assert_eq!(a.offset_of(q), Some(big));
+        assert_eq!(a.offset_of(p), Some(first));
+    }
+
+    #[test]
+    fn freed_tail_and_holes_are_reused() {
+        let mut a = ArenaOptions::new().anonymous().unwrap();
+        let x = a.alloc(128, 64).unwrap();
+        let y = a.alloc(128, 64).unwrap();
+        a.free(y, 128);
+        assert_eq!(a.alloc(128, 64).unwrap(), y, "tail space comes back");
+        let _z = a.alloc(64, 64).unwrap();
+        a.free(x, 128);
+        assert_eq!(a.alloc(64, 64).unwrap(), x, "a hole is reused first-fit");
+        assert_eq!(a.alloc(64, 64).unwrap(), x + 64, "and its remainder too");
+    }
+
+    #[test]
+    fn file_growth_is_amortised_and_trimmed_at_drop() {
+        let (path, f) = temp_file("grow");
+        let mut a = ArenaOptions::new().file(f).unwrap();
+        let mut grows = 0;
+        let mut last = a.len();
+        for _ in 0..1000 {
+            a.alloc(4096 * 3, 64).unwrap();
+            if a.len() != last {
+                grows += 1;
+                last = a.len();
+            }
+        }
+        assert!(grows <= 6, "{grows} growths for 12 MB");
+        let used = a.used();
+        drop(a);
+        assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, round_up(used, unix::page_size()));
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn sealing_skips_to_the_next_page_and_never_reuses_sealed_space() {
+        let (path, f) = temp_file("seal");
+        let mut a = ArenaOptions::new().file(f).unwrap();
+        let page = unix::page_size();
+        let x = a.alloc(100, 64).unwrap();
+        let y = a.alloc(100, 64).unwrap();
+        a.free(x, 100);
+        let job = a.begin_seal(usize::MAX);
+        assert_eq!(job.bytes(), page);
+        job.run().unwrap();
+        assert_eq!(a.sealed(), page);
+        let z = a.alloc(64, 64).unwrap();
+        assert!(z >= page && z != x && z != y);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn sealing_stops_below_a_pending_write() {
+        let mut a = ArenaOptions::new().anonymous().unwrap();
+        let page = unix::page_size();
+        a.alloc(page + 64, 64).unwrap();
+        let pending = a.alloc(64, 64).unwrap();
+        let job = a.begin_seal(pending);
+        assert_eq!(job.bytes(), page);
+        job.run().unwrap();
+        let p = a.addr(pending).unwrap();
+        // SAFETY: the pending range is above the seal, so still writable.
+        unsafe { p.write(7) };
+    }
+}

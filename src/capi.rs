@@ -1,0 +1,356 @@
+//! The C API: each function converts its arguments, calls safe Rust, and maps
+//! the result to an `xnncache_status`. Nothing here panics across the boundary.
+
+use core::ffi::{c_char, c_int, c_void};
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::ffi::{CStr, CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use crate::abi::{Generation, ProviderV3};
+use crate::cache::{Cache, CacheOptions, Stats};
+use crate::error::{xnncache_status, Error, Result, Status};
+use crate::provider::{no_unwind, provider_for};
+
+/// Fail with `XNNCACHE_IO_ERROR` instead of falling back to the heap when the
+/// file cannot be created.
+pub const XNNCACHE_FLAG_REQUIRE_FILE: u32 = 1;
+const KNOWN_FLAGS: u32 = XNNCACHE_FLAG_REQUIRE_FILE;
+
+/// How to open a cache. Start from `XNNCACHE_OPTIONS_INIT`, which records the
+/// sizes of XNNPACK's structs as the caller's `xnnpack.h` declares them.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+pub struct xnncache_options {
+    /// `sizeof(xnncache_options)` at the caller.
+    pub options_size: u32,
+    /// `sizeof(struct xnn_weights_cache_look_up_key)` at the caller.
+    pub key_size: u32,
+    /// `sizeof(struct xnn_weights_cache_provider)` at the caller.
+    pub provider_size: u32,
+    /// `XNNCACHE_FLAG_*` bits.
+    pub flags: u32,
+    /// The cache file, or NULL to keep packed weights in anonymous memory.
+    pub path: *const c_char,
+    /// Address space reserved up front for the file's mappings (0: 8 GiB on
+    /// 64-bit). Only address space: it costs no memory, and more is reserved
+    /// if the cache outgrows it.
+    pub address_space: u64,
+}
+
+/// An open cache. Opaque; the provider XNNPACK uses lives inside it.
+#[allow(non_camel_case_types)]
+pub struct xnncache {
+    provider: ProviderV3,
+    cache: Cache,
+}
+
+impl xnncache {
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+}
+
+/// Addresses of the handles alive now, so that a stale or foreign pointer
+/// gets `XNNCACHE_INVALID_STATE` instead of a crash.
+static LIVE: Mutex<Option<HashSet<usize>>> = Mutex::new(None);
+
+fn live() -> std::sync::MutexGuard<'static, Option<HashSet<usize>>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The handle behind `ptr`, if it is one we opened and have not closed.
+pub(crate) fn handle<'a>(ptr: *const xnncache) -> Result<&'a xnncache> {
+    if ptr.is_null() {
+        return Err(Error::invalid("the cache is NULL"));
+    }
+    if !live().as_ref().is_some_and(|s| s.contains(&(ptr as usize))) {
+        return Err(Error::new(Status::XNNCACHE_INVALID_STATE, "not an open xnncache (closed twice, or a foreign pointer)"));
+    }
+    // SAFETY: the address is in LIVE, so it is a boxed handle not yet closed.
+    Ok(unsafe { &*ptr })
+}
+
+pub(crate) fn open_handle(options: &CacheOptions) -> Result<*mut xnncache> {
+    let cache = Cache::open(options)?;
+    let reason = cache.fallback_reason();
+    let boxed = Box::into_raw(Box::new(xnncache { provider: provider_for(core::ptr::null_mut()), cache }));
+    // SAFETY: just allocated; the provider's context is the handle itself.
+    unsafe { (*boxed).provider.context = boxed as *mut c_void };
+    live().get_or_insert_with(HashSet::new).insert(boxed as usize);
+    if let Some(reason) = reason {
+        // Success, but the caller may want to know why there is no file.
+        set_last_error(&reason);
+    }
+    Ok(boxed)
+}
+
+pub(crate) fn close_handle(ptr: *mut xnncache) -> Status {
+    let removed = !ptr.is_null() && live().as_mut().is_some_and(|s| s.remove(&(ptr as usize)));
+    if !removed {
+        return fail(Error::new(Status::XNNCACHE_INVALID_STATE, "xnncache_close: not an open xnncache"));
+    }
+    // SAFETY: it was in LIVE, so it came from Box::into_raw and is dropped once.
+    drop(unsafe { Box::from_raw(ptr) });
+    Status::XNNCACHE_OK
+}
+
+/// The provider struct inside a handle, as `xnn_weights_cache_t`.
+pub(crate) fn provider_of(h: &xnncache) -> *mut XnnWeightsCacheProvider {
+    &h.provider as *const ProviderV3 as *mut XnnWeightsCacheProvider
+}
+
+/// The handle whose provider is `provider`, for the drop-in layer.
+pub(crate) fn handle_of_provider<'a>(provider: *mut XnnWeightsCacheProvider) -> Result<&'a xnncache> {
+    let guard = live();
+    let found = guard.as_ref().and_then(|s| {
+        // SAFETY: only addresses of live handles are dereferenced.
+        s.iter().copied().find(|&h| provider_of(unsafe { &*(h as *const xnncache) }) == provider)
+    });
+    drop(guard);
+    match found {
+        Some(h) => handle(h as *const xnncache),
+        None => Err(Error::new(Status::XNNCACHE_INVALID_STATE, "not a provider made by xnncache")),
+    }
+}
+
+/// `struct xnn_weights_cache_provider`, declared by `xnnpack.h`.
+#[repr(C)]
+pub struct XnnWeightsCacheProvider {
+    _opaque: [u8; 0],
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+pub(crate) fn set_last_error(message: &str) {
+    let c = CString::new(message.replace('\0', " ")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+}
+
+/// Records `e` for `xnncache_last_error` and returns its status.
+pub(crate) fn fail(e: Error) -> Status {
+    set_last_error(&e.message);
+    e.status
+}
+
+/// Runs an API body: its error or panic becomes a status and a message.
+pub(crate) fn api(name: &str, f: impl FnOnce() -> Result<()>) -> Status {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(())) => Status::XNNCACHE_OK,
+        Ok(Err(e)) => fail(Error { message: format!("{name}: {}", e.message), ..e }),
+        Err(_) => fail(Error::new(Status::XNNCACHE_INTERNAL_ERROR, format!("{name}: internal error (panic caught)"))),
+    }
+}
+
+fn options_from_c(o: &xnncache_options) -> Result<CacheOptions> {
+    if o.options_size == 0 || o.key_size == 0 || o.provider_size == 0 {
+        return Err(Error::invalid("options were not initialised with XNNCACHE_OPTIONS_INIT"));
+    }
+    if (o.options_size as usize) < core::mem::size_of::<xnncache_options>() {
+        return Err(Error::invalid(format!("options_size {} is smaller than this library's options", o.options_size)));
+    }
+    let generation = Generation::from_sizes(o.key_size as usize, o.provider_size as usize).ok_or_else(|| {
+        Error::new(
+            Status::XNNCACHE_UNSUPPORTED_ABI,
+            format!(
+                "unknown XNNPACK provider ABI: key {} bytes, provider {} bytes (known: v1 {}/{}, v2 {}/{}, v3 {}/{})",
+                o.key_size,
+                o.provider_size,
+                Generation::V1.key_size(),
+                Generation::V1.provider_size(),
+                Generation::V2.key_size(),
+                Generation::V2.provider_size(),
+                Generation::V3.key_size(),
+                Generation::V3.provider_size()
+            ),
+        )
+    })?;
+    if o.flags & !KNOWN_FLAGS != 0 {
+        return Err(Error::invalid(format!("unknown flags {:#x}", o.flags & !KNOWN_FLAGS)));
+    }
+    // SAFETY: a non-NULL path is a NUL-terminated string by the API contract.
+    let path = (!o.path.is_null()).then(|| PathBuf::from(OsStr::from_bytes(unsafe { CStr::from_ptr(o.path) }.to_bytes())));
+    if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+        return Err(Error::invalid("the path is empty"));
+    }
+    Ok(CacheOptions {
+        path,
+        generation,
+        require_file: o.flags & XNNCACHE_FLAG_REQUIRE_FILE != 0,
+        reservation: (o.address_space != 0).then(|| usize::try_from(o.address_space).unwrap_or(usize::MAX)),
+    })
+}
+
+/// Opens a cache. With a path, packed weights go into that file (replaced if
+/// it exists); if the file cannot be used, the cache still opens, on the heap,
+/// `xnncache_stats` reports `XNNCACHE_BACKING_HEAP`, and `xnncache_last_error`
+/// says why (unless `XNNCACHE_FLAG_REQUIRE_FILE` is set).
+#[no_mangle]
+pub extern "C" fn xnncache_open(options: *const xnncache_options, cache_out: *mut *mut xnncache) -> xnncache_status {
+    api("xnncache_open", || {
+        if options.is_null() || cache_out.is_null() {
+            return Err(Error::invalid("options and cache_out must not be NULL"));
+        }
+        // SAFETY: checked for NULL; the caller passes a valid options struct.
+        let opts = options_from_c(unsafe { &*options })?;
+        let h = open_handle(&opts)?;
+        // SAFETY: checked for NULL; the caller passes a writable pointer.
+        unsafe { *cache_out = h };
+        Ok(())
+    })
+}
+
+/// The provider to pass to `xnn_create_runtime_v4`, or NULL for a bad handle.
+/// It lives as long as the cache.
+#[no_mangle]
+pub extern "C" fn xnncache_provider(cache: *mut xnncache) -> *mut XnnWeightsCacheProvider {
+    no_unwind(core::ptr::null_mut(), || match handle(cache) {
+        Ok(h) => provider_of(h),
+        Err(e) => {
+            fail(e);
+            core::ptr::null_mut()
+        }
+    })
+}
+
+/// Writes back every page packed since the last finalize and makes it
+/// read-only. Call it after `xnn_create_runtime_v4`; runtimes already created
+/// keep working, and later ones may still add weights.
+#[no_mangle]
+pub extern "C" fn xnncache_finalize(cache: *mut xnncache) -> xnncache_status {
+    api("xnncache_finalize", || handle(cache)?.cache.finalize())
+}
+
+/// Fills `*stats`.
+#[no_mangle]
+pub extern "C" fn xnncache_stats(cache: *const xnncache, stats: *mut Stats) -> xnncache_status {
+    api("xnncache_stats", || {
+        let h = handle(cache)?;
+        if stats.is_null() {
+            return Err(Error::invalid("stats is NULL"));
+        }
+        // SAFETY: checked for NULL; the caller passes a writable struct.
+        unsafe { *stats = h.cache.stats() };
+        Ok(())
+    })
+}
+
+/// Closes a cache. Every runtime created with its provider must be deleted first.
+#[no_mangle]
+pub extern "C" fn xnncache_close(cache: *mut xnncache) {
+    if !cache.is_null() {
+        no_unwind(Status::XNNCACHE_INTERNAL_ERROR, || close_handle(cache));
+    }
+}
+
+/// The name of a status, e.g. "XNNCACHE_IO_ERROR".
+#[no_mangle]
+pub extern "C" fn xnncache_status_name(status: c_int) -> *const c_char {
+    let name: &'static CStr = match status {
+        0 => c"XNNCACHE_OK",
+        1 => c"XNNCACHE_INVALID_ARGUMENT",
+        2 => c"XNNCACHE_UNSUPPORTED_ABI",
+        3 => c"XNNCACHE_IO_ERROR",
+        4 => c"XNNCACHE_OUT_OF_MEMORY",
+        5 => c"XNNCACHE_INVALID_STATE",
+        6 => c"XNNCACHE_INTERNAL_ERROR",
+        _ => c"XNNCACHE_UNKNOWN_STATUS",
+    };
+    name.as_ptr()
+}
+
+/// The message of the last failure (or fallback warning) on this thread, or
+/// "". Valid until the next xnncache call on this thread.
+#[no_mangle]
+pub extern "C" fn xnncache_last_error() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::{KeyV1, ProviderV1};
+
+    fn v1_options(path: *const c_char) -> xnncache_options {
+        xnncache_options {
+            options_size: core::mem::size_of::<xnncache_options>() as u32,
+            key_size: core::mem::size_of::<KeyV1>() as u32,
+            provider_size: core::mem::size_of::<ProviderV1>() as u32,
+            flags: 0,
+            path,
+            address_space: 0,
+        }
+    }
+
+    fn last_error() -> String {
+        // SAFETY: xnncache_last_error returns a valid C string.
+        unsafe { CStr::from_ptr(xnncache_last_error()) }.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn status_names_match_the_enum() {
+        for s in [Status::XNNCACHE_OK, Status::XNNCACHE_IO_ERROR, Status::XNNCACHE_INTERNAL_ERROR] {
+            // SAFETY: static C strings.
+            let n = unsafe { CStr::from_ptr(xnncache_status_name(s as c_int)) };
+            assert_eq!(n.to_str().unwrap(), s.name());
+        }
+        // SAFETY: static C string.
+        assert_eq!(unsafe { CStr::from_ptr(xnncache_status_name(99)) }.to_str().unwrap(), "XNNCACHE_UNKNOWN_STATUS");
+    }
+
+    #[test]
+    fn bad_arguments_get_a_status_and_a_message() {
+        let mut out = core::ptr::null_mut();
+        assert_eq!(xnncache_open(core::ptr::null(), &mut out), Status::XNNCACHE_INVALID_ARGUMENT);
+        let mut o = v1_options(core::ptr::null());
+        o.key_size = 0;
+        assert_eq!(xnncache_open(&o, &mut out), Status::XNNCACHE_INVALID_ARGUMENT);
+        assert!(last_error().contains("XNNCACHE_OPTIONS_INIT"), "{}", last_error());
+        o.key_size = 40;
+        assert_eq!(xnncache_open(&o, &mut out), Status::XNNCACHE_UNSUPPORTED_ABI);
+        assert!(last_error().contains("unknown XNNPACK provider ABI"));
+        let mut o = v1_options(core::ptr::null());
+        o.flags = 0x80;
+        assert_eq!(xnncache_open(&o, &mut out), Status::XNNCACHE_INVALID_ARGUMENT);
+        assert_eq!(xnncache_finalize(core::ptr::null_mut()), Status::XNNCACHE_INVALID_ARGUMENT);
+        let bogus = 0x1000 as *mut xnncache;
+        assert_eq!(xnncache_finalize(bogus), Status::XNNCACHE_INVALID_STATE);
+        assert!(xnncache_provider(bogus).is_null());
+    }
+
+    #[test]
+    fn open_stats_close_and_double_close() {
+        let o = v1_options(core::ptr::null());
+        let mut c = core::ptr::null_mut();
+        assert_eq!(xnncache_open(&o, &mut c), Status::XNNCACHE_OK);
+        assert!(!xnncache_provider(c).is_null());
+        let mut s = Stats::default();
+        assert_eq!(xnncache_stats(c, &mut s), Status::XNNCACHE_OK);
+        assert_eq!(s.backing, crate::cache::Backing::XNNCACHE_BACKING_MEMORY as u32);
+        assert_eq!(s.abi_generation, 1);
+        assert_eq!(xnncache_finalize(c), Status::XNNCACHE_OK);
+        xnncache_close(c);
+        assert_eq!(xnncache_stats(c, &mut s), Status::XNNCACHE_INVALID_STATE);
+        xnncache_close(c); // a second close is reported, not a crash
+        assert!(last_error().contains("not an open xnncache"));
+    }
+
+    #[test]
+    fn an_unusable_path_falls_back_to_the_heap_unless_a_file_is_required() {
+        let path = c"/proc/xnncache-cannot-create-this/cache.bin";
+        let mut o = v1_options(path.as_ptr());
+        let mut c = core::ptr::null_mut();
+        assert_eq!(xnncache_open(&o, &mut c), Status::XNNCACHE_OK);
+        assert!(last_error().contains("go to the heap"), "{}", last_error());
+        let mut s = Stats::default();
+        assert_eq!(xnncache_stats(c, &mut s), Status::XNNCACHE_OK);
+        assert_eq!(s.backing, crate::cache::Backing::XNNCACHE_BACKING_HEAP as u32);
+        xnncache_close(c);
+        o.flags = XNNCACHE_FLAG_REQUIRE_FILE;
+        assert_eq!(xnncache_open(&o, &mut c), Status::XNNCACHE_IO_ERROR);
+    }
+}

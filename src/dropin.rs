@@ -1,0 +1,108 @@
+//! The drop-in layer: XNNPACK's own weights-cache functions, renamed
+//! `xnn_` -> `xnncache_`, so porting code written for XNNPACK's cache is a
+//! rename. The file comes from the environment variable `XNNCACHE_PATH`;
+//! without it, packed weights live in anonymous memory.
+//!
+//! `xnncache.h` turns `xnncache_create_weights_cache(...)` and
+//! `xnncache_create_weights_cache_with_size(...)` into macros that also pass
+//! the caller's struct sizes. Called as plain symbols (e.g. through `dlsym`),
+//! they assume the v1 key of XNNPACK 4ea82e5.
+
+use core::mem::size_of;
+
+use crate::abi::{Generation, KeyV1, ProviderV1, XnnFinalizationKind, XnnStatus};
+use crate::abi::{XNN_STATUS_INVALID_PARAMETER, XNN_STATUS_INVALID_STATE, XNN_STATUS_OUT_OF_MEMORY, XNN_STATUS_SUCCESS};
+use crate::cache::CacheOptions;
+use crate::capi::{close_handle, fail, handle_of_provider, open_handle, provider_of, XnnWeightsCacheProvider};
+use crate::error::{Error, Status};
+use crate::provider::no_unwind;
+
+/// The environment variable naming the drop-in layer's cache file.
+pub const PATH_VARIABLE: &str = "XNNCACHE_PATH";
+
+fn to_xnn_status(s: Status) -> XnnStatus {
+    match s {
+        Status::XNNCACHE_OK => XNN_STATUS_SUCCESS,
+        Status::XNNCACHE_OUT_OF_MEMORY => XNN_STATUS_OUT_OF_MEMORY,
+        Status::XNNCACHE_INVALID_STATE => XNN_STATUS_INVALID_STATE,
+        _ => XNN_STATUS_INVALID_PARAMETER,
+    }
+}
+
+fn create(key_size: u32, provider_size: u32, size: usize, out: *mut *mut XnnWeightsCacheProvider) -> XnnStatus {
+    let status = crate::capi::api("xnncache_create_weights_cache", || {
+        if out.is_null() {
+            return Err(Error::invalid("weights_cache_out is NULL"));
+        }
+        let generation = Generation::from_sizes(key_size as usize, provider_size as usize).ok_or_else(|| {
+            Error::new(Status::XNNCACHE_UNSUPPORTED_ABI, format!("unknown provider ABI: key {key_size}, provider {provider_size} bytes"))
+        })?;
+        let options = match std::env::var_os(PATH_VARIABLE).filter(|p| !p.is_empty()) {
+            Some(path) => CacheOptions::file(path, generation),
+            None => CacheOptions::memory(generation),
+        };
+        // XNNPACK's `size` is an initial capacity to avoid reallocations; the
+        // arena never reallocates, so there is nothing to size.
+        let _ = size;
+        let h = open_handle(&options)?;
+        // SAFETY: checked for NULL; `h` is a live handle we just opened.
+        unsafe { *out = provider_of(&*h) };
+        Ok(())
+    });
+    to_xnn_status(status)
+}
+
+/// Like `xnn_create_weights_cache_with_size`; `size` is accepted and not
+/// needed, since the cache grows without ever moving its contents.
+#[no_mangle]
+pub extern "C" fn xnncache_create_weights_cache_with_size(size: usize, weights_cache_out: *mut *mut XnnWeightsCacheProvider) -> XnnStatus {
+    create(size_of::<KeyV1>() as u32, size_of::<ProviderV1>() as u32, size, weights_cache_out)
+}
+
+/// Like `xnn_create_weights_cache`.
+#[no_mangle]
+pub extern "C" fn xnncache_create_weights_cache(weights_cache_out: *mut *mut XnnWeightsCacheProvider) -> XnnStatus {
+    create(size_of::<KeyV1>() as u32, size_of::<ProviderV1>() as u32, 0, weights_cache_out)
+}
+
+/// What the header's macros call: the create functions with the caller's struct sizes.
+#[no_mangle]
+pub extern "C" fn xnncache_create_weights_cache_for_abi(
+    key_size: u32,
+    provider_size: u32,
+    size: usize,
+    weights_cache_out: *mut *mut XnnWeightsCacheProvider,
+) -> XnnStatus {
+    create(key_size, provider_size, size, weights_cache_out)
+}
+
+/// Like `xnn_finalize_weights_cache`. Both kinds seal (write back and
+/// write-protect) what is packed; neither forbids later runtimes from adding
+/// weights, since addresses never move.
+#[no_mangle]
+pub extern "C" fn xnncache_finalize_weights_cache(weights_cache: *mut XnnWeightsCacheProvider, finalization_kind: XnnFinalizationKind) -> XnnStatus {
+    let _ = finalization_kind;
+    to_xnn_status(crate::capi::api("xnncache_finalize_weights_cache", || handle_of_provider(weights_cache)?.cache().finalize()))
+}
+
+/// Like `xnn_weights_cache_is_finalized`: true when everything packed so far
+/// is sealed.
+#[no_mangle]
+pub extern "C" fn xnncache_weights_cache_is_finalized(weights_cache: *mut XnnWeightsCacheProvider) -> bool {
+    no_unwind(false, || match handle_of_provider(weights_cache) {
+        Ok(h) => h.cache().is_sealed(),
+        Err(e) => {
+            fail(e);
+            false
+        }
+    })
+}
+
+/// Like `xnn_delete_weights_cache`.
+#[no_mangle]
+pub extern "C" fn xnncache_delete_weights_cache(weights_cache: *mut XnnWeightsCacheProvider) -> XnnStatus {
+    no_unwind(XNN_STATUS_INVALID_PARAMETER, || match handle_of_provider(weights_cache) {
+        Ok(h) => to_xnn_status(close_handle(h as *const _ as *mut _)),
+        Err(e) => to_xnn_status(fail(e)),
+    })
+}

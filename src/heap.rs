@@ -1,0 +1,122 @@
+//! Heap blocks: where packed weights go when the file cannot take them
+//! (unwritable folder, full disk, file-size limit).
+//!
+//! Each block is one aligned allocation that never moves. Its offset, as
+//! XNNPACK sees it, is its slot number with [`HEAP_TAG`] set, so arena offsets
+//! and heap offsets never collide and neither can equal `SIZE_MAX`.
+
+use std::alloc::{alloc, dealloc, Layout};
+
+/// The top bit of an offset marks a heap block.
+pub const HEAP_TAG: usize = 1 << (usize::BITS - 1);
+/// Slots stay well below `HEAP_TAG - 1`, so no heap offset is `SIZE_MAX`.
+const MAX_SLOTS: usize = 1 << 30;
+
+struct Block {
+    ptr: *mut u8,
+    layout: Layout,
+}
+
+#[derive(Default)]
+pub struct Heap {
+    slots: Vec<Option<Block>>,
+    free_slots: Vec<usize>,
+    live_bytes: usize,
+}
+
+// SAFETY: the blocks are plain memory owned by this struct, used behind the cache's mutex.
+unsafe impl Send for Heap {}
+
+pub fn is_heap_offset(offset: usize) -> bool {
+    offset & HEAP_TAG != 0 && offset != usize::MAX
+}
+
+impl Heap {
+    /// Allocates `len` bytes aligned to `align`; returns the tagged offset and the address.
+    pub fn alloc(&mut self, len: usize, align: usize) -> Option<(usize, *mut u8)> {
+        let layout = Layout::from_size_align(len.max(1), align).ok()?;
+        if self.free_slots.is_empty() && self.slots.len() >= MAX_SLOTS {
+            return None;
+        }
+        self.slots.try_reserve(1).ok()?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { alloc(layout) };
+        if ptr.is_null() {
+            return None;
+        }
+        let slot = match self.free_slots.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        self.slots[slot] = Some(Block { ptr, layout });
+        self.live_bytes += layout.size();
+        Some((HEAP_TAG | slot, ptr))
+    }
+
+    pub fn addr(&self, offset: usize) -> Option<*mut u8> {
+        if !is_heap_offset(offset) {
+            return None;
+        }
+        self.slots.get(offset & !HEAP_TAG)?.as_ref().map(|b| b.ptr)
+    }
+
+    pub fn len_of(&self, offset: usize) -> Option<usize> {
+        self.slots.get(offset & !HEAP_TAG)?.as_ref().map(|b| b.layout.size())
+    }
+
+    /// The tagged offset of the block that starts at `addr`.
+    pub fn offset_of(&self, addr: *const u8) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|b| b.as_ref().is_some_and(|b| b.ptr as *const u8 == addr))
+            .map(|slot| HEAP_TAG | slot)
+    }
+
+    pub fn free(&mut self, offset: usize) {
+        let slot = offset & !HEAP_TAG;
+        if let Some(b) = self.slots.get_mut(slot).and_then(Option::take) {
+            self.live_bytes -= b.layout.size();
+            // SAFETY: the block was allocated with exactly this layout and is no longer referenced.
+            unsafe { dealloc(b.ptr, b.layout) };
+            self.free_slots.push(slot);
+        }
+    }
+
+    pub fn live_bytes(&self) -> usize {
+        self.live_bytes
+    }
+}
+
+impl Drop for Heap {
+    fn drop(&mut self) {
+        for b in self.slots.iter_mut().filter_map(Option::take) {
+            // SAFETY: allocated with this layout; the cache is being dropped.
+            unsafe { dealloc(b.ptr, b.layout) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_are_tagged_and_slots_reused() {
+        let mut h = Heap::default();
+        let (a, pa) = h.alloc(100, 64).unwrap();
+        assert!(is_heap_offset(a) && a != usize::MAX);
+        assert_eq!(pa as usize % 64, 0);
+        assert_eq!(h.addr(a), Some(pa));
+        assert_eq!(h.offset_of(pa), Some(a));
+        h.free(a);
+        assert_eq!(h.addr(a), None);
+        let (b, _) = h.alloc(10, 64).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(h.live_bytes(), 10);
+        assert!(!is_heap_offset(12345));
+        assert!(!is_heap_offset(usize::MAX));
+    }
+}
