@@ -70,7 +70,7 @@ typedef struct xnncache_options {
 } xnncache_options;
 
 // What a cache has done so far.
-typedef struct xnncache_stats {
+struct xnncache_stats {
   // Distinct packed weights stored.
   uint64_t entries;
   // Bytes held by those entries.
@@ -95,7 +95,7 @@ typedef struct xnncache_stats {
   uint32_t backing;
   // The provider ABI generation the caller compiled against (1, 2 or 3).
   uint32_t abi_generation;
-} xnncache_stats;
+};
 
 #ifdef __cplusplus
 extern "C" {
