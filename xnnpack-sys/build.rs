@@ -12,6 +12,20 @@
 //!    downloaded from the Debian mirror apt is configured with), sha256-checked,
 //!    built with cmake + ninja and cached.
 //!
+//! Environment variables (each one is a rerun trigger):
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `XNNCACHE_DEPS_DIR` | folder with the four `.orig.tar.xz` files; used before downloading |
+//! | `XNNCACHE_BUILD_CACHE` | cache root (default `$XDG_CACHE_HOME/xnncache`, then `$HOME/.cache/xnncache`) |
+//! | `XNNCACHE_DEBIAN_MIRROR` | Debian mirror URL (ending in `/debian`) instead of apt's |
+//! | `XNNPACK_SOURCE_DIR` | build this XNNPACK tree instead of the tarball |
+//! | `CPUINFO_SOURCE_DIR`, `PTHREADPOOL_SOURCE_DIR`, `FXDIV_SOURCE_DIR` | the same for the dependencies |
+//! | `XNNPACK_LIB_DIR` + `XNNPACK_INCLUDE_DIR` | use these built libraries and headers (`:`-separated list); build nothing |
+//! | `XNNPACK_SYS_FETCH_ONLY` | only download and verify the tarballs (the crate is then empty) |
+//! | `CC`, `CXX`, `CFLAGS`, `CXXFLAGS`, `ASMFLAGS`, `LDFLAGS`, `CMAKE_TOOLCHAIN_FILE` | seen by cmake; part of the cache key |
+//! | `NUM_JOBS` | ninja's `-j` (cargo sets it; default: the number of cores) |
+//!
 //! The cache lives outside the work tree (`XNNCACHE_BUILD_CACHE`, else
 //! `$XDG_CACHE_HOME/xnncache`, else `$HOME/.cache/xnncache`), keyed by a hash
 //! of everything that changes the libraries, so `cargo clean`, a second clone
@@ -98,7 +112,15 @@ const CMAKE_FLAGS: &[&str] = &[
 ];
 
 /// Environment variables that cmake or the compilers read: part of the key.
-const COMPILER_ENV: &[&str] = &["CC", "CXX", "CFLAGS", "CXXFLAGS", "ASMFLAGS", "LDFLAGS", "CMAKE_TOOLCHAIN_FILE"];
+const COMPILER_ENV: &[&str] = &[
+    "CC",
+    "CXX",
+    "CFLAGS",
+    "CXXFLAGS",
+    "ASMFLAGS",
+    "LDFLAGS",
+    "CMAKE_TOOLCHAIN_FILE",
+];
 
 const MANIFEST: &str = "manifest.txt";
 
@@ -157,7 +179,9 @@ fn absolute(path: &Path) -> PathBuf {
     if path.is_absolute() {
         path.to_path_buf()
     } else {
-        env::current_dir().expect("the current folder is readable").join(path)
+        env::current_dir()
+            .expect("the current folder is readable")
+            .join(path)
     }
 }
 
@@ -180,7 +204,8 @@ fn cache_root() -> PathBuf {
     } else {
         panic!("xnnpack-sys: set XNNCACHE_BUILD_CACHE (or HOME) to a folder for the XNNPACK build cache");
     };
-    fs::create_dir_all(&root).unwrap_or_else(|e| panic!("xnnpack-sys: cannot create {}: {e}", root.display()));
+    fs::create_dir_all(&root)
+        .unwrap_or_else(|e| panic!("xnnpack-sys: cannot create {}: {e}", root.display()));
     root
 }
 
@@ -205,8 +230,15 @@ fn check_libclang() {
 fn version_of(command: &str) -> Option<String> {
     let mut words = command.split_whitespace();
     let program = words.next()?;
-    let out = Command::new(program).args(words).arg("--version").stdin(Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = Command::new(program)
+        .args(words)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn c_compiler() -> String {
@@ -219,17 +251,33 @@ fn cxx_compiler() -> String {
 
 /// Fails early, with the install hint, when a tool of the source build is missing.
 fn check_build_tools() {
-    let tools = [("cmake".to_string()), "ninja".into(), "python3".into(), c_compiler(), cxx_compiler()];
-    let missing: Vec<&str> = tools.iter().filter(|t| version_of(t).is_none()).map(|t| t.as_str()).collect();
+    let tools = [
+        ("cmake".to_string()),
+        "ninja".into(),
+        "python3".into(),
+        c_compiler(),
+        cxx_compiler(),
+    ];
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|t| version_of(t).is_none())
+        .map(|t| t.as_str())
+        .collect();
     if !missing.is_empty() {
-        panic!("xnnpack-sys: building XNNPACK needs {}, which cannot be run here; {INSTALL_HINT}", missing.join(", "));
+        panic!(
+            "xnnpack-sys: building XNNPACK needs {}, which cannot be run here; {INSTALL_HINT}",
+            missing.join(", ")
+        );
     }
 }
 
 /// Runs a command with its output going to a log file; panics with the log's tail on failure.
 fn run_logged(cmd: &mut Command, log: &Path) {
-    let file = fs::File::create(log).unwrap_or_else(|e| panic!("xnnpack-sys: cannot create {}: {e}", log.display()));
-    let err = file.try_clone().expect("a log file handle can be duplicated");
+    let file = fs::File::create(log)
+        .unwrap_or_else(|e| panic!("xnnpack-sys: cannot create {}: {e}", log.display()));
+    let err = file
+        .try_clone()
+        .expect("a log file handle can be duplicated");
     let status = cmd
         .stdin(Stdio::null())
         .stdout(file)
@@ -240,7 +288,10 @@ fn run_logged(cmd: &mut Command, log: &Path) {
         let text = fs::read_to_string(log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(40)..].join("\n");
-        panic!("xnnpack-sys: {cmd:?} failed ({status}); last lines of {}:\n{tail}", log.display());
+        panic!(
+            "xnnpack-sys: {cmd:?} failed ({status}); last lines of {}:\n{tail}",
+            log.display()
+        );
     }
 }
 
@@ -274,10 +325,15 @@ fn tarball(t: &Tarball, root: &Path) -> PathBuf {
             verify(&path, t);
             return path;
         }
-        println!("cargo:warning={} is not in XNNCACHE_DEPS_DIR ({}); downloading it", t.file, deps.display());
+        println!(
+            "cargo:warning={} is not in XNNCACHE_DEPS_DIR ({}); downloading it",
+            t.file,
+            deps.display()
+        );
     }
     let downloads = root.join("downloads");
-    fs::create_dir_all(&downloads).unwrap_or_else(|e| panic!("xnnpack-sys: cannot create {}: {e}", downloads.display()));
+    fs::create_dir_all(&downloads)
+        .unwrap_or_else(|e| panic!("xnnpack-sys: cannot create {}: {e}", downloads.display()));
     let path = downloads.join(t.file);
     if path.is_file() {
         if sha256_file(&path).ok().as_deref() == Some(t.sha256) {
@@ -291,7 +347,8 @@ fn tarball(t: &Tarball, root: &Path) -> PathBuf {
 }
 
 fn verify(path: &Path, t: &Tarball) {
-    let actual = sha256_file(path).unwrap_or_else(|e| panic!("xnnpack-sys: cannot read {}: {e}", path.display()));
+    let actual = sha256_file(path)
+        .unwrap_or_else(|e| panic!("xnnpack-sys: cannot read {}: {e}", path.display()));
     if actual != t.sha256 {
         panic!(
             "xnnpack-sys: {} has sha256 {actual}, expected {}; it is not the tarball this crate builds \
@@ -317,8 +374,13 @@ fn debian_mirrors() -> Vec<String> {
         files.extend(more);
     }
     for file in files {
-        let Ok(text) = fs::read_to_string(&file) else { continue };
-        for line in text.lines().map(|l| l.split('#').next().unwrap_or("").trim()) {
+        let Ok(text) = fs::read_to_string(&file) else {
+            continue;
+        };
+        for line in text
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+        {
             if let Some(rest) = line.strip_prefix("URIs:") {
                 uris.extend(rest.split_whitespace().map(String::from));
             } else if line.starts_with("deb ") || line.starts_with("deb-src ") {
@@ -351,7 +413,11 @@ fn one_line_uri(line: &str) -> Option<String> {
 
 /// `pool/main/<letter>/<package>/<file>`; lib* packages sit under `lib<letter>`.
 fn pool_path(t: &Tarball) -> String {
-    let letter = if t.package.starts_with("lib") { &t.package[..4] } else { &t.package[..1] };
+    let letter = if t.package.starts_with("lib") {
+        &t.package[..4]
+    } else {
+        &t.package[..1]
+    };
     format!("pool/main/{letter}/{}/{}", t.package, t.file)
 }
 
@@ -384,7 +450,9 @@ fn download(t: &Tarball, dest: &Path) {
             .iter()
             .map(|fetch| fetch(&url, &part))
             .find(|o| !matches!(o, Fetch::NoTool))
-            .unwrap_or(Fetch::Failed("none of curl, wget and python3 is installed".into()));
+            .unwrap_or(Fetch::Failed(
+                "none of curl, wget and python3 is installed".into(),
+            ));
         match outcome {
             Fetch::Done => {
                 verify(&part, t);
@@ -434,23 +502,43 @@ fn spawn_output(cmd: &mut Command) -> Option<std::process::Output> {
 fn curl(url: &str, dest: &Path) -> Fetch {
     let Some(out) = spawn_output(
         Command::new("curl")
-            .args(["-sS", "-L", "--retry", "2", "--connect-timeout", "30", "-w", "%{http_code}", "-o"])
+            .args([
+                "-sS",
+                "-L",
+                "--retry",
+                "2",
+                "--connect-timeout",
+                "30",
+                "-w",
+                "%{http_code}",
+                "-o",
+            ])
             .arg(dest)
             .arg(url),
     ) else {
         return Fetch::NoTool;
     };
-    let code: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    let code: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
     match (out.status.success(), code) {
         (true, 200) => Fetch::Done,
         (true, code) => Fetch::Status(code),
-        (false, _) => Fetch::Failed(format!("curl: {}", String::from_utf8_lossy(&out.stderr).trim())),
+        (false, _) => Fetch::Failed(format!(
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
     }
 }
 
 fn wget(url: &str, dest: &Path) -> Fetch {
-    let Some(out) = spawn_output(Command::new("wget").args(["-q", "--server-response", "--tries=3", "-O"]).arg(dest).arg(url))
-    else {
+    let Some(out) = spawn_output(
+        Command::new("wget")
+            .args(["-q", "--server-response", "--tries=3", "-O"])
+            .arg(dest)
+            .arg(url),
+    ) else {
         return Fetch::NoTool;
     };
     if out.status.success() {
@@ -462,7 +550,7 @@ fn wget(url: &str, dest: &Path) -> Fetch {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("HTTP/"))
         .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u32>().ok())
-        .last();
+        .next_back();
     match code {
         Some(code) if code >= 400 => Fetch::Status(code),
         _ => Fetch::Failed(format!("wget: {}", log.trim())),
@@ -474,13 +562,22 @@ fn python_urllib(url: &str, dest: &Path) -> Fetch {
         try:\n    r = urllib.request.urlopen(sys.argv[1], timeout=60)\n\
         except urllib.error.HTTPError as e:\n    print(e.code); sys.exit(3)\n\
         with r, open(sys.argv[2], 'wb') as f:\n    shutil.copyfileobj(r, f)\n";
-    let Some(out) = spawn_output(Command::new("python3").args(["-c", SCRIPT, url]).arg(dest)) else {
+    let Some(out) = spawn_output(Command::new("python3").args(["-c", SCRIPT, url]).arg(dest))
+    else {
         return Fetch::NoTool;
     };
     match out.status.code() {
         Some(0) => Fetch::Done,
-        Some(3) => Fetch::Status(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)),
-        _ => Fetch::Failed(format!("python3: {}", String::from_utf8_lossy(&out.stderr).trim())),
+        Some(3) => Fetch::Status(
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(0),
+        ),
+        _ => Fetch::Failed(format!(
+            "python3: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
     }
 }
 
@@ -488,7 +585,10 @@ fn fetch_only() {
     let root = cache_root();
     for t in [&XNNPACK, &CPUINFO, &PTHREADPOOL, &FXDIV] {
         let path = tarball(t, &root);
-        println!("cargo:warning=XNNPACK_SYS_FETCH_ONLY: {} verified", path.display());
+        println!(
+            "cargo:warning=XNNPACK_SYS_FETCH_ONLY: {} verified",
+            path.display()
+        );
     }
     println!("cargo:rustc-cfg=xnnpack_sys_fetch_only");
 }
@@ -501,13 +601,24 @@ fn extract(tarball: &Path, dest: &Path) -> PathBuf {
     }
     fs::create_dir_all(dest).expect("the source folder can be created");
     if version_of("xz").is_none() {
-        panic!("xnnpack-sys: unpacking {} needs xz; {INSTALL_HINT}", tarball.display());
+        panic!(
+            "xnnpack-sys: unpacking {} needs xz; {INSTALL_HINT}",
+            tarball.display()
+        );
     }
     run_logged(
-        Command::new("tar").arg("--no-same-owner").arg("-xJf").arg(tarball).arg("-C").arg(dest),
+        Command::new("tar")
+            .arg("--no-same-owner")
+            .arg("-xJf")
+            .arg(tarball)
+            .arg("-C")
+            .arg(dest),
         &dest.with_extension("tar.log"),
     );
-    let entries: Vec<PathBuf> = fs::read_dir(dest).expect("just unpacked").filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let entries: Vec<PathBuf> = fs::read_dir(dest)
+        .expect("just unpacked")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
     match entries.as_slice() {
         [only] if only.is_dir() => only.clone(),
         _ => dest.to_path_buf(),
@@ -563,7 +674,11 @@ fn fingerprint(dir: &Path) -> String {
             if meta.is_file() {
                 println!("cargo:rerun-if-changed={}", path.display());
             }
-            let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).unwrap_or_default();
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .unwrap_or_default();
             parts.push(format!("{name}:{}:{}", meta.len(), mtime.as_nanos()));
         }
     }
@@ -591,7 +706,10 @@ fn git_head(dir: &Path) -> Option<String> {
         return Some(commit.trim().to_string());
     }
     let packed = fs::read_to_string(git_dir.join("packed-refs")).ok()?;
-    packed.lines().find(|l| l.ends_with(reference)).map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+    packed
+        .lines()
+        .find(|l| l.ends_with(reference))
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
 }
 
 struct Sources {
@@ -622,9 +740,24 @@ fn key_text(sources: &Sources) -> String {
         format!("pthreadpool: {}", sources.pthreadpool.key()),
         format!("fxdiv: {}", sources.fxdiv.key()),
         format!("cmake flags: -G Ninja {}", CMAKE_FLAGS.join(" ")),
-        format!("cmake: {}", version_of("cmake").unwrap_or_default().lines().next().unwrap_or("")),
-        format!("cc: {}\n{}", c_compiler(), version_of(&c_compiler()).unwrap_or_default()),
-        format!("c++: {}\n{}", cxx_compiler(), version_of(&cxx_compiler()).unwrap_or_default()),
+        format!(
+            "cmake: {}",
+            version_of("cmake")
+                .unwrap_or_default()
+                .lines()
+                .next()
+                .unwrap_or("")
+        ),
+        format!(
+            "cc: {}\n{}",
+            c_compiler(),
+            version_of(&c_compiler()).unwrap_or_default()
+        ),
+        format!(
+            "c++: {}\n{}",
+            cxx_compiler(),
+            version_of(&cxx_compiler()).unwrap_or_default()
+        ),
     ];
     for var in COMPILER_ENV {
         if let Some(value) = env_var(var) {
@@ -647,11 +780,19 @@ impl Lock {
             .truncate(false)
             .write(true)
             .open(path)
-            .unwrap_or_else(|e| panic!("xnnpack-sys: cannot open the lock file {}: {e}", path.display()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "xnnpack-sys: cannot open the lock file {}: {e}",
+                    path.display()
+                )
+            });
         let fd = file.as_raw_fd();
         // SAFETY: flock on a file descriptor we own.
         if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            eprintln!("xnnpack-sys: waiting for another build holding {}", path.display());
+            eprintln!(
+                "xnnpack-sys: waiting for another build holding {}",
+                path.display()
+            );
             loop {
                 // SAFETY: as above; retried when a signal interrupts the wait.
                 if unsafe { libc::flock(fd, libc::LOCK_EX) } == 0 {
@@ -699,7 +840,8 @@ fn build(root: &Path, dir: &Path, key: &str, key_text: &str, sources: &Sources) 
     let tmp = builds.join(format!("{key}.tmp-{}", std::process::id()));
     let out = tmp.join("out");
     let logs = out.join("logs");
-    fs::create_dir_all(&logs).unwrap_or_else(|e| panic!("xnnpack-sys: cannot create {}: {e}", logs.display()));
+    fs::create_dir_all(&logs)
+        .unwrap_or_else(|e| panic!("xnnpack-sys: cannot create {}: {e}", logs.display()));
 
     let scratch = tmp.join("src");
     let xnnpack = sources.xnnpack.prepare(root, &scratch);
@@ -708,7 +850,7 @@ fn build(root: &Path, dir: &Path, key: &str, key_text: &str, sources: &Sources) 
     let fxdiv = sources.fxdiv.prepare(root, &scratch);
 
     let jobs = jobs();
-    let minutes = (5 + jobs - 1) / jobs; // about 5 core-minutes
+    let minutes = 5usize.div_ceil(jobs); // about 5 core-minutes
     println!(
         "cargo:warning=building XNNPACK from source into {} (about {minutes} minutes on {jobs} cores; later builds reuse it)",
         dir.display()
@@ -725,13 +867,18 @@ fn build(root: &Path, dir: &Path, key: &str, key_text: &str, sources: &Sources) 
             .arg(&xnnpack)
             .args(CMAKE_FLAGS)
             .arg(format!("-DCPUINFO_SOURCE_DIR={}", cpuinfo.display()))
-            .arg(format!("-DPTHREADPOOL_SOURCE_DIR={}", pthreadpool.display()))
+            .arg(format!(
+                "-DPTHREADPOOL_SOURCE_DIR={}",
+                pthreadpool.display()
+            ))
             .arg(format!("-DFXDIV_SOURCE_DIR={}", fxdiv.display())),
         &logs.join("cmake.log"),
     );
     // Compile: about a thousand steps.
     run_logged(
-        Command::new("ninja").current_dir(&build_dir).arg(format!("-j{jobs}")),
+        Command::new("ninja")
+            .current_dir(&build_dir)
+            .arg(format!("-j{jobs}")),
         &logs.join("ninja.log"),
     );
 
@@ -739,19 +886,36 @@ fn build(root: &Path, dir: &Path, key: &str, key_text: &str, sources: &Sources) 
     let libs = collect_libs(&build_dir, &out.join("lib"));
     copy_dir(&xnnpack.join("include"), &out.join("include"));
     copy_dir(&pthreadpool.join("include"), &out.join("include"));
-    let lib_files: Vec<PathBuf> = libs.iter().map(|l| out.join("lib").join(format!("lib{l}.a"))).collect();
+    let lib_files: Vec<PathBuf> = libs
+        .iter()
+        .map(|l| out.join("lib").join(format!("lib{l}.a")))
+        .collect();
     let cxx = needs_cxx(&lib_files);
     fs::write(out.join("key.txt"), key_text).expect("key.txt can be written");
-    fs::write(out.join(MANIFEST), format!("libs={}\ncxx={}\n", libs.join(","), cxx as u8)).expect("the manifest can be written");
+    fs::write(
+        out.join(MANIFEST),
+        format!("libs={}\ncxx={}\n", libs.join(","), cxx as u8),
+    )
+    .expect("the manifest can be written");
 
-    fs::rename(&out, dir).unwrap_or_else(|e| panic!("xnnpack-sys: cannot move the build to {}: {e}", dir.display()));
+    fs::rename(&out, dir).unwrap_or_else(|e| {
+        panic!(
+            "xnnpack-sys: cannot move the build to {}: {e}",
+            dir.display()
+        )
+    });
     let _ = fs::remove_dir_all(&tmp);
-    println!("cargo:warning=built XNNPACK in {}", format_duration(started.elapsed()));
+    println!(
+        "cargo:warning=built XNNPACK in {}",
+        format_duration(started.elapsed())
+    );
 }
 
 /// Temporary folders of builds that were killed; safe to remove under the lock.
 fn remove_stale_builds(builds: &Path) {
-    let Ok(entries) = fs::read_dir(builds) else { return };
+    let Ok(entries) = fs::read_dir(builds) else {
+        return;
+    };
     for entry in entries.flatten() {
         if entry.file_name().to_string_lossy().contains(".tmp-") {
             let _ = fs::remove_dir_all(entry.path());
@@ -762,12 +926,19 @@ fn remove_stale_builds(builds: &Path) {
 /// Finds the static libraries anywhere in the cmake build tree and copies them to `dest`.
 fn collect_libs(build_dir: &Path, dest: &Path) -> Vec<String> {
     let mut found = Vec::new();
-    find_files(build_dir, &mut |p| p.extension().is_some_and(|e| e == "a"), &mut found);
+    find_files(
+        build_dir,
+        &mut |p| p.extension().is_some_and(|e| e == "a"),
+        &mut found,
+    );
     fs::create_dir_all(dest).expect("the lib folder can be created");
     let mut libs = Vec::new();
     for (name, required) in LIBS {
         let file = format!("lib{name}.a");
-        match found.iter().find(|p| p.file_name().is_some_and(|f| f == file.as_str())) {
+        match found
+            .iter()
+            .find(|p| p.file_name().is_some_and(|f| f == file.as_str()))
+        {
             Some(path) => {
                 fs::copy(path, dest.join(&file)).expect("a library can be copied");
                 libs.push(name.to_string());
@@ -784,10 +955,14 @@ fn collect_libs(build_dir: &Path, dest: &Path) -> Vec<String> {
 }
 
 fn find_files(dir: &Path, wanted: &mut dyn FnMut(&Path) -> bool, found: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
-        let Ok(kind) = entry.file_type() else { continue };
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
         if kind.is_dir() {
             find_files(&path, wanted, found);
         } else if wanted(&path) {
@@ -798,7 +973,10 @@ fn find_files(dir: &Path, wanted: &mut dyn FnMut(&Path) -> bool, found: &mut Vec
 
 fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).expect("a header folder can be created");
-    for entry in fs::read_dir(from).unwrap_or_else(|e| panic!("xnnpack-sys: cannot read {}: {e}", from.display())).flatten() {
+    for entry in fs::read_dir(from)
+        .unwrap_or_else(|e| panic!("xnnpack-sys: cannot read {}: {e}", from.display()))
+        .flatten()
+    {
         let target = to.join(entry.file_name());
         if entry.file_type().is_ok_and(|k| k.is_dir()) {
             copy_dir(&entry.path(), &target);
@@ -810,17 +988,27 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// Whether symbols left undefined by the libraries come from the C++ runtime.
 fn needs_cxx(libs: &[PathBuf]) -> bool {
-    let out = match Command::new("nm").arg("-g").arg("--format=posix").args(libs).stdin(Stdio::null()).output() {
+    let out = match Command::new("nm")
+        .arg("-g")
+        .arg("--format=posix")
+        .args(libs)
+        .stdin(Stdio::null())
+        .output()
+    {
         Ok(out) if out.status.success() => out,
         _ => {
-            println!("cargo:warning=nm (binutils) is missing: assuming XNNPACK needs no C++ runtime");
+            println!(
+                "cargo:warning=nm (binutils) is missing: assuming XNNPACK needs no C++ runtime"
+            );
             return false;
         }
     };
     let (mut defined, mut undefined) = (BTreeSet::new(), BTreeSet::new());
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let mut words = line.split_whitespace();
-        let (Some(symbol), Some(kind)) = (words.next(), words.next()) else { continue };
+        let (Some(symbol), Some(kind)) = (words.next(), words.next()) else {
+            continue;
+        };
         match kind {
             "U" => undefined.insert(symbol.to_string()),
             "w" | "v" => false,
@@ -828,9 +1016,9 @@ fn needs_cxx(libs: &[PathBuf]) -> bool {
             _ => false,
         };
     }
-    undefined
-        .difference(&defined)
-        .any(|s| s.starts_with("_Z") || s.starts_with("__cxa_") || s.starts_with("__gxx_personality"))
+    undefined.difference(&defined).any(|s| {
+        s.starts_with("_Z") || s.starts_with("__cxa_") || s.starts_with("__gxx_personality")
+    })
 }
 
 fn read_manifest(dir: &Path) -> Install {
@@ -866,7 +1054,11 @@ fn format_duration(d: Duration) -> String {
 /// cmake build tree) and headers from XNNPACK_INCLUDE_DIR (a `:`-separated list).
 fn prebuilt(lib_dir: &Path, include: &str) -> Install {
     let mut found = Vec::new();
-    find_files(lib_dir, &mut |p| p.extension().is_some_and(|e| e == "a"), &mut found);
+    find_files(
+        lib_dir,
+        &mut |p| p.extension().is_some_and(|e| e == "a"),
+        &mut found,
+    );
     // Gather them in one folder (symlinks), so dependents get a single LIB_DIR.
     let flat = out_dir().join("xnnpack-lib");
     let _ = fs::remove_dir_all(&flat);
@@ -874,13 +1066,19 @@ fn prebuilt(lib_dir: &Path, include: &str) -> Install {
     let mut libs = Vec::new();
     for (name, required) in LIBS {
         let file = format!("lib{name}.a");
-        match found.iter().find(|p| p.file_name().is_some_and(|f| f == file.as_str())) {
+        match found
+            .iter()
+            .find(|p| p.file_name().is_some_and(|f| f == file.as_str()))
+        {
             Some(path) => {
                 println!("cargo:rerun-if-changed={}", path.display());
                 std::os::unix::fs::symlink(path, flat.join(&file)).expect("OUT_DIR is writable");
                 libs.push(name.to_string());
             }
-            None if *required => panic!("xnnpack-sys: XNNPACK_LIB_DIR={} holds no {file}", lib_dir.display()),
+            None if *required => panic!(
+                "xnnpack-sys: XNNPACK_LIB_DIR={} holds no {file}",
+                lib_dir.display()
+            ),
             None => {}
         }
     }
@@ -890,7 +1088,10 @@ fn prebuilt(lib_dir: &Path, include: &str) -> Install {
             panic!("xnnpack-sys: no folder in XNNPACK_INCLUDE_DIR={include} holds {header} (list several folders with ':')")
         })
     };
-    let lib_files: Vec<PathBuf> = libs.iter().map(|l| flat.join(format!("lib{l}.a"))).collect();
+    let lib_files: Vec<PathBuf> = libs
+        .iter()
+        .map(|l| flat.join(format!("lib{l}.a")))
+        .collect();
     Install {
         lib_dir: flat,
         cxx: needs_cxx(&lib_files),
@@ -905,7 +1106,10 @@ fn prebuilt(lib_dir: &Path, include: &str) -> Install {
 
 /// Link order: XNNPACK, microkernels, pthreadpool, cpuinfo, then the C runtime pieces.
 fn link(install: &Install) {
-    println!("cargo:rustc-link-search=native={}", install.lib_dir.display());
+    println!(
+        "cargo:rustc-link-search=native={}",
+        install.lib_dir.display()
+    );
     for lib in &install.libs {
         println!("cargo:rustc-link-lib=static={lib}");
     }
@@ -920,20 +1124,33 @@ fn link(install: &Install) {
 fn export_paths(install: &Install) {
     let libs = install.libs.join(",");
     println!("cargo:include={}", install.include.display());
-    println!("cargo:include_pthreadpool={}", install.include_pthreadpool.display());
+    println!(
+        "cargo:include_pthreadpool={}",
+        install.include_pthreadpool.display()
+    );
     println!("cargo:lib_dir={}", install.lib_dir.display());
     println!("cargo:libs={libs}");
     println!("cargo:cxx={}", install.cxx as u8);
-    println!("cargo:rustc-env=XNNPACK_SYS_INCLUDE_DIR={}", install.include.display());
-    println!("cargo:rustc-env=XNNPACK_SYS_PTHREADPOOL_INCLUDE_DIR={}", install.include_pthreadpool.display());
-    println!("cargo:rustc-env=XNNPACK_SYS_LIB_DIR={}", install.lib_dir.display());
+    println!(
+        "cargo:rustc-env=XNNPACK_SYS_INCLUDE_DIR={}",
+        install.include.display()
+    );
+    println!(
+        "cargo:rustc-env=XNNPACK_SYS_PTHREADPOOL_INCLUDE_DIR={}",
+        install.include_pthreadpool.display()
+    );
+    println!(
+        "cargo:rustc-env=XNNPACK_SYS_LIB_DIR={}",
+        install.lib_dir.display()
+    );
     println!("cargo:rustc-env=XNNPACK_SYS_LIBS={libs}");
     println!("cargo:rustc-env=XNNPACK_SYS_LINK_CXX={}", install.cxx as u8);
 }
 
 fn generate_bindings(install: &Install) {
     let header = install.include.join("xnnpack.h");
-    let text = fs::read_to_string(&header).unwrap_or_else(|e| panic!("xnnpack-sys: cannot read {}: {e}", header.display()));
+    let text = fs::read_to_string(&header)
+        .unwrap_or_else(|e| panic!("xnnpack-sys: cannot read {}: {e}", header.display()));
     // Older XNNPACK lacks the build identifier; let tests know.
     if text.contains("xnn_experimental_get_build_identifier_size") {
         println!("cargo:rustc-cfg=xnnpack_has_build_identifier");
@@ -957,5 +1174,7 @@ fn generate_bindings(install: &Install) {
         .generate()
         .unwrap_or_else(|e| panic!("xnnpack-sys: bindgen failed on {}: {e}", header.display()));
     let out = out_dir().join("bindings.rs");
-    bindings.write_to_file(&out).unwrap_or_else(|e| panic!("xnnpack-sys: cannot write {}: {e}", out.display()));
+    bindings
+        .write_to_file(&out)
+        .unwrap_or_else(|e| panic!("xnnpack-sys: cannot write {}: {e}", out.display()));
 }

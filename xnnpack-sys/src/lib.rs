@@ -12,7 +12,12 @@
 //! `DEP_XNNPACK_INCLUDE`, `DEP_XNNPACK_INCLUDE_PTHREADPOOL`,
 //! `DEP_XNNPACK_LIB_DIR`, `DEP_XNNPACK_LIBS` and `DEP_XNNPACK_CXX`.
 
-#![allow(non_upper_case_globals, non_camel_case_types, non_snake_case, dead_code)]
+#![allow(
+    non_upper_case_globals,
+    non_camel_case_types,
+    non_snake_case,
+    dead_code
+)]
 #![allow(clippy::all)]
 
 #[cfg(not(xnnpack_sys_fetch_only))]
@@ -24,7 +29,10 @@ pub use bindings::*;
 
 /// Folders holding `xnnpack.h` and `pthreadpool.h` (may be the same folder).
 #[cfg(not(xnnpack_sys_fetch_only))]
-pub const INCLUDE_DIRS: &[&str] = &[env!("XNNPACK_SYS_INCLUDE_DIR"), env!("XNNPACK_SYS_PTHREADPOOL_INCLUDE_DIR")];
+pub const INCLUDE_DIRS: &[&str] = &[
+    env!("XNNPACK_SYS_INCLUDE_DIR"),
+    env!("XNNPACK_SYS_PTHREADPOOL_INCLUDE_DIR"),
+];
 
 /// Folder holding the static libraries (`lib<name>.a` for each name in [`LIBS`]).
 #[cfg(not(xnnpack_sys_fetch_only))]
@@ -59,8 +67,12 @@ mod tests {
 
     #[test]
     fn paths_point_at_the_build() {
-        assert!(INCLUDE_DIRS.iter().any(|d| std::path::Path::new(d).join("xnnpack.h").is_file()));
-        assert!(INCLUDE_DIRS.iter().any(|d| std::path::Path::new(d).join("pthreadpool.h").is_file()));
+        assert!(INCLUDE_DIRS
+            .iter()
+            .any(|d| std::path::Path::new(d).join("xnnpack.h").is_file()));
+        assert!(INCLUDE_DIRS
+            .iter()
+            .any(|d| std::path::Path::new(d).join("pthreadpool.h").is_file()));
         for lib in LIBS.split(',') {
             let file = std::path::Path::new(LIB_DIR).join(format!("lib{lib}.a"));
             assert!(file.is_file(), "{} is missing", file.display());
