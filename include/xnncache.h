@@ -11,8 +11,30 @@
 #include <xnnpack.h>
 
 // Fail with `XNNCACHE_IO_ERROR` instead of falling back to the heap when the
-// file cannot be created.
+// file cannot be used.
 #define XNNCACHE_FLAG_REQUIRE_FILE 1
+
+// Never write the file (e.g. a cache shipped inside an app bundle): a valid
+// file is mapped read-only, and weights it lacks are packed into memory.
+#define XNNCACHE_FLAG_READ_ONLY 2
+
+// Check every payload's checksum at open (a file that fails is rebuilt).
+#define XNNCACHE_FLAG_VERIFY 4
+
+#define FORMAT_VERSION 1
+
+// Written in native order: reads back as this value only in the same order.
+#define BYTE_ORDER_MARK 16909060
+
+#define HEADER_SIZE 256
+
+// Payloads start here: a multiple of every common page size (4, 16, 64 KiB),
+// so the payload region can be mapped on any of them.
+#define DATA_START (64 << 10)
+
+#define PAYLOAD_ALIGN 64
+
+#define BUILD_ID_MAX 64
 
 
 
@@ -34,6 +56,10 @@ typedef enum xnncache_status {
   XNNCACHE_INVALID_STATE = 5,
   // A bug inside xnncache was caught before it crossed the C boundary.
   XNNCACHE_INTERNAL_ERROR = 6,
+  // The cache file's bytes do not match their checksums.
+  XNNCACHE_CORRUPT = 7,
+  // Another process holds the cache file's writer lock.
+  XNNCACHE_BUSY = 8,
 } xnncache_status;
 
 // Where a cache keeps its packed bytes.
@@ -46,6 +72,23 @@ typedef enum xnncache_backing {
   // of `xnncache_last_error()` after `xnncache_open` says why).
   XNNCACHE_BACKING_HEAP = 2,
 } xnncache_backing;
+
+// What opening found, for stats and messages.
+typedef enum xnncache_file_state {
+  // No file (memory mode).
+  XNNCACHE_FILE_NONE = 0,
+  // There was no file: a new one is built.
+  XNNCACHE_FILE_NEW = 1,
+  // A valid file was found and mapped.
+  XNNCACHE_FILE_REUSED = 2,
+  // The file was corrupt (or failed verification): a new one is built.
+  XNNCACHE_FILE_REBUILT_CORRUPT = 3,
+  // The file was made for another XNNPACK build, CPU, format or ABI: a new one is built.
+  XNNCACHE_FILE_REBUILT_INCOMPATIBLE = 4,
+  // The file cannot be used or replaced (read-only, a foreign descriptor,
+  // an unwritable folder): packed weights stay in memory.
+  XNNCACHE_FILE_UNUSABLE = 5,
+} xnncache_file_state;
 
 // An open cache. Opaque; the provider XNNPACK uses lives inside it.
 typedef struct xnncache xnncache;
@@ -61,8 +104,16 @@ typedef struct xnncache_options {
   uint32_t provider_size;
   // `XNNCACHE_FLAG_*` bits.
   uint32_t flags;
-  // The cache file, or NULL to keep packed weights in anonymous memory.
+  // The cache file, or NULL.
   const char *path;
+  // Or a descriptor of it that the caller owns (and keeps open), or -1.
+  // With neither, packed weights live in anonymous memory.
+  int32_t fd;
+  uint32_t _reserved;
+  // XNNPACK's build identifier (`xnn_experimental_get_build_identifier_data()`
+  // and `_size()`): a file written by another XNNPACK build is not used.
+  const void *build_id;
+  size_t build_id_size;
   // Address space reserved up front for the file's mappings (0: 8 GiB on
   // 64-bit). Only address space: it costs no memory, and more is reserved
   // if the cache outgrows it.
@@ -91,20 +142,34 @@ struct xnncache_stats {
   uint64_t file_size;
   // Bytes made clean and read-only by `xnncache_finalize`.
   uint64_t sealed_bytes;
+  // Entries read from the file at open.
+  uint64_t loaded_entries;
+  // Entries of this session that will not be in the file: their weights
+  // were not registered, or the file could not take them.
+  uint64_t not_persisted;
+  // Commits this cache wrote to the file.
+  uint64_t commits;
   // Where new entries go now (an `xnncache_backing` value).
   uint32_t backing;
   // The provider ABI generation the caller compiled against (1, 2 or 3).
   uint32_t abi_generation;
+  // What opening found (an `xnncache_file_state` value).
+  uint32_t file_state;
+  uint32_t _reserved;
 };
+
+#define SLOT_OFFSETS { 0, 2048, }
 
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
 
-// Opens a cache. With a path, packed weights go into that file (replaced if
-// it exists); if the file cannot be used, the cache still opens, on the heap,
-// `xnncache_stats` reports `XNNCACHE_BACKING_HEAP`, and `xnncache_last_error`
-// says why (unless `XNNCACHE_FLAG_REQUIRE_FILE` is set).
+// Opens a cache. With a path (or descriptor), a valid cache file is mapped
+// and its weights are found by look-up; a missing, corrupt or incompatible
+// one is rebuilt beside it and replaces it at the first commit. If the file
+// cannot be used at all, the cache still opens, on the heap,
+// `xnncache_stats` reports it, and `xnncache_last_error` says why (unless
+// `XNNCACHE_FLAG_REQUIRE_FILE` is set).
 enum xnncache_status xnncache_open(const struct xnncache_options *options,
                                    struct xnncache **cache_out);
 
@@ -116,6 +181,23 @@ struct xnn_weights_cache_provider *xnncache_provider(struct xnncache *cache);
 // read-only. Call it after `xnn_create_runtime_v4`; runtimes already created
 // keep working, and later ones may still add weights.
 enum xnncache_status xnncache_finalize(struct xnncache *cache);
+
+// Gives the constant buffer `[data, data + size)` a stable identity, so that
+// packed weights made from it are found again by a later process. `name`
+// (e.g. ExecuTorch's named-data key) is the identity; with NULL, a digest of
+// the bytes is. Register every weight and bias before creating the runtime.
+enum xnncache_status xnncache_register_weights(struct xnncache *cache,
+                                               const void *data,
+                                               size_t size,
+                                               const char *name);
+
+// Checks every committed payload of the file against its checksum:
+// `XNNCACHE_CORRUPT` if one differs.
+enum xnncache_status xnncache_verify(struct xnncache *cache);
+
+// Rewrites the file with only the weights this session used and replaces it
+// atomically (runtimes keep working; this cache persists nothing afterwards).
+enum xnncache_status xnncache_compact(struct xnncache *cache);
 
 // Fills `*stats`.
 enum xnncache_status xnncache_stats(const struct xnncache *cache, struct xnncache_stats *stats);
@@ -138,9 +220,12 @@ enum xnn_status xnncache_create_weights_cache_with_size(size_t size,
 // Like `xnn_create_weights_cache`.
 enum xnn_status xnncache_create_weights_cache(struct xnn_weights_cache_provider **weights_cache_out);
 
-// What the header's macros call: the create functions with the caller's struct sizes.
+// What the header's macros call: the create functions with the caller's
+// struct sizes and XNNPACK build identifier.
 enum xnn_status xnncache_create_weights_cache_for_abi(uint32_t key_size,
                                                       uint32_t provider_size,
+                                                      const void *build_id,
+                                                      size_t build_id_size,
                                                       size_t size,
                                                       struct xnn_weights_cache_provider **weights_cache_out);
 
@@ -161,15 +246,19 @@ enum xnn_status xnncache_delete_weights_cache(struct xnn_weights_cache_provider 
 }  // extern "C"
 #endif  // __cplusplus
 
-/* Initialises an xnncache_options with the sizes of XNNPACK's structs as the
- * caller's xnnpack.h declares them; they tell xnncache which generation of the
- * provider ABI the caller compiled against. */
+/* Initialises an xnncache_options (at block scope) with the sizes of
+ * XNNPACK's structs as the caller's xnnpack.h declares them, which tell
+ * xnncache the generation of the provider ABI, and with XNNPACK's build
+ * identifier, which keeps a file from being used by another XNNPACK build. */
 #define XNNCACHE_OPTIONS_INIT                                      \
   {                                                                \
     (uint32_t) sizeof(xnncache_options),                           \
     (uint32_t) sizeof(struct xnn_weights_cache_look_up_key),       \
     (uint32_t) sizeof(struct xnn_weights_cache_provider),          \
-    0, NULL, 0                                                     \
+    0, NULL, -1, 0,                                                \
+    xnn_experimental_get_build_identifier_data(),                  \
+    xnn_experimental_get_build_identifier_size(),                  \
+    0                                                              \
   }
 
 /* The drop-in creators also record the caller's struct sizes. Define
@@ -178,11 +267,15 @@ enum xnn_status xnncache_delete_weights_cache(struct xnn_weights_cache_provider 
 #define xnncache_create_weights_cache(weights_cache_out)                          \
   xnncache_create_weights_cache_for_abi(                                          \
       (uint32_t) sizeof(struct xnn_weights_cache_look_up_key),                    \
-      (uint32_t) sizeof(struct xnn_weights_cache_provider), 0, (weights_cache_out))
+      (uint32_t) sizeof(struct xnn_weights_cache_provider),                       \
+      xnn_experimental_get_build_identifier_data(),                               \
+      xnn_experimental_get_build_identifier_size(), 0, (weights_cache_out))
 #define xnncache_create_weights_cache_with_size(size, weights_cache_out)          \
   xnncache_create_weights_cache_for_abi(                                          \
       (uint32_t) sizeof(struct xnn_weights_cache_look_up_key),                    \
-      (uint32_t) sizeof(struct xnn_weights_cache_provider), (size), (weights_cache_out))
+      (uint32_t) sizeof(struct xnn_weights_cache_provider),                       \
+      xnn_experimental_get_build_identifier_data(),                               \
+      xnn_experimental_get_build_identifier_size(), (size), (weights_cache_out))
 #endif
 
 #endif /* XNNCACHE_H */

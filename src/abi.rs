@@ -121,6 +121,15 @@ impl Generation {
         }
     }
 
+    /// 1, 2 or 3.
+    pub fn number(self) -> u32 {
+        match self {
+            Generation::V1 => 1,
+            Generation::V2 => 2,
+            Generation::V3 => 3,
+        }
+    }
+
     pub fn has_fingerprint(self) -> bool {
         self != Generation::V1
     }

@@ -2,37 +2,38 @@
 //!
 //! The life of one packed weight:
 //!
-//! 1. `look_up(key)`: the index answers with an offset, or "not found".
-//! 2. `reserve(n)`: on a miss, XNNPACK asks for `n` bytes to pack into. They
-//!    come from the arena (file or anonymous pages), or from the heap when the
-//!    file cannot grow. The space is *pending* until step 3; a second reserve on
-//!    the same thread supersedes it and reuses its space.
+//! 1. `look_up(key)`: the index answers with an offset, or "not found". Keys
+//!    whose pointers lie in registered weights are persistent: entries found
+//!    by them may come from an earlier process, through the mapped file.
+//! 2. `reserve(n)`: on a miss, XNNPACK asks for `n` bytes to pack into. After
+//!    a missed look-up they come straight from the file (under the writer
+//!    lock); otherwise (paths that never look up, or no right to write) they
+//!    are scratch on the heap. The space is *pending* until step 3; a second
+//!    reserve on the same thread supersedes it and reuses its space.
 //! 3. `look_up_or_insert(key, ptr, n)`: XNNPACK has packed into `ptr`. If the
 //!    same bytes are already stored (under any key), the new copy is folded into
-//!    the old one and its space given back; otherwise the pending space becomes
-//!    an entry. Either way the returned offset is one `offset_to_addr` resolves.
+//!    the old one and its space given back; otherwise it becomes an entry, in
+//!    the file when the file can take it. The returned offset always resolves.
 //! 4. `offset_to_addr(offset)`: at every reshape; addresses never move.
 //! 5. `finalize()`: everything inserted so far is written back and made
-//!    read-only, so its pages are clean and can be dropped under pressure.
+//!    read-only; new persistent entries are committed to the file's index.
 //!
-//! All of it runs under one mutex; only the write-back in `finalize` runs
-//! outside it, on pages nobody writes any more.
+//! All of it runs under one mutex; only the write-back of payload pages in
+//! `finalize` runs outside it, on pages nobody writes any more.
 
-use std::collections::HashMap;
-use std::ffi::OsString;
-use std::fs::{File, OpenOptions};
-use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::thread::ThreadId;
 
 use crate::abi::{Generation, Key, NOT_FOUND};
 use crate::arena::{Arena, ArenaOptions};
 use crate::error::{Error, Result, Status};
+use crate::format::{self, Compat};
 use crate::heap::{is_heap_offset, Heap};
-use crate::index::{Entry, Index};
+use crate::identity::{content_identity, Registry};
+use crate::index::{Entry, EntryId, Index, IndexKey};
+use crate::store::{FileState, Source, Store, StoreOptions};
 
 /// Alignment of every packed weight: XNNPACK's allocation alignment is 64 on
 /// x86 and 16 on Arm; cache-line alignment serves both.
@@ -78,30 +79,46 @@ pub struct Stats {
     pub file_size: u64,
     /// Bytes made clean and read-only by `xnncache_finalize`.
     pub sealed_bytes: u64,
+    /// Entries read from the file at open.
+    pub loaded_entries: u64,
+    /// Entries of this session that will not be in the file: their weights
+    /// were not registered, or the file could not take them.
+    pub not_persisted: u64,
+    /// Commits this cache wrote to the file.
+    pub commits: u64,
     /// Where new entries go now (an `xnncache_backing` value).
     pub backing: u32,
     /// The provider ABI generation the caller compiled against (1, 2 or 3).
     pub abi_generation: u32,
+    /// What opening found (an `xnncache_file_state` value).
+    pub file_state: u32,
+    pub _reserved: u32,
 }
 
 /// How to open a cache.
 #[derive(Clone, Debug)]
 pub struct CacheOptions {
-    pub path: Option<PathBuf>,
+    pub source: Option<Source>,
     pub generation: Generation,
     /// Fail instead of falling back to the heap when the file is unusable.
     pub require_file: bool,
+    /// Never write the file; misses go to memory.
+    pub read_only: bool,
+    /// Check every payload's checksum at open.
+    pub verify: bool,
+    /// XNNPACK's build identifier; persistence needs it.
+    pub build_id: Vec<u8>,
     /// Address space to reserve for the first arena segment.
     pub reservation: Option<usize>,
 }
 
 impl CacheOptions {
     pub fn memory(generation: Generation) -> CacheOptions {
-        CacheOptions { path: None, generation, require_file: false, reservation: None }
+        CacheOptions { source: None, generation, require_file: false, read_only: false, verify: false, build_id: Vec::new(), reservation: None }
     }
 
     pub fn file(path: impl Into<PathBuf>, generation: Generation) -> CacheOptions {
-        CacheOptions { path: Some(path.into()), ..CacheOptions::memory(generation) }
+        CacheOptions { source: Some(Source::Path(path.into())), ..CacheOptions::memory(generation) }
     }
 }
 
@@ -114,15 +131,22 @@ struct Pending {
 }
 
 struct State {
-    /// `None` when the file could not be used at all: everything goes to the heap.
+    /// File or anonymous pages; `None` when the file could not be used at all.
     arena: Option<Arena>,
+    /// The persistent file around the arena, when there is one.
+    store: Option<Store>,
     heap: Heap,
     index: Index,
+    registry: Registry,
     pending: Vec<Pending>,
+    /// Threads whose last `look_up` missed: their next reserve packs a new weight.
+    missed: HashSet<ThreadId>,
     /// `alias_data(alias, original)`: keys naming `alias` mean `original`.
     aliases: HashMap<usize, usize>,
-    /// Set once the arena's file refused to grow; later space comes from the heap.
+    /// Set once the arena refused to grow; later space comes from the heap.
     arena_full: bool,
+    /// Persistent links not yet in the file's index.
+    uncommitted: usize,
     stats: Stats,
 }
 
@@ -152,34 +176,76 @@ impl Cache {
             Some(r) => ArenaOptions::new().reservation(r),
             None => ArenaOptions::new(),
         };
-        let mut fallback = None;
-        let arena = match &options.path {
-            None => Some(arena_options.anonymous().map_err(|e| {
-                Error::new(Status::XNNCACHE_OUT_OF_MEMORY, format!("cannot reserve address space: {e}"))
-            })?),
-            Some(path) => match create_file(path).and_then(|f| arena_options.file(f)) {
-                Ok(arena) => Some(arena),
-                Err(e) if options.require_file => return Err(Error::io(format!("cannot use {}", path.display()), &e)),
-                Err(e) => {
-                    fallback = Some(format!("cannot use {}: {e}; packed weights go to the heap", path.display()));
-                    None
-                }
-            },
+        let mut state = State {
+            arena: None,
+            store: None,
+            heap: Heap::default(),
+            index: Index::default(),
+            registry: Registry::default(),
+            pending: Vec::new(),
+            missed: HashSet::new(),
+            aliases: HashMap::new(),
+            arena_full: false,
+            uncommitted: 0,
+            stats: Stats::default(),
         };
+        let mut reason = None;
+        let path = match &options.source {
+            Some(Source::Path(p)) => Some(p.clone()),
+            _ => None,
+        };
+        let where_ = || path.as_ref().map_or("the descriptor".to_string(), |p| p.display().to_string());
+        match &options.source {
+            None => {
+                state.arena = Some(arena_options.anonymous().map_err(|e| {
+                    Error::new(Status::XNNCACHE_OUT_OF_MEMORY, format!("cannot reserve address space: {e}"))
+                })?);
+                state.stats.file_state = FileState::XNNCACHE_FILE_NONE as u32;
+            }
+            Some(source) => {
+                let store_options = StoreOptions {
+                    source: source.clone(),
+                    read_only: options.read_only,
+                    verify: options.verify,
+                    compat: Compat {
+                        abi_generation: options.generation.number(),
+                        build_id: options.build_id.clone(),
+                        cpu_id: crate::identity::cpu_identity(),
+                    },
+                };
+                match Store::open(&store_options, &arena_options) {
+                    Ok(opened) => {
+                        state.stats.file_state = opened.state as u32;
+                        reason = opened.reason.map(|r| format!("{}: {r}", where_()));
+                        if opened.state == FileState::XNNCACHE_FILE_UNUSABLE && options.require_file {
+                            return Err(Error::new(Status::XNNCACHE_IO_ERROR, reason.unwrap_or_default()));
+                        }
+                        state.arena = opened.arena;
+                        state.store = opened.store;
+                        if let Some(committed) = opened.committed {
+                            state.load(&committed);
+                        }
+                    }
+                    Err(e) if options.require_file => return Err(Error::io(format!("cannot use {}", where_()), &e)),
+                    Err(e) => {
+                        state.stats.file_state = FileState::XNNCACHE_FILE_UNUSABLE as u32;
+                        reason = Some(format!("cannot use {}: {e}; packed weights go to the heap", where_()));
+                    }
+                }
+                if options.build_id.is_empty() && state.store.is_some() {
+                    // Without XNNPACK's build identifier a file could be reused by
+                    // another XNNPACK: refuse to persist rather than risk it.
+                    state.store = None;
+                    reason = Some("no XNNPACK build identifier was given (use XNNCACHE_OPTIONS_INIT): nothing is persisted".into());
+                }
+            }
+        }
         Ok(Cache {
             generation: options.generation,
-            path: options.path.clone(),
-            state: Mutex::new(State {
-                arena,
-                heap: Heap::default(),
-                index: Index::default(),
-                pending: Vec::new(),
-                aliases: HashMap::new(),
-                arena_full: false,
-                stats: Stats::default(),
-            }),
+            path,
+            state: Mutex::new(state),
             finalizing: Mutex::new(()),
-            fallback_reason: Mutex::new(fallback),
+            fallback_reason: Mutex::new(reason),
         })
     }
 
@@ -195,19 +261,38 @@ impl Cache {
         lock(&self.fallback_reason).clone()
     }
 
+    /// Gives `[data, data + size)` a stable identity: `name`, or a digest of its bytes.
+    ///
+    /// # Safety
+    /// `data` must point to `size` readable bytes (only read when `name` is `None`).
+    pub unsafe fn register(&self, data: *const u8, size: usize, name: Option<&str>) {
+        // Hash outside the lock: it reads the whole buffer.
+        // SAFETY: guaranteed by the caller.
+        let identity = name.is_none().then(|| unsafe { content_identity(data, size) });
+        let mut st = lock(&self.state);
+        st.registry.register(data as usize, size, name, || identity.expect("hashed above"));
+    }
+
     /// Step 1: the offset of the one entry `key` names, or `NOT_FOUND`.
     pub fn look_up(&self, key: Key) -> usize {
         let mut st = lock(&self.state);
-        let key = st.canonical(key);
+        let key = st.index_key(key);
         st.stats.look_ups += 1;
+        let me = std::thread::current().id();
         match st.index.look_up(&key) {
             Some(id) => {
-                let e = *st.index.get(id);
+                st.missed.remove(&me);
+                let e = st.index.get_mut(id);
+                e.used = true;
+                let (offset, size) = (e.offset, e.size);
                 st.stats.hits += 1;
-                st.stats.found_bytes += e.size as u64;
-                e.offset
+                st.stats.found_bytes += size as u64;
+                offset
             }
-            None => NOT_FOUND,
+            None => {
+                st.missed.insert(me);
+                NOT_FOUND
+            }
         }
     }
 
@@ -215,6 +300,7 @@ impl Cache {
     pub fn reserve(&self, n: usize) -> *mut u8 {
         let mut st = lock(&self.state);
         let me = std::thread::current().id();
+        let packing_new = st.missed.remove(&me);
         if let Some(i) = st.pending.iter().position(|p| p.thread == me) {
             // The previous reservation of this thread was never inserted (an
             // error path in XNNPACK): reuse it if it is large enough.
@@ -224,7 +310,11 @@ impl Cache {
             let old = st.pending.swap_remove(i);
             st.give_back(old.offset, old.len);
         }
-        match self.allocate(&mut st, n) {
+        // With a persistent file, only weights a look-up just missed are
+        // packed straight into it; the rest is scratch until we know.
+        let in_arena = st.store.is_none() || (packing_new && st.may_write_file(self));
+        let space = if in_arena { self.allocate(&mut st, n) } else { st.heap.alloc(n, ALIGNMENT) };
+        match space {
             Some((offset, addr)) => {
                 st.pending.push(Pending { offset, addr, len: n, thread: me });
                 addr
@@ -252,7 +342,7 @@ impl Cache {
     /// NULL `ptr` answers like a look-up for `key` and `size`.
     pub fn look_up_or_insert(&self, key: Key, ptr: *const u8, size: usize) -> usize {
         let mut st = lock(&self.state);
-        let key = st.canonical(key);
+        let key = st.index_key(key);
         if ptr.is_null() {
             let id = st.index.look_up_sized(&key, size).or_else(|| st.index.look_up(&key));
             return id.map_or(NOT_FOUND, |id| st.index.get(id).offset);
@@ -279,23 +369,32 @@ impl Cache {
             stored.is_some_and(|a| unsafe { core::slice::from_raw_parts(a, e.size) } == bytes)
         });
         if let Some(id) = same {
-            st.index.link(key, id);
+            st.link(key, id);
+            st.index.get_mut(id).used = true;
             st.stats.duplicates_folded += 1;
             st.stats.folded_bytes += size as u64;
             st.give_back(pending.offset, pending.len);
             return st.index.get(id).offset;
         }
-        // Keep the reservation as the entry; give back what packing did not use.
+        let (offset, len) = st.place(self, &pending, size);
         let kept = size.div_ceil(ALIGNMENT) * ALIGNMENT;
-        if is_heap_offset(pending.offset) {
+        if is_heap_offset(offset) {
             st.stats.heap_fallback_bytes += size as u64;
-        } else if kept < pending.len {
-            st.give_back(pending.offset + kept, pending.len - kept);
+        } else if kept < len {
+            st.give_back(offset + kept, len - kept);
         }
-        st.index.insert(key, Entry { offset: pending.offset, size, hash });
+        let persisted = matches!(key, IndexKey::Persistent(_)) && !is_heap_offset(offset) && st.store.is_some();
+        if !persisted {
+            st.stats.not_persisted += 1;
+        }
+        let id = st.index.insert(key, Entry::new(offset, size, hash));
+        if persisted {
+            st.uncommitted += 1;
+        }
+        let _ = id;
         st.stats.entries += 1;
         st.stats.stored_bytes += size as u64;
-        pending.offset
+        offset
     }
 
     /// Step 4: the address of an offset this cache returned, or NULL.
@@ -319,20 +418,44 @@ impl Cache {
     }
 
     /// Step 5: writes back and write-protects every page packed since the last
-    /// finalize. Space still pending on another thread is left writable.
+    /// finalize, and commits new persistent entries to the file. Space still
+    /// pending on another thread is left writable (and uncommitted).
     pub fn finalize(&self) -> Result<()> {
         let _one_at_a_time = lock(&self.finalizing);
-        let job = {
+        let (job, commit) = {
             let mut st = lock(&self.state);
+            let commit = st.prepare_commit().map_err(|e| Error::io("cannot write the cache file's index", &e))?;
             let limit = st.pending.iter().filter(|p| !is_heap_offset(p.offset)).map(|p| p.offset).min();
             match st.arena.as_mut() {
-                Some(arena) => arena.begin_seal(limit.unwrap_or(usize::MAX)),
+                Some(arena) => (arena.begin_seal(limit.unwrap_or(usize::MAX)), commit),
                 None => return Ok(()),
             }
         };
         let bytes = job.bytes() as u64;
         job.run().map_err(|e| Error::io("cannot write the cache file back", &e))?;
-        lock(&self.state).stats.sealed_bytes += bytes;
+        let mut st = lock(&self.state);
+        st.stats.sealed_bytes += bytes;
+        if let Some((offset, index, data_end)) = commit {
+            let store = st.store.as_mut().expect("a commit needs a store");
+            store.publish(offset, &index, data_end).map_err(|e| Error::io("cannot commit the cache file", &e))?;
+            st.stats.commits += 1;
+            st.uncommitted = 0;
+            let mut entries: Vec<EntryId> = st.index.persistent_links().map(|(_, id)| id).collect();
+            entries.sort_unstable();
+            entries.dedup();
+            for id in entries {
+                if !is_heap_offset(st.index.get(id).offset) {
+                    st.index.get_mut(id).committed = true;
+                }
+            }
+        }
+        // Hand the file to other processes unless our own packing is under way.
+        let writing = st.pending.iter().any(|p| !is_heap_offset(p.offset));
+        if !writing {
+            if let Some(store) = st.store.as_mut() {
+                store.unlock();
+            }
+        }
         Ok(())
     }
 
@@ -342,21 +465,89 @@ impl Cache {
         st.pending.is_empty() && st.arena.as_ref().map_or(true, |a| a.used() <= a.sealed())
     }
 
+    /// Checks every committed payload against its checksum.
+    pub fn verify(&self) -> Result<()> {
+        let st = lock(&self.state);
+        let Some(arena) = st.arena.as_ref() else { return Ok(()) };
+        let payloads: Vec<format::Payload> = st
+            .index
+            .entries()
+            .iter()
+            .filter(|e| e.committed)
+            .map(|e| format::Payload { offset: e.offset as u64, size: e.size as u64, checksum: e.hash })
+            .collect();
+        crate::store::verify_payloads(arena, &payloads).map_err(|r| Error::new(Status::XNNCACHE_CORRUPT, r.message().to_string()))
+    }
+
+    /// Rewrites the file with only the persistent entries this session used,
+    /// and replaces the old file atomically. This cache keeps working on its
+    /// mapping of the old file but persists nothing more.
+    pub fn compact(&self) -> Result<u64> {
+        let _one_at_a_time = lock(&self.finalizing);
+        let mut st = lock(&self.state);
+        let st = &mut *st;
+        let (Some(store), Some(arena)) = (st.store.as_mut(), st.arena.as_ref()) else {
+            return Err(Error::new(Status::XNNCACHE_INVALID_STATE, "compact needs a writable cache file"));
+        };
+        match store.try_lock() {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(Error::new(Status::XNNCACHE_BUSY, "another process is writing the cache file")),
+            Err(e) => return Err(Error::io("cannot lock the cache file", &e)),
+        }
+        let mut ids: Vec<EntryId> = Vec::new();
+        let mut keys = Vec::new();
+        for (key, id) in st.index.persistent_links() {
+            let e = st.index.get(id);
+            if !e.used || is_heap_offset(e.offset) {
+                continue;
+            }
+            let pos = match ids.iter().position(|&x| x == id) {
+                Some(p) => p,
+                None => {
+                    ids.push(id);
+                    ids.len() - 1
+                }
+            };
+            keys.push((key, pos as u32));
+        }
+        let payloads: Vec<(&[u8], u64)> = ids
+            .iter()
+            .map(|&id| {
+                let e = st.index.get(id);
+                let a = arena.addr(e.offset).expect("entries resolve");
+                // SAFETY: an entry's offset resolves to `e.size` readable bytes.
+                (unsafe { core::slice::from_raw_parts(a as *const u8, e.size) }, e.hash)
+            })
+            .collect();
+        let result = store.compact(&payloads, &keys);
+        store.unlock();
+        result.map_err(|e| Error::io("cannot compact the cache file", &e))
+    }
+
     pub fn stats(&self) -> Stats {
         let st = lock(&self.state);
         let mut s = st.stats;
-        s.file_size = st.arena.as_ref().filter(|a| a.is_file_backed()).map_or(0, |a| a.len() as u64);
+        s.file_size = match (&st.store, &st.arena) {
+            (Some(store), _) => store.file_len(),
+            (None, Some(a)) if a.is_file_backed() => a.len() as u64,
+            _ => 0,
+        };
         s.backing = match (&st.arena, st.arena_full) {
             (Some(a), false) if a.is_file_backed() => Backing::XNNCACHE_BACKING_FILE,
-            (Some(_), false) if self.path.is_none() => Backing::XNNCACHE_BACKING_MEMORY,
+            (Some(_), false) if st.store.is_none() && self.path.is_none() => Backing::XNNCACHE_BACKING_MEMORY,
             _ => Backing::XNNCACHE_BACKING_HEAP,
         } as u32;
-        s.abi_generation = match self.generation {
-            Generation::V1 => 1,
-            Generation::V2 => 2,
-            Generation::V3 => 3,
-        };
+        s.abi_generation = self.generation.number();
         s
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(store) = st.store.as_mut() {
+            store.close(st.arena.as_mut());
+        }
     }
 }
 
@@ -373,11 +564,124 @@ impl State {
         p
     }
 
-    fn canonical(&self, key: Key) -> Key {
-        if self.aliases.is_empty() {
-            return key;
+    /// The key the index uses: persistent when the pointers are registered.
+    fn index_key(&self, key: Key) -> IndexKey {
+        let key = if self.aliases.is_empty() { key } else { Key { kernel: self.resolve(key.kernel), bias: self.resolve(key.bias), ..key } };
+        match self.registry.persistent(&key) {
+            Some(p) => IndexKey::Persistent(p),
+            None => IndexKey::Process(key),
         }
-        Key { kernel: self.resolve(key.kernel), bias: self.resolve(key.bias), ..key }
+    }
+
+    fn link(&mut self, key: IndexKey, id: EntryId) {
+        let new = self.index.link(key, id);
+        if new && matches!(key, IndexKey::Persistent(_)) && !is_heap_offset(self.index.get(id).offset) && self.store.is_some() {
+            self.uncommitted += 1;
+        }
+    }
+
+    /// Loads a committed index: every payload becomes an entry at its offset.
+    fn load(&mut self, committed: &format::Index) {
+        let ids: Vec<EntryId> = committed
+            .payloads
+            .iter()
+            .map(|p| {
+                let offset = p.offset as usize;
+                self.index.find_offset(offset).unwrap_or_else(|| {
+                    self.stats.loaded_entries += 1;
+                    self.stats.entries += 1;
+                    self.stats.stored_bytes += p.size;
+                    let mut e = Entry::new(offset, p.size as usize, p.checksum);
+                    (e.committed, e.used) = (true, false);
+                    self.index.insert_unlinked(e)
+                })
+            })
+            .collect();
+        for k in &committed.keys {
+            self.index.link(IndexKey::Persistent(k.key), ids[k.payload as usize]);
+        }
+    }
+
+    /// Whether new weights may go into the file now: takes the writer lock
+    /// if needed, and adopts what other processes committed meanwhile.
+    fn may_write_file(&mut self, cache: &Cache) -> bool {
+        let Some(store) = self.store.as_mut() else { return false };
+        if store.is_locked() {
+            return true;
+        }
+        match store.try_lock() {
+            Ok(Some(newer)) => {
+                if let Some((header, index)) = newer {
+                    let arena = self.arena.as_mut().expect("a store has an arena");
+                    let adopted = arena.adopt_committed(header.data_end).map_err(|e| e.to_string()).and_then(|job| job.run().map_err(|e| e.to_string()));
+                    if let Err(e) = adopted {
+                        store.unlock();
+                        *lock(&cache.fallback_reason) = Some(format!("cannot follow another process's commit: {e}"));
+                        return false;
+                    }
+                    self.load(&index);
+                }
+                if let Some(arena) = self.arena.as_mut() {
+                    // Another process may have trimmed the file below our slack.
+                    let _ = arena.forget_beyond(self.store.as_ref().expect("checked").file_len());
+                }
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                *lock(&cache.fallback_reason) = Some(format!("cannot lock the cache file: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Where a new entry's bytes live: its reservation, or, for heap scratch
+    /// when the file can take it, a copy in the file.
+    fn place(&mut self, cache: &Cache, pending: &Pending, size: usize) -> (usize, usize) {
+        if is_heap_offset(pending.offset) && self.store.is_some() && !self.arena_full && self.may_write_file(cache) {
+            if let Some((offset, addr)) = cache.allocate(self, size).filter(|(o, _)| !is_heap_offset(*o)) {
+                // SAFETY: two distinct allocations of at least `size` bytes.
+                unsafe { core::ptr::copy_nonoverlapping(pending.addr, addr, size) };
+                self.heap.free(pending.offset);
+                return (offset, size);
+            }
+        }
+        (pending.offset, pending.len)
+    }
+
+    /// Under the writer lock, with new persistent entries: writes the index of
+    /// the next commit at the end of the file's used space. Returns where it
+    /// is, its bytes, and the commit's data end.
+    fn prepare_commit(&mut self) -> std::io::Result<Option<(u64, Vec<u8>, u64)>> {
+        let Some(store) = self.store.as_ref() else { return Ok(None) };
+        if !store.is_locked() || (self.uncommitted == 0 && store.generation() > 0) {
+            return Ok(None);
+        }
+        let mut index = format::Index::default();
+        let mut position: HashMap<EntryId, u32> = HashMap::new();
+        let mut links: Vec<(u128, EntryId)> = self.index.persistent_links().collect();
+        links.sort_unstable();
+        for (key, id) in links {
+            let e = *self.index.get(id);
+            let in_flight = self.pending.iter().any(|p| p.offset <= e.offset && e.offset < p.offset + p.len);
+            if is_heap_offset(e.offset) || in_flight {
+                continue;
+            }
+            let next = index.payloads.len() as u32;
+            let pos = *position.entry(id).or_insert_with(|| {
+                index.payloads.push(format::Payload { offset: e.offset as u64, size: e.size as u64, checksum: e.hash });
+                next
+            });
+            index.keys.push(format::KeyRef { key, payload: pos });
+        }
+        let bytes = index.encode();
+        let arena = self.arena.as_mut().expect("a store has an arena");
+        let offset = arena.alloc_at_end(bytes.len(), ALIGNMENT).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let addr = arena.addr(offset).expect("just allocated");
+        // SAFETY: fresh, writable arena space of `bytes.len()` bytes.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), addr, bytes.len()) };
+        let data_end = (offset + bytes.len()) as u64;
+        Ok(Some((offset as u64, bytes, data_end)))
     }
 
     fn give_back(&mut self, offset: usize, len: usize) {
@@ -393,10 +697,11 @@ impl State {
     /// copied into fresh space and inserted like any packing.
     fn adopt(&mut self, cache: &Cache, ptr: *const u8, size: usize) -> std::result::Result<usize, Pending> {
         let known = self.arena.as_ref().and_then(|a| a.offset_of(ptr)).or_else(|| self.heap.offset_of(ptr));
-        if let Some(entry) = known.and_then(|off| self.index.entries().iter().find(|e| e.offset == off)) {
-            return Ok(entry.offset);
+        if let Some(id) = known.and_then(|off| self.index.find_offset(off)) {
+            return Ok(self.index.get(id).offset);
         }
-        match cache.allocate(self, size) {
+        let space = if self.store.is_some() { self.heap.alloc(size, ALIGNMENT) } else { cache.allocate(self, size) };
+        match space {
             Some((offset, addr)) => {
                 // SAFETY: XNNPACK passes `size` readable bytes at `ptr`; `addr` is
                 // fresh space of `size` bytes that cannot overlap them.
@@ -414,22 +719,4 @@ fn addr_of(arena: Option<&Arena>, heap: &Heap, offset: usize) -> Option<*mut u8>
     } else {
         arena?.addr(offset)
     }
-}
-
-/// Creates a new, empty cache file at `path`, replacing any old one atomically:
-/// the old file is never truncated, because another process may have it mapped.
-fn create_file(path: &Path) -> io::Result<File> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp_name = OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".{}.{}.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
-    let tmp = dir.join(&tmp_name);
-    let file = OpenOptions::new().read(true).write(true).create_new(true).mode(0o644).custom_flags(libc::O_CLOEXEC).open(&tmp)?;
-    if let Err(e) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    Ok(file)
 }

@@ -11,13 +11,19 @@ use std::sync::Mutex;
 
 use crate::abi::{Generation, ProviderV3};
 use crate::cache::{Cache, CacheOptions, Stats};
+use crate::store::Source;
 use crate::error::{xnncache_status, Error, Result, Status};
 use crate::provider::{no_unwind, provider_for};
 
 /// Fail with `XNNCACHE_IO_ERROR` instead of falling back to the heap when the
-/// file cannot be created.
+/// file cannot be used.
 pub const XNNCACHE_FLAG_REQUIRE_FILE: u32 = 1;
-const KNOWN_FLAGS: u32 = XNNCACHE_FLAG_REQUIRE_FILE;
+/// Never write the file (e.g. a cache shipped inside an app bundle): a valid
+/// file is mapped read-only, and weights it lacks are packed into memory.
+pub const XNNCACHE_FLAG_READ_ONLY: u32 = 2;
+/// Check every payload's checksum at open (a file that fails is rebuilt).
+pub const XNNCACHE_FLAG_VERIFY: u32 = 4;
+const KNOWN_FLAGS: u32 = XNNCACHE_FLAG_REQUIRE_FILE | XNNCACHE_FLAG_READ_ONLY | XNNCACHE_FLAG_VERIFY;
 
 /// How to open a cache. Start from `XNNCACHE_OPTIONS_INIT`, which records the
 /// sizes of XNNPACK's structs as the caller's `xnnpack.h` declares them.
@@ -32,8 +38,16 @@ pub struct xnncache_options {
     pub provider_size: u32,
     /// `XNNCACHE_FLAG_*` bits.
     pub flags: u32,
-    /// The cache file, or NULL to keep packed weights in anonymous memory.
+    /// The cache file, or NULL.
     pub path: *const c_char,
+    /// Or a descriptor of it that the caller owns (and keeps open), or -1.
+    /// With neither, packed weights live in anonymous memory.
+    pub fd: i32,
+    pub _reserved: u32,
+    /// XNNPACK's build identifier (`xnn_experimental_get_build_identifier_data()`
+    /// and `_size()`): a file written by another XNNPACK build is not used.
+    pub build_id: *const c_void,
+    pub build_id_size: usize,
     /// Address space reserved up front for the file's mappings (0: 8 GiB on
     /// 64-bit). Only address space: it costs no memory, and more is reserved
     /// if the cache outgrows it.
@@ -177,18 +191,35 @@ fn options_from_c(o: &xnncache_options) -> Result<CacheOptions> {
     if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
         return Err(Error::invalid("the path is empty"));
     }
+    let source = match (path, o.fd) {
+        (Some(_), fd) if fd >= 0 => return Err(Error::invalid("give a path or a descriptor, not both")),
+        (Some(p), _) => Some(Source::Path(p)),
+        (None, fd) if fd >= 0 => Some(Source::Fd(fd)),
+        (None, -1) => None,
+        (None, fd) => return Err(Error::invalid(format!("fd {fd}: use -1 for no descriptor"))),
+    };
+    if o.build_id.is_null() && o.build_id_size != 0 || o.build_id_size > 4096 {
+        return Err(Error::invalid("build_id and build_id_size do not agree"));
+    }
+    // SAFETY: a non-NULL build_id points to build_id_size bytes by the API contract.
+    let build_id = if o.build_id.is_null() { Vec::new() } else { unsafe { core::slice::from_raw_parts(o.build_id as *const u8, o.build_id_size) }.to_vec() };
     Ok(CacheOptions {
-        path,
+        source,
         generation,
         require_file: o.flags & XNNCACHE_FLAG_REQUIRE_FILE != 0,
+        read_only: o.flags & XNNCACHE_FLAG_READ_ONLY != 0,
+        verify: o.flags & XNNCACHE_FLAG_VERIFY != 0,
+        build_id,
         reservation: (o.address_space != 0).then(|| usize::try_from(o.address_space).unwrap_or(usize::MAX)),
     })
 }
 
-/// Opens a cache. With a path, packed weights go into that file (replaced if
-/// it exists); if the file cannot be used, the cache still opens, on the heap,
-/// `xnncache_stats` reports `XNNCACHE_BACKING_HEAP`, and `xnncache_last_error`
-/// says why (unless `XNNCACHE_FLAG_REQUIRE_FILE` is set).
+/// Opens a cache. With a path (or descriptor), a valid cache file is mapped
+/// and its weights are found by look-up; a missing, corrupt or incompatible
+/// one is rebuilt beside it and replaces it at the first commit. If the file
+/// cannot be used at all, the cache still opens, on the heap,
+/// `xnncache_stats` reports it, and `xnncache_last_error` says why (unless
+/// `XNNCACHE_FLAG_REQUIRE_FILE` is set).
 #[no_mangle]
 pub extern "C" fn xnncache_open(options: *const xnncache_options, cache_out: *mut *mut xnncache) -> xnncache_status {
     api("xnncache_open", || {
@@ -225,6 +256,39 @@ pub extern "C" fn xnncache_finalize(cache: *mut xnncache) -> xnncache_status {
     api("xnncache_finalize", || handle(cache)?.cache.finalize())
 }
 
+/// Gives the constant buffer `[data, data + size)` a stable identity, so that
+/// packed weights made from it are found again by a later process. `name`
+/// (e.g. ExecuTorch's named-data key) is the identity; with NULL, a digest of
+/// the bytes is. Register every weight and bias before creating the runtime.
+#[no_mangle]
+pub extern "C" fn xnncache_register_weights(cache: *mut xnncache, data: *const c_void, size: usize, name: *const c_char) -> xnncache_status {
+    api("xnncache_register_weights", || {
+        let h = handle(cache)?;
+        if data.is_null() || size == 0 {
+            return Err(Error::invalid("data must be non-NULL and size non-zero"));
+        }
+        // SAFETY: a non-NULL name is a NUL-terminated string by the API contract.
+        let name = (!name.is_null()).then(|| unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned());
+        // SAFETY: the caller passes `size` readable bytes at `data`.
+        unsafe { h.cache.register(data as *const u8, size, name.as_deref()) };
+        Ok(())
+    })
+}
+
+/// Checks every committed payload of the file against its checksum:
+/// `XNNCACHE_CORRUPT` if one differs.
+#[no_mangle]
+pub extern "C" fn xnncache_verify(cache: *mut xnncache) -> xnncache_status {
+    api("xnncache_verify", || handle(cache)?.cache.verify())
+}
+
+/// Rewrites the file with only the weights this session used and replaces it
+/// atomically (runtimes keep working; this cache persists nothing afterwards).
+#[no_mangle]
+pub extern "C" fn xnncache_compact(cache: *mut xnncache) -> xnncache_status {
+    api("xnncache_compact", || handle(cache)?.cache.compact().map(|_| ()))
+}
+
 /// Fills `*stats`.
 #[no_mangle]
 pub extern "C" fn xnncache_stats(cache: *const xnncache, stats: *mut Stats) -> xnncache_status {
@@ -258,6 +322,8 @@ pub extern "C" fn xnncache_status_name(status: c_int) -> *const c_char {
         4 => c"XNNCACHE_OUT_OF_MEMORY",
         5 => c"XNNCACHE_INVALID_STATE",
         6 => c"XNNCACHE_INTERNAL_ERROR",
+        7 => c"XNNCACHE_CORRUPT",
+        8 => c"XNNCACHE_BUSY",
         _ => c"XNNCACHE_UNKNOWN_STATUS",
     };
     name.as_ptr()
@@ -282,6 +348,10 @@ mod tests {
             provider_size: core::mem::size_of::<ProviderV1>() as u32,
             flags: 0,
             path,
+            fd: -1,
+            _reserved: 0,
+            build_id: core::ptr::null(),
+            build_id_size: 0,
             address_space: 0,
         }
     }

@@ -5,8 +5,9 @@
 //!
 //! `xnncache.h` turns `xnncache_create_weights_cache(...)` and
 //! `xnncache_create_weights_cache_with_size(...)` into macros that also pass
-//! the caller's struct sizes. Called as plain symbols (e.g. through `dlsym`),
-//! they assume the v1 key of XNNPACK 4ea82e5.
+//! the caller's struct sizes and XNNPACK build identifier. Called as plain
+//! symbols (e.g. through `dlsym`), they assume the v1 key of XNNPACK 4ea82e5
+//! and, knowing no build identifier, persist nothing between launches.
 
 use core::mem::size_of;
 
@@ -29,7 +30,7 @@ fn to_xnn_status(s: Status) -> XnnStatus {
     }
 }
 
-fn create(key_size: u32, provider_size: u32, size: usize, out: *mut *mut XnnWeightsCacheProvider) -> XnnStatus {
+fn create(key_size: u32, provider_size: u32, build_id: &[u8], size: usize, out: *mut *mut XnnWeightsCacheProvider) -> XnnStatus {
     let status = crate::capi::api("xnncache_create_weights_cache", || {
         if out.is_null() {
             return Err(Error::invalid("weights_cache_out is NULL"));
@@ -37,10 +38,11 @@ fn create(key_size: u32, provider_size: u32, size: usize, out: *mut *mut XnnWeig
         let generation = Generation::from_sizes(key_size as usize, provider_size as usize).ok_or_else(|| {
             Error::new(Status::XNNCACHE_UNSUPPORTED_ABI, format!("unknown provider ABI: key {key_size}, provider {provider_size} bytes"))
         })?;
-        let options = match std::env::var_os(PATH_VARIABLE).filter(|p| !p.is_empty()) {
+        let mut options = match std::env::var_os(PATH_VARIABLE).filter(|p| !p.is_empty()) {
             Some(path) => CacheOptions::file(path, generation),
             None => CacheOptions::memory(generation),
         };
+        options.build_id = build_id.to_vec();
         // XNNPACK's `size` is an initial capacity to avoid reallocations; the
         // arena never reallocates, so there is nothing to size.
         let _ = size;
@@ -56,24 +58,33 @@ fn create(key_size: u32, provider_size: u32, size: usize, out: *mut *mut XnnWeig
 /// needed, since the cache grows without ever moving its contents.
 #[no_mangle]
 pub extern "C" fn xnncache_create_weights_cache_with_size(size: usize, weights_cache_out: *mut *mut XnnWeightsCacheProvider) -> XnnStatus {
-    create(size_of::<KeyV1>() as u32, size_of::<ProviderV1>() as u32, size, weights_cache_out)
+    create(size_of::<KeyV1>() as u32, size_of::<ProviderV1>() as u32, &[], size, weights_cache_out)
 }
 
 /// Like `xnn_create_weights_cache`.
 #[no_mangle]
 pub extern "C" fn xnncache_create_weights_cache(weights_cache_out: *mut *mut XnnWeightsCacheProvider) -> XnnStatus {
-    create(size_of::<KeyV1>() as u32, size_of::<ProviderV1>() as u32, 0, weights_cache_out)
+    create(size_of::<KeyV1>() as u32, size_of::<ProviderV1>() as u32, &[], 0, weights_cache_out)
 }
 
-/// What the header's macros call: the create functions with the caller's struct sizes.
+/// What the header's macros call: the create functions with the caller's
+/// struct sizes and XNNPACK build identifier.
 #[no_mangle]
 pub extern "C" fn xnncache_create_weights_cache_for_abi(
     key_size: u32,
     provider_size: u32,
+    build_id: *const core::ffi::c_void,
+    build_id_size: usize,
     size: usize,
     weights_cache_out: *mut *mut XnnWeightsCacheProvider,
 ) -> XnnStatus {
-    create(key_size, provider_size, size, weights_cache_out)
+    let id: &[u8] = if build_id.is_null() || build_id_size > 4096 {
+        &[]
+    } else {
+        // SAFETY: the macro passes XNNPACK's own identifier and its size.
+        unsafe { core::slice::from_raw_parts(build_id as *const u8, build_id_size) }
+    };
+    create(key_size, provider_size, id, size, weights_cache_out)
 }
 
 /// Like `xnn_finalize_weights_cache`. Both kinds seal (write back and

@@ -23,6 +23,10 @@ pub enum xnncache_status {
     XNNCACHE_INVALID_STATE = 5,
     /// A bug inside xnncache was caught before it crossed the C boundary.
     XNNCACHE_INTERNAL_ERROR = 6,
+    /// The cache file's bytes do not match their checksums.
+    XNNCACHE_CORRUPT = 7,
+    /// Another process holds the cache file's writer lock.
+    XNNCACHE_BUSY = 8,
 }
 
 pub use xnncache_status as Status;
@@ -37,6 +41,8 @@ impl Status {
             Status::XNNCACHE_OUT_OF_MEMORY => "XNNCACHE_OUT_OF_MEMORY",
             Status::XNNCACHE_INVALID_STATE => "XNNCACHE_INVALID_STATE",
             Status::XNNCACHE_INTERNAL_ERROR => "XNNCACHE_INTERNAL_ERROR",
+            Status::XNNCACHE_CORRUPT => "XNNCACHE_CORRUPT",
+            Status::XNNCACHE_BUSY => "XNNCACHE_BUSY",
         }
     }
 }

@@ -7,6 +7,9 @@
 //!   entry whose bytes match;
 //! - entries are also indexed by a hash of their bytes, so identical packed
 //!   weights are stored once whatever key they come under.
+//!
+//! A key is persistent when its pointers lie in registered weights (it then
+//! survives a restart and is written to the file's index), or in-process.
 
 use std::collections::HashMap;
 
@@ -14,20 +17,38 @@ use crate::abi::Key;
 
 pub type EntryId = u32;
 
+/// How an entry is found: by a key that survives restarts, or by pointers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IndexKey {
+    Persistent(u128),
+    Process(Key),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry {
     /// Offset as XNNPACK sees it (arena offset, or a tagged heap offset).
     pub offset: usize,
     pub size: usize,
-    /// xxh3 of the packed bytes.
+    /// xxh3 of the packed bytes (also the file's payload checksum).
     pub hash: u64,
+    /// In the cache file's newest commit.
+    pub committed: bool,
+    /// Found, folded into or inserted by a runtime of this session.
+    pub used: bool,
+}
+
+impl Entry {
+    pub fn new(offset: usize, size: usize, hash: u64) -> Entry {
+        Entry { offset, size, hash, committed: false, used: true }
+    }
 }
 
 #[derive(Default)]
 pub struct Index {
     entries: Vec<Entry>,
-    by_key: HashMap<Key, Vec<EntryId>>,
+    by_key: HashMap<IndexKey, Vec<EntryId>>,
     by_content: HashMap<(u64, usize), Vec<EntryId>>,
+    by_offset: HashMap<usize, EntryId>,
 }
 
 impl Index {
@@ -43,12 +64,28 @@ impl Index {
         &self.entries[id as usize]
     }
 
+    pub fn get_mut(&mut self, id: EntryId) -> &mut Entry {
+        &mut self.entries[id as usize]
+    }
+
+    /// Every (persistent key, entry) pair, for writing the file's index.
+    pub fn persistent_links(&self) -> impl Iterator<Item = (u128, EntryId)> + '_ {
+        self.by_key.iter().filter_map(|(k, ids)| match k {
+            IndexKey::Persistent(p) => Some(ids.iter().map(move |&id| (*p, id))),
+            IndexKey::Process(_) => None,
+        }).flatten()
+    }
+
+    pub fn find_offset(&self, offset: usize) -> Option<EntryId> {
+        self.by_offset.get(&offset).copied()
+    }
+
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }
 
     /// The one entry `key` names, if it names exactly one.
-    pub fn look_up(&self, key: &Key) -> Option<EntryId> {
+    pub fn look_up(&self, key: &IndexKey) -> Option<EntryId> {
         match self.by_key.get(key).map(Vec::as_slice) {
             Some([only]) => Some(*only),
             _ => None,
@@ -56,7 +93,7 @@ impl Index {
     }
 
     /// The one entry `key` names with exactly `size` bytes.
-    pub fn look_up_sized(&self, key: &Key, size: usize) -> Option<EntryId> {
+    pub fn look_up_sized(&self, key: &IndexKey, size: usize) -> Option<EntryId> {
         let ids = self.by_key.get(key)?;
         let mut sized = ids.iter().filter(|&&id| self.get(id).size == size);
         match (sized.next(), sized.next()) {
@@ -72,20 +109,30 @@ impl Index {
     }
 
     /// Adds an entry reachable from `key`.
-    pub fn insert(&mut self, key: Key, entry: Entry) -> EntryId {
-        let id = EntryId::try_from(self.entries.len()).expect("fewer than 2^32 entries");
-        self.entries.push(entry);
-        self.by_content.entry((entry.hash, entry.size)).or_default().push(id);
+    pub fn insert(&mut self, key: IndexKey, entry: Entry) -> EntryId {
+        let id = self.insert_unlinked(entry);
         self.link(key, id);
         id
     }
 
+    /// Adds an entry that no key reaches yet (found by content or offset).
+    pub fn insert_unlinked(&mut self, entry: Entry) -> EntryId {
+        let id = EntryId::try_from(self.entries.len()).expect("fewer than 2^32 entries");
+        self.entries.push(entry);
+        self.by_offset.insert(entry.offset, id);
+        self.by_content.entry((entry.hash, entry.size)).or_default().push(id);
+        id
+    }
+
     /// Makes `key` reach entry `id` too (when its bytes were already stored).
-    pub fn link(&mut self, key: Key, id: EntryId) {
+    /// Returns whether the link is new.
+    pub fn link(&mut self, key: IndexKey, id: EntryId) -> bool {
         let ids = self.by_key.entry(key).or_default();
-        if !ids.contains(&id) {
+        let new = !ids.contains(&id);
+        if new {
             ids.push(id);
         }
+        new
     }
 }
 
@@ -93,16 +140,20 @@ impl Index {
 mod tests {
     use super::*;
 
-    fn key(seed: u32) -> Key {
-        Key { seed, kernel: 0x1000, bias: 0, fingerprint: None }
+    fn key(seed: u32) -> IndexKey {
+        IndexKey::Process(Key { seed, kernel: 0x1000, bias: 0, fingerprint: None })
+    }
+
+    fn e(offset: usize, size: usize, hash: u64) -> Entry {
+        Entry::new(offset, size, hash)
     }
 
     #[test]
     fn an_ambiguous_key_is_not_answered() {
         let mut ix = Index::default();
-        let a = ix.insert(key(1), Entry { offset: 0, size: 64, hash: 1 });
+        let a = ix.insert(key(1), e(0, 64, 1));
         assert_eq!(ix.look_up(&key(1)), Some(a));
-        let b = ix.insert(key(1), Entry { offset: 64, size: 128, hash: 2 });
+        let b = ix.insert(key(1), e(64, 128, 2));
         assert_eq!(ix.look_up(&key(1)), None);
         assert_eq!(ix.look_up_sized(&key(1), 128), Some(b));
         assert_eq!(ix.look_up(&key(2)), None);
@@ -111,12 +162,14 @@ mod tests {
     #[test]
     fn content_is_found_by_hash_size_and_bytes() {
         let mut ix = Index::default();
-        let a = ix.insert(key(1), Entry { offset: 0, size: 64, hash: 9 });
+        let a = ix.insert(key(1), e(0, 64, 9));
         assert_eq!(ix.find_content(9, 64, |_| true), Some(a));
         assert_eq!(ix.find_content(9, 64, |_| false), None);
         assert_eq!(ix.find_content(9, 65, |_| true), None);
-        ix.link(key(2), a);
-        ix.link(key(2), a);
+        assert!(ix.link(key(2), a));
+        assert!(!ix.link(key(2), a));
+        ix.link(IndexKey::Persistent(5), a);
+        assert_eq!(ix.persistent_links().collect::<Vec<_>>(), vec![(5, a)]);
         assert_eq!(ix.look_up(&key(2)), Some(a));
     }
 }

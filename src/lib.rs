@@ -16,6 +16,9 @@
 //!
 //! - [`abi`] mirrors the three generations of XNNPACK's provider struct.
 //! - [`arena`] owns the mapped file: growth, stable addresses, sealing.
+//! - [`format`] is the file's layout: header slots, index, checksums.
+//! - [`store`] opens, validates, locks, commits and compacts the file.
+//! - [`identity`] gives registered weights and the CPU stable identities.
 //! - [`heap`] holds what the file cannot (unwritable folder, full disk).
 //! - [`index`] finds entries by look-up key and by content.
 //! - [`cache`] is the provider's state machine in safe Rust.
@@ -28,9 +31,12 @@ pub mod cache;
 pub mod capi;
 pub mod dropin;
 pub mod error;
+pub mod format;
 pub mod heap;
+pub mod identity;
 pub mod index;
 pub mod provider;
+pub mod store;
 
 pub use cache::{Backing, Cache, CacheOptions, Stats};
 pub use error::{Error, Status};

@@ -41,7 +41,7 @@ fn finalized_pages_are_clean_read_only_and_not_anonymous() {
     let cache = Cache::open(Some(&path));
     let before = rollup("Anonymous");
     let mut rt = model.create(cache.provider()).unwrap();
-    let (_, dirty_before_finalize, _) = file_mapping_usage(&path);
+    let (_, dirty_before_finalize, _) = file_mapping_usage(&dir.0);
     cache.finalize();
     let growth = rollup("Anonymous").saturating_sub(before);
     let packed = cache.stats().stored_bytes;
@@ -50,7 +50,7 @@ fn finalized_pages_are_clean_read_only_and_not_anonymous() {
     assert!(growth < packed / 20, "with the cache, anonymous memory grew {growth} bytes for {packed} packed bytes");
     assert_eq!(rt.infer().unwrap(), expected);
 
-    let (rss, dirty, mappings) = file_mapping_usage(&path);
+    let (rss, dirty, mappings) = file_mapping_usage(&dir.0);
     assert!(mappings >= 1, "the cache file is not mapped");
     assert!(dirty_before_finalize >= packed / 2, "before finalize the packed pages are dirty ({dirty_before_finalize})");
     assert_eq!(dirty, 0, "dirty bytes in the cache file's mappings after finalize");
@@ -59,10 +59,11 @@ fn finalized_pages_are_clean_read_only_and_not_anonymous() {
     // A write into a finalized page faults.
     let packed_addr = xnncache::capi::xnncache_provider(cache.0);
     assert!(!packed_addr.is_null());
-    // SAFETY: the provider's offset_to_addr slot is ours; offset 0 is the first entry.
+    // SAFETY: the provider's offset_to_addr slot is ours; the first payload
+    // of a file starts at DATA_START.
     let first = unsafe {
         let p = packed_addr as *mut xnnpack_sys::xnn_weights_cache_provider;
-        ((*p).offset_to_addr.unwrap())((*p).context, 0) as *mut u8
+        ((*p).offset_to_addr.unwrap())((*p).context, xnncache::format::DATA_START as usize) as *mut u8
     };
     assert!(!first.is_null());
     assert_eq!(write_in_child(first), Some(libc::SIGSEGV), "a finalized page took a write");

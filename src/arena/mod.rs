@@ -67,13 +67,28 @@ impl ArenaOptions {
 
     /// An arena in anonymous memory.
     pub fn anonymous(&self) -> io::Result<Arena> {
-        Arena::new(None, self)
+        Arena::new(None, self, false)
     }
 
     /// An arena in `file`, which must be open for reading and writing and is
     /// treated as empty: its old contents past `data_start` are overwritten.
     pub fn file(&self, file: File) -> io::Result<Arena> {
-        Arena::new(Some(file), self)
+        Arena::new(Some(file), self, true)
+    }
+
+    /// An arena over an existing file whose bytes up to `committed_end` are
+    /// kept: they are mapped read-only (and count as sealed); new space, if
+    /// `writable`, starts on the next page.
+    pub fn existing(&self, file: File, committed_end: u64, writable: bool) -> io::Result<Arena> {
+        let mut arena = Arena::new(Some(file), self, false)?;
+        arena.writable = writable;
+        let end = round_up(usize::try_from(committed_end).map_err(|_| io::Error::other("file too large for this address space"))?, arena.page);
+        if end > arena.data_start {
+            arena.map_existing(end).map_err(|e| match e {
+                GrowError::File(e) | GrowError::AddressSpace(e) => e,
+            })?;
+        }
+        Ok(arena)
     }
 }
 
@@ -160,6 +175,8 @@ pub struct Arena {
     /// `[data_start, sealed)` is read-only.
     sealed: usize,
     data_start: usize,
+    /// False for a file opened read-only: nothing is ever allocated in it.
+    writable: bool,
 }
 
 // SAFETY: the raw pointers name mappings the arena owns; the arena is only used
@@ -175,7 +192,7 @@ fn round_down(n: usize, to: usize) -> usize {
 }
 
 impl Arena {
-    fn new(file: Option<File>, options: &ArenaOptions) -> io::Result<Arena> {
+    fn new(file: Option<File>, options: &ArenaOptions, truncate: bool) -> io::Result<Arena> {
         let page = unix::page_size();
         let data_start = round_up(options.data_start, page);
         let mut arena = Arena {
@@ -187,8 +204,9 @@ impl Arena {
             holes: Vec::new(),
             sealed: data_start,
             data_start,
+            writable: true,
         };
-        if let Some(f) = &arena.file {
+        if let (Some(f), true) = (&arena.file, truncate) {
             // The bytes before `data_start` exist in the file but are not mapped.
             unix::set_len(f.as_raw_fd(), data_start as u64)?;
         }
@@ -238,6 +256,9 @@ impl Arena {
     /// disk blocks reserved. Returns their offset.
     pub fn alloc(&mut self, len: usize, align: usize) -> Result<usize, GrowError> {
         debug_assert!(align.is_power_of_two());
+        if !self.writable {
+            return Err(GrowError::File(io::Error::new(io::ErrorKind::ReadOnlyFilesystem, "the cache file is open read-only")));
+        }
         let len = len.max(1);
         if let Some(offset) = self.alloc_from_holes(len, align) {
             return Ok(offset);
@@ -256,6 +277,15 @@ impl Arena {
         self.ensure_mapped(start + len)?;
         self.cursor = start + len;
         Ok(start)
+    }
+
+    /// Like `alloc`, but past every byte handed out so far (never in a hole):
+    /// where a commit's index goes, after every payload it names.
+    pub fn alloc_at_end(&mut self, len: usize, align: usize) -> Result<usize, GrowError> {
+        let holes = std::mem::take(&mut self.holes);
+        let r = self.alloc(len, align);
+        self.holes.extend(holes);
+        r
     }
 
     fn alloc_from_holes(&mut self, len: usize, align: usize) -> Option<usize> {
@@ -317,7 +347,7 @@ impl Arena {
         let len = target - self.end;
         let mapped = match &self.file {
             // SAFETY: as above; the file now has blocks for `[end, target)`.
-            Some(file) => unsafe { unix::map_file(addr, len, file.as_raw_fd(), self.end as u64) },
+            Some(file) => unsafe { unix::map_file(addr, len, file.as_raw_fd(), self.end as u64, true) },
             // SAFETY: as above; the range is our own PROT_NONE reservation.
             None => unsafe { unix::protect(addr, len, true) },
         };
@@ -325,6 +355,76 @@ impl Arena {
         seg.mapped = target - seg.start;
         self.end = target;
         Ok(())
+    }
+
+    /// Maps the file's existing bytes up to `end` (a page multiple) read-only,
+    /// as sealed: they belong to earlier commits and never change.
+    fn map_existing(&mut self, end: usize) -> Result<(), GrowError> {
+        let seg_end = self.segments.last().map_or(0, Segment::reserved_end);
+        if end > seg_end {
+            let grow = self.segments.last().map_or(0, |s| s.reserved).saturating_mul(2);
+            self.add_segment(grow.max(end - self.end))?;
+        }
+        let file = self.file.as_ref().expect("only file arenas have existing bytes");
+        let seg = self.segments.last_mut().expect("an arena always has a segment");
+        let start = self.end;
+        // SAFETY: `[start, end)` lies inside the last segment's reservation and
+        // nothing is mapped or handed out there yet.
+        let addr = unsafe { seg.base.add(start - seg.start) };
+        // SAFETY: as above.
+        unsafe { unix::map_file(addr, end - start, file.as_raw_fd(), start as u64, false) }.map_err(GrowError::AddressSpace)?;
+        seg.mapped = end - seg.start;
+        self.end = end;
+        self.cursor = self.cursor.max(end);
+        self.sealed = self.sealed.max(end);
+        Ok(())
+    }
+
+    /// Another process committed bytes up to `committed_end` past what we
+    /// have used: take them as used and sealed, and allocate after them. Our
+    /// own mapping of part of that range (growth slack) shows the same pages.
+    pub fn adopt_committed(&mut self, committed_end: u64) -> Result<SealJob, GrowError> {
+        let end = round_up(committed_end as usize, self.page);
+        self.cursor = self.cursor.max(end.min(self.end));
+        let job = self.begin_seal(usize::MAX);
+        if end > self.end {
+            self.map_existing(end)?;
+        }
+        Ok(job)
+    }
+
+    /// The file may have been shortened (by another process trimming its
+    /// slack): forget our mapping past `file_len`, so that growth maps it
+    /// again with real blocks instead of touching pages past the end.
+    pub fn forget_beyond(&mut self, file_len: u64) -> io::Result<()> {
+        let keep = round_up(file_len as usize, self.page).max(self.cursor).max(self.data_start);
+        if keep >= self.end {
+            return Ok(());
+        }
+        for s in self.segments.iter_mut() {
+            let lo = keep.max(s.start);
+            let hi = (s.start + s.mapped).min(self.end);
+            if lo < hi {
+                // SAFETY: `[lo, hi)` is above every used byte (`keep >= cursor`), so nothing points there.
+                unsafe { unix::unmap_to_reserved(s.base.add(lo - s.start), hi - lo)? };
+                s.mapped = lo - s.start;
+            }
+        }
+        self.end = keep;
+        Ok(())
+    }
+
+    /// Shortens the file to the used bytes (rounded to a page), giving back the
+    /// growth slack. Only for the process that may write the file now.
+    pub fn trim_file(&mut self) -> io::Result<()> {
+        let Some(fd) = self.file.as_ref().map(|f| f.as_raw_fd()) else { return Ok(()) };
+        let keep = round_up(self.cursor, self.page);
+        self.forget_beyond(keep as u64)?;
+        unix::set_len(fd, keep as u64)
+    }
+
+    pub fn file(&self) -> Option<&File> {
+        self.file.as_ref()
     }
 
     /// Gives `[offset, offset + len)` back. Space below the seal stays used:
@@ -422,10 +522,6 @@ impl Drop for Arena {
             // any more (the cache outlives every runtime that borrowed it).
             unsafe { unix::release(s.base, s.reserved) };
         }
-        if let Some(f) = &self.file {
-            // Give back the blocks reserved beyond what was used.
-            let _ = unix::set_len(f.as_raw_fd(), round_up(self.cursor, self.page) as u64);
-        }
     }
 }
 
@@ -473,7 +569,7 @@ mod tests {
     }
 
     #[test]
-    fn file_growth_is_amortised_and_trimmed_at_drop() {
+    fn file_growth_is_amortised_and_trimmed_on_request() {
         let (path, f) = temp_file("grow");
         let mut a = ArenaOptions::new().file(f).unwrap();
         let mut grows = 0;
@@ -487,8 +583,13 @@ mod tests {
         }
         assert!(grows <= 6, "{grows} growths for 12 MB");
         let used = a.used();
-        drop(a);
+        a.trim_file().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, round_up(used, unix::page_size()));
+        // Growth after a trim maps fresh, backed pages again.
+        let more = a.alloc(3 * MIN_GROWTH, 64).unwrap();
+        // SAFETY: freshly allocated and mapped.
+        unsafe { a.addr(more).unwrap().add(3 * MIN_GROWTH - 1).write(1) };
+        drop(a);
         std::fs::remove_file(path).unwrap();
     }
 

@@ -38,18 +38,19 @@ pub fn reserve(len: usize) -> io::Result<*mut u8> {
     }
 }
 
-/// Maps `len` bytes of `fd` from `offset` over `addr`, shared and writable.
+/// Maps `len` bytes of `fd` from `offset` over `addr`, shared.
 ///
 /// # Safety
 /// `[addr, addr + len)` must lie inside a reservation made by [`reserve`] that
 /// holds nothing anyone still reads or writes.
-pub unsafe fn map_file(addr: *mut u8, len: usize, fd: RawFd, offset: u64) -> io::Result<()> {
+pub unsafe fn map_file(addr: *mut u8, len: usize, fd: RawFd, offset: u64, writable: bool) -> io::Result<()> {
+    let prot = if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
     // SAFETY: MAP_FIXED replaces only the caller's own, unused reservation.
     let p = unsafe {
         libc::mmap(
             addr as *mut libc::c_void,
             len,
-            libc::PROT_READ | libc::PROT_WRITE,
+            prot,
             libc::MAP_SHARED | libc::MAP_FIXED,
             fd,
             offset as libc::off_t,
@@ -88,6 +89,31 @@ pub unsafe fn sync(addr: *mut u8, len: usize) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Turns `[addr, addr + len)` back into an inaccessible reservation, dropping
+/// whatever was mapped there.
+///
+/// # Safety
+/// The range must lie inside the arena's own reservation, and no one may use
+/// any address in it any more.
+pub unsafe fn unmap_to_reserved(addr: *mut u8, len: usize) -> io::Result<()> {
+    // SAFETY: MAP_FIXED replaces only the caller's own, dead range.
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }
 

@@ -398,8 +398,18 @@ pub fn options(path: Option<&CStr>) -> xnncache::capi::xnncache_options {
         provider_size: std::mem::size_of::<x::xnn_weights_cache_provider>() as u32,
         flags: 0,
         path: path.map_or(null(), CStr::as_ptr),
+        fd: -1,
+        _reserved: 0,
+        build_id: build_id().as_ptr().cast(),
+        build_id_size: build_id().len(),
         address_space: 0,
     }
+}
+
+/// The linked XNNPACK's build identifier.
+pub fn build_id() -> &'static [u8] {
+    // SAFETY: XNNPACK returns a pointer to a static buffer of the given size.
+    unsafe { std::slice::from_raw_parts(x::xnn_experimental_get_build_identifier_data() as *const u8, x::xnn_experimental_get_build_identifier_size()) }
 }
 
 impl Cache {
@@ -477,8 +487,10 @@ fn smaps_field(text: &str, field: &str) -> u64 {
         .sum()
 }
 
-/// Sums of fields over the mappings of `path` in `/proc/self/smaps`:
-/// (Rss, Private_Dirty + Shared_Dirty, number of mappings).
+/// Sums of fields over the mappings of files under `path` (a file or a
+/// folder) in `/proc/self/smaps`: (Rss, Private_Dirty + Shared_Dirty, number
+/// of mappings). A cache being rebuilt lives under a temporary name beside
+/// its path until its first commit, so tests pass the folder.
 pub fn file_mapping_usage(path: &std::path::Path) -> (u64, u64, usize) {
     let text = std::fs::read_to_string("/proc/self/smaps").expect("/proc/self/smaps");
     let want = path.to_string_lossy();
@@ -497,7 +509,7 @@ pub fn file_mapping_usage(path: &std::path::Path) -> (u64, u64, usize) {
         if is_header {
             flush(&block, inside);
             block.clear();
-            inside = line.ends_with(&*want);
+            inside = line.split_whitespace().nth(5).is_some_and(|p| p == want || p.starts_with(&format!("{want}/")));
         } else {
             block.push_str(line);
             block.push('\n');

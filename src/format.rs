@@ -1,0 +1,452 @@
+//! The cache file's format: two header slots, aligned payloads, and an index.
+//!
+//! ```text
+//! offset 0      header slot 0   (HEADER_SIZE bytes)
+//! offset 2048   header slot 1
+//! DATA_START    payloads, each 64-byte aligned, written through the mapping
+//!   ...         index block of the latest commit (and older, unreachable ones)
+//! data_end      end of what the newest valid header covers
+//! ```
+//!
+//! All integers are in the writer's byte order, which the header records; a
+//! reader with another byte order, pointer width, format version, XNNPACK
+//! build, CPU identity or provider ABI does not use the file.
+//!
+//! A commit never overwrites bytes a valid header points to: new payloads and
+//! a new index go past the old `data_end`, are written back (`msync` /
+//! `fdatasync`), and only then is the *older* header slot overwritten with a
+//! higher generation and synced. A crash before that last write leaves the
+//! previous commit intact; a torn header slot fails its checksum and the other
+//! slot still names the previous commit. Readers take the valid slot with the
+//! highest generation, then check the index's checksum and every offset and
+//! size in it before handing out a single pointer.
+
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
+
+pub const MAGIC: [u8; 8] = *b"XNNCACHE";
+pub const INDEX_MAGIC: [u8; 8] = *b"XNNCIDX1";
+pub const FORMAT_VERSION: u32 = 1;
+/// Written in native order: reads back as this value only in the same order.
+pub const BYTE_ORDER_MARK: u32 = 0x0102_0304;
+pub const HEADER_SIZE: usize = 256;
+pub const SLOT_OFFSETS: [u64; 2] = [0, 2048];
+/// Payloads start here: a multiple of every common page size (4, 16, 64 KiB),
+/// so the payload region can be mapped on any of them.
+pub const DATA_START: u64 = 64 << 10;
+pub const PAYLOAD_ALIGN: u64 = 64;
+pub const BUILD_ID_MAX: usize = 64;
+
+/// What a file must match to be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compat {
+    pub abi_generation: u32,
+    /// XNNPACK's build identifier (`xnn_experimental_get_build_identifier_data`).
+    pub build_id: Vec<u8>,
+    /// Digest of the CPU features that select XNNPACK's kernels.
+    pub cpu_id: u128,
+}
+
+/// One header slot, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub generation: u64,
+    pub compat: Compat,
+    pub index_offset: u64,
+    pub index_size: u64,
+    pub index_checksum: u64,
+    pub data_end: u64,
+}
+
+/// Why a file (or a slot) is not used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Too short, wrong magic, bad checksum, impossible offsets: not a valid file.
+    Corrupt(String),
+    /// A valid file made for something else.
+    Incompatible(String),
+}
+
+impl Refusal {
+    pub fn message(&self) -> &str {
+        match self {
+            Refusal::Corrupt(m) | Refusal::Incompatible(m) => m,
+        }
+    }
+}
+
+fn corrupt<T>(m: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal::Corrupt(m.into()))
+}
+
+/// A little cursor for fixed-layout records.
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_ne_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_ne_bytes());
+    }
+    fn u128(&mut self, v: u128) {
+        self.0.extend_from_slice(&v.to_ne_bytes());
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let (head, rest) = self.0.split_at(N);
+        self.0 = rest;
+        head.try_into().expect("split_at gave N bytes")
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_ne_bytes(self.take())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_ne_bytes(self.take())
+    }
+    fn u128(&mut self) -> u128 {
+        u128::from_ne_bytes(self.take())
+    }
+}
+
+impl Header {
+    pub fn encode(&self) -> [u8; HEADER_SIZE] {
+        let mut w = Writer(Vec::with_capacity(HEADER_SIZE));
+        w.0.extend_from_slice(&MAGIC);
+        w.u32(FORMAT_VERSION);
+        w.u32(BYTE_ORDER_MARK);
+        w.u32(usize::BITS);
+        w.u32(self.compat.abi_generation);
+        w.u64(self.generation);
+        w.u128(self.compat.cpu_id);
+        let id = &self.compat.build_id[..self.compat.build_id.len().min(BUILD_ID_MAX)];
+        w.u32(id.len() as u32);
+        let mut id_field = [0u8; BUILD_ID_MAX];
+        id_field[..id.len()].copy_from_slice(id);
+        w.0.extend_from_slice(&id_field);
+        w.u64(self.index_offset);
+        w.u64(self.index_size);
+        w.u64(self.index_checksum);
+        w.u64(self.data_end);
+        w.0.resize(HEADER_SIZE - 8, 0);
+        let sum = xxh3_64(&w.0);
+        w.u64(sum);
+        w.0.try_into().expect("the header is HEADER_SIZE bytes")
+    }
+
+    /// Decodes and checks one slot: checksum first, then every field.
+    pub fn decode(bytes: &[u8], file_len: u64) -> Result<Header, Refusal> {
+        if bytes.len() < HEADER_SIZE {
+            return corrupt("the file is shorter than its header");
+        }
+        let bytes = &bytes[..HEADER_SIZE];
+        let (body, sum) = bytes.split_at(HEADER_SIZE - 8);
+        if body[..8] != MAGIC {
+            return corrupt("not an xnncache file (bad magic)");
+        }
+        if xxh3_64(body) != u64::from_ne_bytes(sum.try_into().expect("8 bytes")) {
+            return corrupt("header checksum mismatch");
+        }
+        let mut r = Reader(&body[8..]);
+        let version = r.u32();
+        let bom = r.u32();
+        let bits = r.u32();
+        if bom != BYTE_ORDER_MARK {
+            return Err(Refusal::Incompatible("written with another byte order".into()));
+        }
+        if version != FORMAT_VERSION {
+            return Err(Refusal::Incompatible(format!("format version {version}, this library reads {FORMAT_VERSION}")));
+        }
+        if bits != usize::BITS {
+            return Err(Refusal::Incompatible(format!("written by a {bits}-bit process")));
+        }
+        let abi_generation = r.u32();
+        let generation = r.u64();
+        let cpu_id = r.u128();
+        let id_len = r.u32() as usize;
+        let id_field: [u8; BUILD_ID_MAX] = r.take();
+        if id_len > BUILD_ID_MAX {
+            return corrupt("build identifier length out of range");
+        }
+        let h = Header {
+            generation,
+            compat: Compat { abi_generation, build_id: id_field[..id_len].to_vec(), cpu_id },
+            index_offset: r.u64(),
+            index_size: r.u64(),
+            index_checksum: r.u64(),
+            data_end: r.u64(),
+        };
+        let index_end = h.index_offset.checked_add(h.index_size);
+        if h.index_offset < DATA_START || index_end.map_or(true, |e| e > h.data_end) || h.data_end > file_len {
+            return corrupt(format!(
+                "index [{}, +{}) or data end {} outside the file ({} bytes)",
+                h.index_offset, h.index_size, h.data_end, file_len
+            ));
+        }
+        Ok(h)
+    }
+
+    /// Why this header's file cannot serve `want`, if it cannot.
+    pub fn check_compat(&self, want: &Compat) -> Result<(), Refusal> {
+        let have = &self.compat;
+        if have.abi_generation != want.abi_generation {
+            return Err(Refusal::Incompatible(format!(
+                "built for provider ABI v{}, this process uses v{}",
+                have.abi_generation, want.abi_generation
+            )));
+        }
+        if have.build_id != want.build_id {
+            return Err(Refusal::Incompatible("built by another XNNPACK build (build identifier differs)".into()));
+        }
+        if have.cpu_id != want.cpu_id {
+            return Err(Refusal::Incompatible("built on another kind of CPU (CPU identity differs)".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The newest valid slot of two, or why neither is usable.
+pub fn pick_header(slots: [&[u8]; 2], file_len: u64) -> Result<(usize, Header), Refusal> {
+    let decoded = [Header::decode(slots[0], file_len), Header::decode(slots[1], file_len)];
+    let best = decoded
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| h.as_ref().ok().map(|h| (i, h.clone())))
+        .max_by_key(|(_, h)| h.generation);
+    match best {
+        Some(b) => Ok(b),
+        None => Err(decoded.into_iter().find_map(Result::err).expect("both slots failed")),
+    }
+}
+
+/// A stored payload: where, how long, and the xxh3 of its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Payload {
+    pub offset: u64,
+    pub size: u64,
+    pub checksum: u64,
+}
+
+/// A persistent key and the payload (by position) it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyRef {
+    pub key: u128,
+    pub payload: u32,
+}
+
+/// The index of one commit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Index {
+    pub payloads: Vec<Payload>,
+    pub keys: Vec<KeyRef>,
+}
+
+const PAYLOAD_RECORD: usize = 24;
+const KEY_RECORD: usize = 24;
+const INDEX_HEADER: usize = 8 + 8 + 8;
+
+impl Index {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer(Vec::with_capacity(self.encoded_len()));
+        w.0.extend_from_slice(&INDEX_MAGIC);
+        w.u64(self.payloads.len() as u64);
+        w.u64(self.keys.len() as u64);
+        for p in &self.payloads {
+            w.u64(p.offset);
+            w.u64(p.size);
+            w.u64(p.checksum);
+        }
+        for k in &self.keys {
+            w.u128(k.key);
+            w.u32(k.payload);
+            w.u32(0);
+        }
+        w.0
+    }
+
+    pub fn encoded_len(&self) -> usize {
+        INDEX_HEADER + self.payloads.len() * PAYLOAD_RECORD + self.keys.len() * KEY_RECORD
+    }
+
+    /// Decodes an index block and checks it against its header: checksum,
+    /// counts, every payload inside `[DATA_START, index_offset)`, aligned,
+    /// non-empty and not overlapping another, every key naming a payload.
+    pub fn decode(bytes: &[u8], header: &Header) -> Result<Index, Refusal> {
+        if bytes.len() as u64 != header.index_size || xxh3_64(bytes) != header.index_checksum {
+            return corrupt("index checksum mismatch");
+        }
+        if bytes.len() < INDEX_HEADER || bytes[..8] != INDEX_MAGIC {
+            return corrupt("bad index magic");
+        }
+        let mut r = Reader(&bytes[8..]);
+        let (np, nk) = (r.u64(), r.u64());
+        let expected = np
+            .checked_mul(PAYLOAD_RECORD as u64)
+            .and_then(|a| nk.checked_mul(KEY_RECORD as u64).and_then(|b| a.checked_add(b)))
+            .and_then(|n| n.checked_add(INDEX_HEADER as u64));
+        if expected != Some(bytes.len() as u64) || np > u32::MAX as u64 {
+            return corrupt("index counts do not match its size");
+        }
+        let mut payloads = Vec::with_capacity(np as usize);
+        for _ in 0..np {
+            let p = Payload { offset: r.u64(), size: r.u64(), checksum: r.u64() };
+            let end = p.offset.checked_add(p.size);
+            if p.size == 0 || p.offset < DATA_START || p.offset % PAYLOAD_ALIGN != 0 || end.map_or(true, |e| e > header.index_offset) {
+                return corrupt(format!("payload [{}, +{}) out of bounds", p.offset, p.size));
+            }
+            payloads.push(p);
+        }
+        let mut by_offset: Vec<&Payload> = payloads.iter().collect();
+        by_offset.sort_by_key(|p| p.offset);
+        if by_offset.windows(2).any(|w| w[0].offset + w[0].size > w[1].offset) {
+            return corrupt("payloads overlap");
+        }
+        let mut keys = Vec::with_capacity(nk as usize);
+        for _ in 0..nk {
+            let k = KeyRef { key: r.u128(), payload: r.u32() };
+            let _pad = r.u32();
+            if k.payload as u64 >= np {
+                return corrupt("a key names a payload that does not exist");
+            }
+            keys.push(k);
+        }
+        Ok(Index { payloads, keys })
+    }
+}
+
+/// The stable identity of registered bytes: a name, or the bytes themselves.
+pub fn identity_of_name(name: &str) -> u128 {
+    let mut buf = Vec::with_capacity(name.len() + 5);
+    buf.extend_from_slice(b"name:");
+    buf.extend_from_slice(name.as_bytes());
+    xxh3_128(&buf)
+}
+
+pub fn identity_of_bytes(bytes: &[u8]) -> u128 {
+    // Content and names live in separate spaces: a name cannot equal a digest.
+    xxh3_128(bytes) ^ 0x5bd1_e995_0000_0000_0000_0000_0000_0001
+}
+
+/// The persistent key of a look-up: every part that selects a packing.
+pub fn persistent_key(seed: u32, kernel: (u128, u64), bias: Option<(u128, u64)>, fingerprint: Option<u32>) -> u128 {
+    let mut w = Writer(Vec::with_capacity(64));
+    w.u32(seed);
+    w.u128(kernel.0);
+    w.u64(kernel.1);
+    match bias {
+        Some((id, off)) => {
+            w.u32(1);
+            w.u128(id);
+            w.u64(off);
+        }
+        None => w.u32(0),
+    }
+    match fingerprint {
+        Some(f) => {
+            w.u32(1);
+            w.u32(f);
+        }
+        None => w.u32(0),
+    }
+    xxh3_128(&w.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compat() -> Compat {
+        Compat { abi_generation: 1, build_id: vec![7; 32], cpu_id: 42 }
+    }
+
+    fn header(generation: u64) -> Header {
+        Header { generation, compat: compat(), index_offset: DATA_START + 4096, index_size: 64, index_checksum: 9, data_end: DATA_START + 8192 }
+    }
+
+    #[test]
+    fn headers_round_trip_and_the_newest_valid_slot_wins() {
+        let len = DATA_START + 8192;
+        let (a, b) = (header(3).encode(), header(4).encode());
+        assert_eq!(Header::decode(&a, len).unwrap(), header(3));
+        assert_eq!(pick_header([&a, &b], len).unwrap().0, 1);
+        let mut torn = b;
+        torn[100] ^= 1;
+        assert_eq!(pick_header([&a, &torn], len).unwrap(), (0, header(3)));
+        assert!(matches!(pick_header([&torn, &torn], len), Err(Refusal::Corrupt(_))));
+    }
+
+    #[test]
+    fn every_flipped_header_byte_is_refused() {
+        let h = header(1).encode();
+        for i in 0..HEADER_SIZE {
+            let mut bad = h;
+            bad[i] ^= 0x40;
+            assert!(Header::decode(&bad, DATA_START + 8192).is_err(), "byte {i}");
+        }
+        assert!(Header::decode(&h[..100], u64::MAX).is_err());
+        assert!(Header::decode(&h, DATA_START).is_err(), "data end past the file");
+    }
+
+    #[test]
+    fn compatibility_is_checked_field_by_field() {
+        let h = header(1);
+        assert!(h.check_compat(&compat()).is_ok());
+        for other in [
+            Compat { abi_generation: 3, ..compat() },
+            Compat { build_id: vec![8; 32], ..compat() },
+            Compat { cpu_id: 43, ..compat() },
+        ] {
+            assert!(matches!(h.check_compat(&other), Err(Refusal::Incompatible(_))));
+        }
+    }
+
+    fn index() -> Index {
+        Index {
+            payloads: vec![Payload { offset: DATA_START, size: 1000, checksum: 1 }, Payload { offset: DATA_START + 1024, size: 64, checksum: 2 }],
+            keys: vec![KeyRef { key: 5, payload: 0 }, KeyRef { key: 6, payload: 1 }, KeyRef { key: 7, payload: 1 }],
+        }
+    }
+
+    fn header_for(bytes: &[u8]) -> Header {
+        Header { index_offset: DATA_START + 4096, index_size: bytes.len() as u64, index_checksum: xxh3_64(bytes), ..header(1) }
+    }
+
+    #[test]
+    fn indexes_round_trip_and_are_checked() {
+        let bytes = index().encode();
+        assert_eq!(bytes.len(), index().encoded_len());
+        assert_eq!(Index::decode(&bytes, &header_for(&bytes)).unwrap(), index());
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            assert!(Index::decode(&bad, &header_for(&bytes)).is_err(), "byte {i}");
+        }
+        // Checksummed but wrong: overlapping, misaligned, out of bounds, dangling.
+        let mut overlap = index();
+        overlap.payloads[1].offset = DATA_START + 960;
+        let mut misaligned = index();
+        misaligned.payloads[1].offset += 8;
+        let mut outside = index();
+        outside.payloads[1].offset = DATA_START + 4096;
+        let mut dangling = index();
+        dangling.keys[0].payload = 2;
+        for bad in [overlap, misaligned, outside, dangling] {
+            let b = bad.encode();
+            assert!(matches!(Index::decode(&b, &header_for(&b)), Err(Refusal::Corrupt(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn keys_separate_every_part() {
+        let base = persistent_key(1, (2, 0), None, None);
+        assert_ne!(base, persistent_key(2, (2, 0), None, None));
+        assert_ne!(base, persistent_key(1, (3, 0), None, None));
+        assert_ne!(base, persistent_key(1, (2, 64), None, None));
+        assert_ne!(base, persistent_key(1, (2, 0), Some((0, 0)), None));
+        assert_ne!(base, persistent_key(1, (2, 0), None, Some(0)));
+        assert_ne!(identity_of_name("a"), identity_of_bytes(b"a"));
+    }
+}

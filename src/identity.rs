@@ -1,0 +1,147 @@
+//! Identities that survive a restart: of registered weights, and of the CPU.
+//!
+//! XNNPACK's look-up key holds pointers, which change at every launch. The
+//! caller registers each constant buffer with a stable name (or lets us hash
+//! its bytes); a pointer inside a registered buffer is then known as
+//! (identity, offset), and a look-up key made of known pointers has a
+//! persistent key (see [`crate::format::persistent_key`]).
+
+use std::collections::BTreeMap;
+
+use crate::abi::Key;
+use crate::format::{identity_of_bytes, identity_of_name, persistent_key};
+
+/// Registered buffers by start address: `start -> (end, identity)`.
+#[derive(Default)]
+pub struct Registry {
+    ranges: BTreeMap<usize, (usize, u128)>,
+}
+
+impl Registry {
+    /// Registers `[data, data + size)`. A later registration of the same start replaces the earlier one.
+    pub fn register(&mut self, data: usize, size: usize, name: Option<&str>, bytes: impl FnOnce() -> u128) -> u128 {
+        let identity = match name {
+            Some(n) => identity_of_name(n),
+            None => bytes(),
+        };
+        self.ranges.insert(data, (data.saturating_add(size.max(1)), identity));
+        identity
+    }
+
+    /// The identity and offset of a pointer inside a registered buffer.
+    pub fn resolve(&self, p: usize) -> Option<(u128, u64)> {
+        let (&start, &(end, id)) = self.ranges.range(..=p).next_back()?;
+        (p < end).then(|| (id, (p - start) as u64))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// The persistent key of `key`, if its kernel and (non-NULL) bias are registered.
+    pub fn persistent(&self, key: &Key) -> Option<u128> {
+        let kernel = self.resolve(key.kernel)?;
+        let bias = match key.bias {
+            0 => None,
+            b => Some(self.resolve(b)?),
+        };
+        Some(persistent_key(key.seed, kernel, bias, key.fingerprint))
+    }
+}
+
+/// The content identity of `size` bytes at `data`.
+///
+/// # Safety
+/// `data` must point to `size` readable bytes.
+pub unsafe fn content_identity(data: *const u8, size: usize) -> u128 {
+    // SAFETY: guaranteed by the caller.
+    identity_of_bytes(unsafe { core::slice::from_raw_parts(data, size) })
+}
+
+/// A digest of what makes XNNPACK choose its microkernels on this CPU: the
+/// vendor, family and model, and the instruction-set features the OS enables.
+/// Two machines with the same digest pack weights the same way.
+pub fn cpu_identity() -> u128 {
+    let words = cpu_words();
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    xxhash_rust::xxh3::xxh3_128(&bytes)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpu_words() -> Vec<u64> {
+    use std::arch::x86_64::{__cpuid, __cpuid_count};
+    // CPUID exists on every x86-64 processor (safe intrinsics since Rust 1.87).
+    let leaf0 = __cpuid(0);
+    let mut words = vec![1, leaf0.ebx as u64, leaf0.edx as u64, leaf0.ecx as u64];
+    let leaf1 = __cpuid(1);
+    // Family and model (not stepping), and the feature flags.
+    words.extend([(leaf1.eax & 0x0FFF_3FF0) as u64, leaf1.ecx as u64, leaf1.edx as u64]);
+    if leaf0.eax >= 7 {
+        // Leaf 7 exists when the maximum leaf is at least 7; sub-leaf 1 reads
+        // as zeros where unsupported.
+        let (l7, l71) = (__cpuid_count(7, 0), __cpuid_count(7, 1));
+        words.extend([l7.ebx as u64, l7.ecx as u64, l7.edx as u64, l71.eax as u64]);
+    }
+    // Which register states the OS saves decides whether AVX / AVX-512 are usable.
+    const OSXSAVE: u32 = 1 << 27;
+    if leaf1.ecx & OSXSAVE != 0 {
+        words.push(xcr0());
+    }
+    words
+}
+
+#[cfg(target_arch = "x86_64")]
+fn xcr0() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: XGETBV with ECX = 0 is valid whenever CPUID reports OSXSAVE,
+    // which the caller checked; it only reads a register.
+    unsafe { core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    ((hi as u64) << 32) | lo as u64
+}
+
+#[cfg(target_arch = "aarch64")]
+fn cpu_words() -> Vec<u64> {
+    // SAFETY: getauxval only reads the auxiliary vector.
+    let (hwcap, hwcap2) = unsafe { (libc::getauxval(libc::AT_HWCAP), libc::getauxval(libc::AT_HWCAP2)) };
+    // XNNPACK also picks kernels by micro-architecture on Arm: the main ID register.
+    let midr = std::fs::read_to_string("/sys/devices/system/cpu/cpu0/regs/identification/midr_el1")
+        .ok()
+        .and_then(|s| u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok())
+        .unwrap_or(0);
+    vec![2, hwcap as u64, hwcap2 as u64, midr]
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn cpu_words() -> Vec<u64> {
+    // Unknown architecture: the whole feature list the kernel reports.
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags: Vec<&str> = info.lines().filter(|l| l.starts_with("flags") || l.starts_with("Features") || l.starts_with("isa")).take(1).collect();
+    vec![3, xxhash_rust::xxh3::xxh3_64(flags.concat().as_bytes())]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pointers_inside_registered_buffers_resolve() {
+        let mut r = Registry::default();
+        let a = r.register(1000, 100, Some("w"), || unreachable!());
+        let b = r.register(2000, 50, None, || 77);
+        assert_eq!(b, 77);
+        assert_eq!(r.resolve(1000), Some((a, 0)));
+        assert_eq!(r.resolve(1099), Some((a, 99)));
+        assert_eq!(r.resolve(1100), None);
+        assert_eq!(r.resolve(999), None);
+        assert_eq!(r.resolve(2010), Some((77, 10)));
+        let key = Key { seed: 1, kernel: 1000, bias: 0, fingerprint: None };
+        assert!(r.persistent(&key).is_some());
+        assert!(r.persistent(&Key { bias: 5000, ..key }).is_none(), "an unregistered bias makes the key in-process only");
+        assert_ne!(r.persistent(&key), r.persistent(&Key { bias: 2000, ..key }));
+    }
+
+    #[test]
+    fn the_cpu_identity_is_stable() {
+        assert_eq!(cpu_identity(), cpu_identity());
+    }
+}

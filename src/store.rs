@@ -1,0 +1,433 @@
+//! The persistent file around the arena: open and validate, lock, commit,
+//! trim and compact. The format itself is in [`crate::format`].
+//!
+//! Concurrency between processes, in three rules:
+//! - readers never lock: a commit never changes bytes a valid header names,
+//!   and a torn header fails its checksum;
+//! - a process writes into the file only while it holds the writer lock
+//!   (`flock` on `<path>.lock`, or on the descriptor itself), from its first
+//!   new weight until the commit that publishes it;
+//! - a file is never truncated below what its newest header names, nor
+//!   rewritten in place: rebuilds and compactions write a new file and
+//!   `rename` it over the old one, whose readers keep their mapping.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::arena::{Arena, ArenaOptions};
+use crate::format::{self, Compat, Header, Index, Payload, Refusal, DATA_START, HEADER_SIZE, SLOT_OFFSETS};
+
+/// Where the file comes from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    Path(PathBuf),
+    /// A descriptor the caller owns; we work on a duplicate.
+    Fd(RawFd),
+}
+
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    pub source: Source,
+    pub read_only: bool,
+    pub verify: bool,
+    pub compat: Compat,
+}
+
+/// What opening found, for stats and messages.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum xnncache_file_state {
+    /// No file (memory mode).
+    XNNCACHE_FILE_NONE = 0,
+    /// There was no file: a new one is built.
+    XNNCACHE_FILE_NEW = 1,
+    /// A valid file was found and mapped.
+    XNNCACHE_FILE_REUSED = 2,
+    /// The file was corrupt (or failed verification): a new one is built.
+    XNNCACHE_FILE_REBUILT_CORRUPT = 3,
+    /// The file was made for another XNNPACK build, CPU, format or ABI: a new one is built.
+    XNNCACHE_FILE_REBUILT_INCOMPATIBLE = 4,
+    /// The file cannot be used or replaced (read-only, a foreign descriptor,
+    /// an unwritable folder): packed weights stay in memory.
+    XNNCACHE_FILE_UNUSABLE = 5,
+}
+
+pub use xnncache_file_state as FileState;
+
+/// The result of opening.
+pub struct Opened {
+    pub store: Option<Store>,
+    pub arena: Option<Arena>,
+    /// The committed index whose payloads the arena maps.
+    pub committed: Option<Index>,
+    pub state: FileState,
+    /// Why the file is not reused, in words.
+    pub reason: Option<String>,
+}
+
+pub struct Store {
+    path: Option<PathBuf>,
+    /// Our own handle on the file the arena maps.
+    file: File,
+    lock_file: Option<File>,
+    locked: bool,
+    /// A rebuild: our file lives here until its first commit renames it.
+    temp: Option<PathBuf>,
+    read_only: bool,
+    compat: Compat,
+    /// The newest commit we know of, and the slot it is in.
+    head: Option<(Header, usize)>,
+    /// The path now names another file (replaced by another process): stop writing.
+    stale: bool,
+}
+
+fn file_id(m: &std::fs::Metadata) -> (u64, u64) {
+    (m.dev(), m.ino())
+}
+
+/// Reads and validates everything a reader needs: header, then index.
+pub fn read_committed(file: &File, compat: &Compat) -> Result<(Header, usize, Index), Refusal> {
+    let len = file.metadata().map_err(|e| Refusal::Corrupt(format!("cannot stat: {e}")))?.len();
+    let mut slots = [[0u8; HEADER_SIZE]; 2];
+    for (slot, off) in slots.iter_mut().zip(SLOT_OFFSETS) {
+        if off + HEADER_SIZE as u64 <= len {
+            file.read_exact_at(slot, off).map_err(|e| Refusal::Corrupt(format!("cannot read the header: {e}")))?;
+        }
+    }
+    let (slot, header) = format::pick_header([&slots[0], &slots[1]], len)?;
+    header.check_compat(compat)?;
+    let size = usize::try_from(header.index_size).map_err(|_| Refusal::Corrupt("index too large".into()))?;
+    let mut bytes = vec![0u8; size];
+    file.read_exact_at(&mut bytes, header.index_offset).map_err(|e| Refusal::Corrupt(format!("cannot read the index: {e}")))?;
+    let index = Index::decode(&bytes, &header)?;
+    Ok((header, slot, index))
+}
+
+/// Checks every payload's checksum through the arena's mapping.
+pub fn verify_payloads(arena: &Arena, payloads: &[Payload]) -> Result<(), Refusal> {
+    let bad = payloads
+        .iter()
+        .filter(|p| match arena.addr(p.offset as usize) {
+            // SAFETY: validated payloads lie inside the mapped, committed region.
+            Some(a) => xxhash_rust::xxh3::xxh3_64(unsafe { core::slice::from_raw_parts(a, p.size as usize) }) != p.checksum,
+            None => true,
+        })
+        .count();
+    if bad == 0 {
+        Ok(())
+    } else {
+        Err(Refusal::Corrupt(format!("{bad} of {} payloads fail their checksum", payloads.len())))
+    }
+}
+
+fn temp_path(path: &Path) -> io::Result<PathBuf> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
+    let mut tmp = std::ffi::OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(".{}.{}.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+    Ok(path.with_file_name(tmp))
+}
+
+fn create_temp(path: &Path) -> io::Result<(PathBuf, File)> {
+    let tmp = temp_path(path)?;
+    let f = OpenOptions::new().read(true).write(true).create_new(true).mode(0o644).open(&tmp)?;
+    Ok((tmp, f))
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
+fn sync_dir(path: &Path) {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+fn flock(fd: RawFd, op: libc::c_int) -> io::Result<bool> {
+    loop {
+        // SAFETY: flock takes a descriptor and flags, nothing else.
+        if unsafe { libc::flock(fd, op) } == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            _ => return Err(e),
+        }
+    }
+}
+
+fn refusal_state(r: &Refusal) -> FileState {
+    match r {
+        Refusal::Corrupt(_) => FileState::XNNCACHE_FILE_REBUILT_CORRUPT,
+        Refusal::Incompatible(_) => FileState::XNNCACHE_FILE_REBUILT_INCOMPATIBLE,
+    }
+}
+
+impl Store {
+    /// Opens (or plans to build) the cache file.
+    pub fn open(options: &StoreOptions, arena_options: &ArenaOptions) -> io::Result<Opened> {
+        let arena_options = arena_options.clone().data_start(DATA_START as usize);
+        let (path, file) = match &options.source {
+            Source::Path(p) => {
+                let opened = OpenOptions::new().read(true).write(!options.read_only).open(p);
+                match opened {
+                    Ok(f) => (Some(p.clone()), Some(f)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => (Some(p.clone()), None),
+                    Err(e) => return Err(e),
+                }
+            }
+            Source::Fd(fd) => {
+                // SAFETY: F_DUPFD_CLOEXEC only reads the caller's descriptor.
+                let dup = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 0) };
+                if dup < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // SAFETY: `dup` is a fresh descriptor that we own from here on.
+                (None, Some(unsafe { File::from_raw_fd(dup) }))
+            }
+        };
+        let store = |file: File, temp: Option<PathBuf>, head: Option<(Header, usize)>| Store {
+            path: path.clone(),
+            file,
+            lock_file: None,
+            locked: false,
+            temp,
+            read_only: options.read_only,
+            compat: options.compat.clone(),
+            head,
+            stale: false,
+        };
+        let unusable = |reason: String| Opened { store: None, arena: None, committed: None, state: FileState::XNNCACHE_FILE_UNUSABLE, reason: Some(reason) };
+
+        // An existing, non-empty file: reuse it if it is valid and ours.
+        let refusal = match &file {
+            Some(f) if f.metadata()?.len() > 0 => {
+                let checked = read_committed(f, &options.compat).and_then(|(header, slot, index)| {
+                    let arena = arena_options
+                        .existing(f.try_clone().map_err(|e| Refusal::Corrupt(e.to_string()))?, header.data_end, !options.read_only)
+                        .map_err(|e| Refusal::Corrupt(format!("cannot map the file: {e}")))?;
+                    if options.verify {
+                        verify_payloads(&arena, &index.payloads)?;
+                    }
+                    Ok((header, slot, index, arena))
+                });
+                match checked {
+                    Ok((header, slot, index, arena)) => {
+                        let s = store(file.expect("checked above"), None, Some((header, slot)));
+                        return Ok(Opened { store: Some(s), arena: Some(arena), committed: Some(index), state: FileState::XNNCACHE_FILE_REUSED, reason: None });
+                    }
+                    Err(r) => Some(r),
+                }
+            }
+            _ => None,
+        };
+        let state = refusal.as_ref().map_or(FileState::XNNCACHE_FILE_NEW, refusal_state);
+        let why = refusal.as_ref().map(|r| r.message().to_string());
+        if options.read_only {
+            return Ok(unusable(format!("{}; read-only: packed weights stay in memory", why.as_deref().unwrap_or("no cache file"))));
+        }
+        // Build a new file: beside the old one for a path, in place only for
+        // an empty descriptor (nobody can have mapped an empty file).
+        let (file, temp) = match (&path, file) {
+            (Some(p), _) => {
+                let (tmp, f) = create_temp(p)?;
+                (f, Some(tmp))
+            }
+            (None, Some(f)) if refusal.is_none() => (f, None),
+            (None, _) => return Ok(unusable(format!("{}; a descriptor cannot be rebuilt: packed weights stay in memory", why.unwrap_or_default()))),
+        };
+        let arena = match arena_options.file(file.try_clone()?) {
+            Ok(a) => a,
+            Err(e) => {
+                if let Some(t) = &temp {
+                    let _ = std::fs::remove_file(t);
+                }
+                return Err(e);
+            }
+        };
+        let reason = why.map(|w| format!("{w}; rebuilding the cache file"));
+        Ok(Opened { store: Some(store(file, temp, None)), arena: Some(arena), committed: None, state, reason })
+    }
+
+    pub fn can_write(&self) -> bool {
+        !self.read_only && !self.stale
+    }
+
+    pub fn is_locked(&self) -> bool {
+        self.locked
+    }
+
+    /// Takes the writer lock without waiting. On success returns what other
+    /// processes committed since we last looked (to merge), if anything.
+    pub fn try_lock(&mut self) -> io::Result<Option<Option<(Header, Index)>>> {
+        if !self.can_write() {
+            return Ok(None);
+        }
+        if self.locked {
+            return Ok(Some(None));
+        }
+        let fd = match &self.path {
+            Some(p) => {
+                if self.lock_file.is_none() {
+                    self.lock_file = Some(OpenOptions::new().read(true).write(true).create(true).mode(0o644).open(lock_path(p))?);
+                }
+                self.lock_file.as_ref().expect("just opened").as_raw_fd()
+            }
+            None => self.file.as_raw_fd(),
+        };
+        if !flock(fd, libc::LOCK_EX | libc::LOCK_NB)? {
+            return Ok(None);
+        }
+        self.locked = true;
+        if self.temp.is_some() {
+            return Ok(Some(None)); // our own new file: nobody else writes it
+        }
+        // Is the path still our file? A rebuild or compaction elsewhere replaces it.
+        if let Some(p) = &self.path {
+            let same = std::fs::metadata(p).map(|m| file_id(&m)).ok() == Some(file_id(&self.file.metadata()?));
+            if !same {
+                self.stale = true;
+                self.unlock();
+                return Ok(None);
+            }
+        }
+        match read_committed(&self.file, &self.compat) {
+            Ok((h, slot, index)) if self.head.as_ref().map_or(true, |(mine, _)| h.generation > mine.generation) => {
+                self.head = Some((h.clone(), slot));
+                Ok(Some(Some((h, index))))
+            }
+            Ok(_) => Ok(Some(None)),
+            // Our own view is still a valid commit; an unreadable newer one is not ours to fix.
+            Err(_) if self.head.is_some() => Ok(Some(None)),
+            Err(_) => Ok(Some(None)),
+        }
+    }
+
+    pub fn unlock(&mut self) {
+        if !self.locked {
+            return;
+        }
+        let fd = match &self.lock_file {
+            Some(f) => f.as_raw_fd(),
+            None => self.file.as_raw_fd(),
+        };
+        let _ = flock(fd, libc::LOCK_UN);
+        self.locked = false;
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.head.as_ref().map_or(0, |(h, _)| h.generation)
+    }
+
+    /// Publishes a commit whose payloads and index are already written back:
+    /// sync, write the older header slot, sync, and (for a rebuild) rename
+    /// the new file over the old one.
+    pub fn publish(&mut self, index_offset: u64, index: &[u8], data_end: u64) -> io::Result<()> {
+        debug_assert!(self.locked);
+        self.file.sync_data()?;
+        let (generation, slot) = match &self.head {
+            Some((h, s)) => (h.generation + 1, 1 - s),
+            None => (1, 0),
+        };
+        let header = Header {
+            generation,
+            compat: self.compat.clone(),
+            index_offset,
+            index_size: index.len() as u64,
+            index_checksum: xxhash_rust::xxh3::xxh3_64(index),
+            data_end,
+        };
+        self.file.write_all_at(&header.encode(), SLOT_OFFSETS[slot])?;
+        self.file.sync_data()?;
+        if let (Some(tmp), Some(path)) = (&self.temp, &self.path) {
+            std::fs::rename(tmp, path)?;
+            sync_dir(path);
+            self.temp = None;
+        }
+        self.head = Some((header, slot));
+        Ok(())
+    }
+
+    /// At close: gives back growth slack past what the newest commit names, if
+    /// we may write; deletes a rebuild that never committed.
+    pub fn close(&mut self, arena: Option<&mut Arena>) {
+        if let Some(t) = self.temp.take() {
+            let _ = std::fs::remove_file(t);
+            self.unlock();
+            return;
+        }
+        if let (Some(arena), Ok(Some(_))) = (arena, self.try_lock()) {
+            let committed = self.head.as_ref().map_or(0, |(h, _)| h.data_end);
+            if arena.used() as u64 >= committed {
+                let _ = arena.trim_file();
+            }
+        }
+        self.unlock();
+    }
+
+    pub fn file_len(&self) -> u64 {
+        self.file.metadata().map_or(0, |m| m.len())
+    }
+
+    /// Writes a new file holding only `payloads` (bytes, checksum) and their
+    /// keys, and renames it over the path. The old file's readers keep theirs.
+    pub fn compact(&mut self, payloads: &[(&[u8], u64)], keys: &[(u128, u32)]) -> io::Result<u64> {
+        let path = self.path.clone().ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "a descriptor cannot be compacted"))?;
+        let (tmp, f) = create_temp(&path)?;
+        let result = (|| {
+            let mut index = Index::default();
+            let mut offset = DATA_START;
+            for (bytes, checksum) in payloads {
+                f.write_all_at(bytes, offset)?;
+                index.payloads.push(Payload { offset, size: bytes.len() as u64, checksum: *checksum });
+                offset = (offset + bytes.len() as u64).div_ceil(format::PAYLOAD_ALIGN) * format::PAYLOAD_ALIGN;
+            }
+            index.keys = keys.iter().map(|&(key, payload)| format::KeyRef { key, payload }).collect();
+            let bytes = index.encode();
+            f.write_all_at(&bytes, offset)?;
+            let data_end = offset + bytes.len() as u64;
+            f.sync_data()?;
+            let header = Header {
+                generation: 1,
+                compat: self.compat.clone(),
+                index_offset: offset,
+                index_size: bytes.len() as u64,
+                index_checksum: xxhash_rust::xxh3::xxh3_64(&bytes),
+                data_end,
+            };
+            f.write_all_at(&header.encode(), SLOT_OFFSETS[0])?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, &path)?;
+            sync_dir(&path);
+            Ok(data_end)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        } else {
+            // The path names the compacted file now; ours is the old one.
+            self.stale = true;
+        }
+        result
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(t) = self.temp.take() {
+            let _ = std::fs::remove_file(t);
+        }
+        self.unlock();
+    }
+}
