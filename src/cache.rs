@@ -387,11 +387,11 @@ impl Cache {
         if !persisted {
             st.stats.not_persisted += 1;
         }
-        let id = st.index.insert(key, Entry::new(offset, size, hash));
+        st.index.insert(key, Entry::new(offset, size, hash));
         if persisted {
             st.uncommitted += 1;
         }
-        let _ = id;
+        crate::fault::point("insert: entry stored");
         st.stats.entries += 1;
         st.stats.stored_bytes += size as u64;
         offset
@@ -681,6 +681,7 @@ impl State {
         // SAFETY: fresh, writable arena space of `bytes.len()` bytes.
         unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), addr, bytes.len()) };
         let data_end = (offset + bytes.len()) as u64;
+        crate::fault::point("commit: index written through the mapping");
         Ok(Some((offset as u64, bytes, data_end)))
     }
 

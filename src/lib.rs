@@ -31,6 +31,7 @@ pub mod cache;
 pub mod capi;
 pub mod dropin;
 pub mod error;
+pub mod fault;
 pub mod format;
 pub mod heap;
 pub mod identity;

@@ -336,7 +336,9 @@ impl Store {
     /// the new file over the old one.
     pub fn publish(&mut self, index_offset: u64, index: &[u8], data_end: u64) -> io::Result<()> {
         debug_assert!(self.locked);
+        crate::fault::point("commit: before syncing payloads and index");
         self.file.sync_data()?;
+        crate::fault::point("commit: payloads and index synced");
         let (generation, slot) = match &self.head {
             Some((h, s)) => (h.generation + 1, 1 - s),
             None => (1, 0),
@@ -349,10 +351,15 @@ impl Store {
             index_checksum: xxhash_rust::xxh3::xxh3_64(index),
             data_end,
         };
-        self.file.write_all_at(&header.encode(), SLOT_OFFSETS[slot])?;
+        self.file.write_all_at(&header.encode()[..HEADER_SIZE / 2], SLOT_OFFSETS[slot])?;
+        crate::fault::point("commit: half a header slot written");
+        self.file.write_all_at(&header.encode()[HEADER_SIZE / 2..], SLOT_OFFSETS[slot] + HEADER_SIZE as u64 / 2)?;
+        crate::fault::point("commit: header slot written");
         self.file.sync_data()?;
+        crate::fault::point("commit: header synced");
         if let (Some(tmp), Some(path)) = (&self.temp, &self.path) {
             std::fs::rename(tmp, path)?;
+            crate::fault::point("commit: renamed");
             sync_dir(path);
             self.temp = None;
         }
@@ -370,7 +377,8 @@ impl Store {
         }
         if let (Some(arena), Ok(Some(_))) = (arena, self.try_lock()) {
             let committed = self.head.as_ref().map_or(0, |(h, _)| h.data_end);
-            if arena.used() as u64 >= committed {
+            // Only when there is slack: even a same-length truncate bumps the mtime.
+            if arena.used() as u64 >= committed && arena.len() as u64 > arena.used() as u64 && self.file_len() > committed {
                 let _ = arena.trim_file();
             }
         }

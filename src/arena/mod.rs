@@ -138,6 +138,7 @@ impl SealJob {
             if self.file_backed {
                 // SAFETY: the range is part of the arena's own file mapping.
                 unsafe { unix::sync(addr, len)? };
+                crate::fault::point("seal: pages written back");
             }
         }
         Ok(())

@@ -9,7 +9,10 @@
 
 #![allow(clippy::missing_safety_doc)]
 
+mod counting;
 pub mod models;
+
+pub use counting::Counting;
 
 use std::ffi::CStr;
 use std::ptr::{null, null_mut};
@@ -60,6 +63,8 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 #[derive(Default)]
 struct Constants {
     buffers: Vec<Box<[u8]>>,
+    /// A stable name a constant was given in the model's definition, if any.
+    names: Vec<Option<&'static str>>,
 }
 
 /// What a model's `define` function uses to add values and nodes.
@@ -67,6 +72,7 @@ pub struct Builder<'a> {
     subgraph: x::xnn_subgraph_t,
     constants: &'a mut Constants,
     next_constant: usize,
+    next_name: Option<&'static str>,
     rng: Rng,
     next_external: u32,
     inputs: Vec<(u32, Vec<usize>)>,
@@ -95,7 +101,9 @@ impl Builder<'_> {
             let mut bytes = make(&mut rng);
             bytes.extend_from_slice(&[0u8; 64]); // XNNPACK may read a little past the end
             self.constants.buffers.push(bytes.into_boxed_slice());
+            self.constants.names.push(self.next_name.take());
         }
+        self.next_name = None;
         self.constants.buffers[i].as_ptr()
     }
 
@@ -144,6 +152,13 @@ impl Builder<'_> {
         let n: usize = dims.iter().product();
         let data = self.constant_seeded(seed, |r| f32_bytes(&(0..n).map(|_| r.f32() * scale).collect::<Vec<_>>()));
         self.value(x::xnn_datatype_fp32, dims, data, x::XNN_INVALID_VALUE_ID, 0)
+    }
+
+    /// Gives the next constant a name (its identity when registered by name),
+    /// so that two models can share it.
+    pub fn named(&mut self, name: &'static str) -> &mut Self {
+        self.next_name = Some(name);
+        self
     }
 
     /// Per-channel scales for `channels` channels (a constant of its own).
@@ -283,6 +298,7 @@ impl Builder<'_> {
 
 /// A model: a function that defines its subgraph, and the constants it uses.
 pub struct Model {
+    name: &'static str,
     define: fn(&mut Builder),
     constants: Mutex<Constants>,
 }
@@ -290,6 +306,13 @@ pub struct Model {
 /// What a run produced: every output's bytes, in order.
 #[derive(Debug, PartialEq, Eq, Clone)]
 pub struct Outputs(pub Vec<Vec<u8>>);
+
+impl Outputs {
+    /// A digest of every byte (FNV-1a), to compare runs in different processes.
+    pub fn digest(&self) -> u64 {
+        self.0.iter().flatten().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    }
+}
 
 /// A runtime created over a subgraph, with its external buffers.
 pub struct Runtime {
@@ -303,7 +326,35 @@ unsafe impl Send for Runtime {}
 
 impl Model {
     pub fn new(define: fn(&mut Builder)) -> Model {
-        Model { define, constants: Mutex::new(Constants::default()) }
+        Model::named("model", define)
+    }
+
+    /// A model whose constants, registered by name, are called `<name>/<i>`
+    /// unless the definition names them.
+    pub fn named(name: &'static str, define: fn(&mut Builder)) -> Model {
+        Model { name, define, constants: Mutex::new(Constants::default()) }
+    }
+
+    /// Registers every constant with `cache`: by name, or by content.
+    pub fn register(&self, cache: &Cache, by_name: bool) {
+        if self.constants.lock().unwrap().buffers.is_empty() {
+            // Define once to make the constants.
+            let mut subgraph = null_mut();
+            init();
+            // SAFETY: out-pointer to a local; the subgraph is deleted below.
+            check(unsafe { x::xnn_create_subgraph(16, 0, &mut subgraph) }, "xnn_create_subgraph");
+            let mut constants = self.constants.lock().unwrap();
+            let mut b = Builder { subgraph, constants: &mut constants, next_constant: 0, next_name: None, rng: Rng::new(7), next_external: 0, inputs: Vec::new(), outputs: Vec::new() };
+            (self.define)(&mut b);
+            // SAFETY: created above, used by no runtime.
+            unsafe { x::xnn_delete_subgraph(subgraph) };
+        }
+        let constants = self.constants.lock().unwrap();
+        for (i, (buf, name)) in constants.buffers.iter().zip(&constants.names).enumerate() {
+            let name = by_name.then(|| std::ffi::CString::new(name.map_or_else(|| format!("{}/{i}", self.name), str::to_string)).unwrap());
+            let s = xnncache::capi::xnncache_register_weights(cache.0, buf.as_ptr().cast(), buf.len(), name.as_ref().map_or(null(), |n| n.as_ptr()));
+            assert_eq!(s, xnncache::Status::XNNCACHE_OK, "register: {}", last_error());
+        }
     }
 
     /// Creates a runtime over a fresh subgraph, with `cache` (may be NULL).
@@ -317,6 +368,7 @@ impl Model {
             subgraph,
             constants: &mut constants,
             next_constant: 0,
+            next_name: None,
             rng: Rng::new(7),
             next_external: 0,
             inputs: Vec::new(),

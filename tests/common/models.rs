@@ -21,22 +21,22 @@ fn fc_f32(b: &mut Builder, bias: bool, transposed: bool) {
 
 /// fp32 fully connected with bias.
 pub fn fc_f32_bias() -> Model {
-    Model::new(|b| fc_f32(b, true, false))
+    Model::named("fc_f32_bias", |b| fc_f32(b, true, false))
 }
 
 /// fp32 fully connected without bias.
 pub fn fc_f32_no_bias() -> Model {
-    Model::new(|b| fc_f32(b, false, false))
+    Model::named("fc_f32_no_bias", |b| fc_f32(b, false, false))
 }
 
 /// fp32 fully connected with [in, out] weights (`XNN_FLAG_TRANSPOSE_WEIGHTS`).
 pub fn fc_f32_transposed() -> Model {
-    Model::new(|b| fc_f32(b, true, true))
+    Model::named("fc_f32_transposed", |b| fc_f32(b, true, true))
 }
 
 /// Dynamically quantized int8 activations, per-channel int8 weights (qd8-f32-qc8w).
 pub fn fc_qd8_qc8w() -> Model {
-    Model::new(|b| {
+    Model::named("fc_qd8_qc8w", |b| {
         let input = b.input(&[BATCH, IN]);
         let q = b.dynamic_qd8(input, &[BATCH, IN]);
         let filter = b.qc8_const(&[OUT, IN]);
@@ -48,7 +48,7 @@ pub fn fc_qd8_qc8w() -> Model {
 
 /// Dynamically quantized int8 activations, per-channel 4-bit weights (qd8-f32-qc4w).
 pub fn fc_qd8_qc4w() -> Model {
-    Model::new(|b| {
+    Model::named("fc_qd8_qc4w", |b| {
         let input = b.input(&[BATCH, IN]);
         let q = b.dynamic_qd8(input, &[BATCH, IN]);
         let filter = b.qc4_const(&[OUT, IN]);
@@ -60,7 +60,7 @@ pub fn fc_qd8_qc4w() -> Model {
 
 /// Quantized int8 everything (qs8), with fp32 converts at both ends.
 pub fn fc_qs8() -> Model {
-    Model::new(|b| {
+    Model::named("fc_qs8", |b| {
         let input = b.input(&[BATCH, IN]);
         let (in_scale, w_scale) = (0.02, 0.01);
         let q_in = b.qs8(&[BATCH, IN], in_scale, 1, false);
@@ -76,7 +76,7 @@ pub fn fc_qs8() -> Model {
 
 /// NHWC 3x3 convolution (the GEMM/IGEMM path, which looks weights up).
 pub fn conv2d() -> Model {
-    Model::new(|b| {
+    Model::named("conv2d", |b| {
         let input = b.input(&[1, 12, 12, 16]);
         let filter = b.f32_const(&[32, 3, 3, 16], 0.1);
         let bias = b.f32_const(&[32], 1.0);
@@ -90,7 +90,7 @@ pub fn conv2d() -> Model {
 /// version's `xnn_define_depthwise_convolution_2d` passes no weights cache to
 /// its fp32 operator at all, so it cannot exercise the cache.)
 pub fn depthwise() -> Model {
-    Model::new(|b| {
+    Model::named("depthwise", |b| {
         let input = b.input(&[1, 12, 12, 64]);
         let filter = b.f32_const(&[64, 3, 3, 1], 0.1);
         let bias = b.f32_const(&[64], 1.0);
@@ -102,7 +102,7 @@ pub fn depthwise() -> Model {
 /// A 1x1 convolution with one channel per group: a per-channel multiply-add
 /// (vmulcaddc), another path without `look_up`.
 pub fn channelwise_scale() -> Model {
-    Model::new(|b| {
+    Model::named("channelwise_scale", |b| {
         let input = b.input(&[1, 12, 12, 64]);
         let filter = b.f32_const(&[64, 1, 1, 1], 1.0);
         let bias = b.f32_const(&[64], 1.0);
@@ -113,7 +113,7 @@ pub fn channelwise_scale() -> Model {
 
 /// 2x2 stride-2 deconvolution (never calls `look_up`).
 pub fn deconv2d() -> Model {
-    Model::new(|b| {
+    Model::named("deconv2d", |b| {
         let input = b.input(&[1, 8, 8, 32]);
         let filter = b.f32_const(&[48, 2, 2, 32], 0.1);
         let bias = b.f32_const(&[48], 1.0);
@@ -125,7 +125,7 @@ pub fn deconv2d() -> Model {
 /// Every path at once: fp32, qd8-qc8w and qd8-qc4w fully connected layers, a
 /// convolution, a depthwise convolution and a deconvolution.
 pub fn mixed() -> Model {
-    Model::new(|b| {
+    Model::named("mixed", |b| {
         let input = b.input(&[1, 8, 8, 16]);
         let c1 = b.tensor(&[1, 8, 8, 32]);
         let w1 = b.f32_const(&[32, 3, 3, 16], 0.1);
@@ -157,7 +157,7 @@ pub fn mixed() -> Model {
 /// One weight used by two nodes, and a second weight with the same bytes at
 /// another address: both must end up stored once.
 pub fn shared_weights() -> Model {
-    Model::new(|b| {
+    Model::named("shared_weights", |b| {
         let input = b.input(&[BATCH, IN]);
         let w = b.f32_const_seeded(&[IN, IN], 0.05, 42);
         let h1 = b.tensor(&[BATCH, IN]);
@@ -172,10 +172,48 @@ pub fn shared_weights() -> Model {
 
 /// One large fp32 layer (about 4 MiB packed), for memory measurements.
 pub fn large_fc() -> Model {
-    Model::new(|b| {
+    Model::named("large_fc", |b| {
         let input = b.input(&[1, 1024]);
         let filter = b.f32_const(&[1024, 1024], 0.03);
         let output = b.output(&[1, 1024]);
         b.fully_connected(input, filter, None, output, 0);
     })
+}
+
+fn shared_pair(b: &mut Builder, own_seed: u64) {
+    let input = b.input(&[BATCH, IN]);
+    let w = b.named("shared-embedding").f32_const_seeded(&[IN, IN], 0.05, 4242);
+    let h = b.tensor(&[BATCH, IN]);
+    b.fully_connected(input, w, None, h, 0);
+    let own = b.f32_const_seeded(&[OUT, IN], 0.05, own_seed);
+    let output = b.output(&[BATCH, OUT]);
+    b.fully_connected(h, own, None, output, 0);
+}
+
+/// Two models with one constant in common (same name, same bytes, separate
+/// buffers) and one of their own each.
+pub fn shared_a() -> Model {
+    Model::named("a", |b| shared_pair(b, 1))
+}
+
+pub fn shared_b() -> Model {
+    Model::named("b", |b| shared_pair(b, 2))
+}
+
+/// A model by its name in the tests' child processes.
+pub fn by_name(name: &str) -> Model {
+    match name {
+        "mixed" => mixed(),
+        "fc_f32" => fc_f32_bias(),
+        "qc8" => fc_qd8_qc8w(),
+        "qc4" => fc_qd8_qc4w(),
+        "qs8" => fc_qs8(),
+        "conv" => conv2d(),
+        "deconv" => deconv2d(),
+        "depthwise" => depthwise(),
+        "large" => large_fc(),
+        "shared_a" => shared_a(),
+        "shared_b" => shared_b(),
+        other => panic!("no model named {other}"),
+    }
 }

@@ -1,0 +1,77 @@
+//! A provider that wraps another and counts what XNNPACK asks of it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use xnnpack_sys as x;
+
+/// A provider that forwards to another and counts what XNNPACK asks of it:
+/// an independent witness of packing, not our own stats.
+#[repr(C)]
+pub struct Counting {
+    provider: x::xnn_weights_cache_provider,
+    inner: x::xnn_weights_cache_t,
+    /// `reserve_space` calls: how often XNNPACK packed.
+    pub reserves: AtomicU64,
+    pub reserved_bytes: AtomicU64,
+}
+
+impl Counting {
+    pub fn wrap(inner: x::xnn_weights_cache_t) -> Box<Counting> {
+        let mut c = Box::new(Counting {
+            // SAFETY: all-zero is a valid provider (NULL context and slots) until filled in below.
+            provider: unsafe { std::mem::zeroed() },
+            inner,
+            reserves: AtomicU64::new(0),
+            reserved_bytes: AtomicU64::new(0),
+        });
+        c.provider.context = &*c as *const Counting as *mut _;
+        c.provider.look_up = Some(look_up);
+        c.provider.reserve_space = Some(reserve_space);
+        c.provider.look_up_or_insert = Some(look_up_or_insert);
+        c.provider.is_finalized = Some(is_finalized);
+        c.provider.offset_to_addr = Some(offset_to_addr);
+        c
+    }
+    pub fn provider(&mut self) -> x::xnn_weights_cache_t {
+        &mut self.provider
+    }
+}
+
+fn inner(ctx: *mut std::ffi::c_void) -> &'static Counting {
+    // SAFETY: the context is the boxed `Counting`, alive for the whole test.
+    unsafe { &*(ctx as *const Counting) }
+}
+
+unsafe extern "C" fn look_up(ctx: *mut std::ffi::c_void, key: *const x::xnn_weights_cache_look_up_key) -> usize {
+    let c = inner(ctx);
+    // SAFETY: forwarding to the wrapped provider with XNNPACK's own arguments.
+    unsafe { ((*c.inner).look_up.unwrap())((*c.inner).context, key) }
+}
+unsafe extern "C" fn reserve_space(ctx: *mut std::ffi::c_void, n: usize) -> *mut std::ffi::c_void {
+    let c = inner(ctx);
+    c.reserves.fetch_add(1, Ordering::Relaxed);
+    c.reserved_bytes.fetch_add(n as u64, Ordering::Relaxed);
+    // SAFETY: as above.
+    unsafe { ((*c.inner).reserve_space.unwrap())((*c.inner).context, n) }
+}
+unsafe extern "C" fn look_up_or_insert(
+    ctx: *mut std::ffi::c_void,
+    key: *const x::xnn_weights_cache_look_up_key,
+    ptr: *mut std::ffi::c_void,
+    size: usize,
+) -> usize {
+    let c = inner(ctx);
+    // SAFETY: as above.
+    unsafe { ((*c.inner).look_up_or_insert.unwrap())((*c.inner).context, key, ptr, size) }
+}
+unsafe extern "C" fn is_finalized(ctx: *mut std::ffi::c_void) -> bool {
+    let c = inner(ctx);
+    // SAFETY: as above.
+    unsafe { ((*c.inner).is_finalized.unwrap())((*c.inner).context) }
+}
+unsafe extern "C" fn offset_to_addr(ctx: *mut std::ffi::c_void, offset: usize) -> *mut std::ffi::c_void {
+    let c = inner(ctx);
+    // SAFETY: as above.
+    unsafe { ((*c.inner).offset_to_addr.unwrap())((*c.inner).context, offset) }
+}
+

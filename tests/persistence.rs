@@ -1,0 +1,392 @@
+//! The persistent cache across processes: each "launch" is a child process
+//! (this test binary run again on `child_launch`) that opens the cache file,
+//! registers a model's weights, creates its runtimes through a counting
+//! provider, checks the outputs against a runtime without a cache, finalizes,
+//! and reports what it saw on one line.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use xnncache_tests::models::by_name;
+use xnncache_tests::{last_error, options, run_child, Cache, Counting, TempDir};
+
+/// Run in a child process by the tests below; configured by environment.
+#[test]
+#[ignore = "a launch, run in a child process by the tests of this file"]
+fn child_launch() {
+    let env = |k: &str| std::env::var(k).unwrap_or_default();
+    let path = env("T_PATH");
+    let flags: Vec<String> = env("T_FLAGS").split(',').filter(|s| !s.is_empty()).map(String::from).collect();
+    let has = |f: &str| flags.iter().any(|x| x == f);
+    let models: Vec<_> = env("T_MODELS").split(',').map(|m| (m.to_string(), by_name(m))).collect();
+    // Baselines first, before any cache exists in this process.
+    let expected: Vec<_> = models.iter().map(|(_, m)| m.run(std::ptr::null_mut())).collect();
+
+    let c_path = std::ffi::CString::new(path.clone()).unwrap();
+    let mut o = options(Some(&c_path));
+    if has("readonly") {
+        o.flags |= xnncache::capi::XNNCACHE_FLAG_READ_ONLY;
+    }
+    if has("verify") {
+        o.flags |= xnncache::capi::XNNCACHE_FLAG_VERIFY;
+    }
+    if let Ok(id) = std::env::var("T_BUILD_ID") {
+        o.build_id = Box::leak(id.into_bytes().into_boxed_slice()).as_ptr().cast();
+        o.build_id_size = std::env::var("T_BUILD_ID").unwrap().len();
+    }
+    let cache = Cache::open_with(&o);
+    let warning = last_error();
+    for (_, m) in &models {
+        m.register(&cache, !has("bycontent"));
+    }
+    let mut counting = Counting::wrap(cache.provider());
+    let mut digest = 0u64;
+    for ((name, m), want) in models.iter().zip(&expected) {
+        let got = m.run(counting.provider());
+        assert_eq!(&got, want, "{name}: outputs through the cache differ");
+        digest ^= got.digest();
+    }
+    cache.finalize();
+    let s = cache.stats();
+    drop(cache);
+    println!(
+        "RESULT reserves={} entries={} loaded={} hits={} folded={} packed={} not_persisted={} commits={} file_state={} digest={digest} points={} warning={}",
+        counting.reserves.load(Ordering::Relaxed),
+        s.entries,
+        s.loaded_entries,
+        s.hits,
+        s.duplicates_folded,
+        s.packed_bytes,
+        s.not_persisted,
+        s.commits,
+        s.file_state,
+        xnncache::fault::passed(),
+        warning.replace(' ', "_"),
+    );
+}
+
+/// What a launch reported.
+#[derive(Debug)]
+struct Launch {
+    fields: HashMap<String, String>,
+}
+
+impl Launch {
+    fn get(&self, k: &str) -> u64 {
+        self.fields.get(k).unwrap_or_else(|| panic!("no {k} in {:?}", self.fields)).parse().unwrap()
+    }
+    fn warning(&self) -> &str {
+        self.fields.get("warning").map_or("", String::as_str)
+    }
+}
+
+fn launch_with(path: &Path, models: &str, flags: &str, extra: &[(&str, &str)]) -> Result<Launch, std::process::Output> {
+    let p = path.to_str().unwrap();
+    let mut env = vec![("T_PATH", p), ("T_MODELS", models), ("T_FLAGS", flags)];
+    env.extend_from_slice(extra);
+    let out = run_child("child_launch", &env, None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // libtest prints "test child_launch ... " on the same line first.
+    match stdout.lines().find_map(|l| l.split_once("RESULT ").map(|(_, r)| r)) {
+        Some(line) if out.status.success() => Ok(Launch {
+            fields: line.split(' ').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }),
+        _ => Err(out),
+    }
+}
+
+fn launch(path: &Path, models: &str, flags: &str) -> Launch {
+    launch_with(path, models, flags, &[]).unwrap_or_else(|out| {
+        panic!("launch failed: {:?}\n{}\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    })
+}
+
+fn file_digest(path: &Path) -> (u64, u64, std::time::SystemTime) {
+    let bytes = std::fs::read(path).unwrap();
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    (bytes.len() as u64, h, std::fs::metadata(path).unwrap().modified().unwrap())
+}
+
+const NEW: u64 = xnncache::store::FileState::XNNCACHE_FILE_NEW as u64;
+const REUSED: u64 = xnncache::store::FileState::XNNCACHE_FILE_REUSED as u64;
+const CORRUPT: u64 = xnncache::store::FileState::XNNCACHE_FILE_REBUILT_CORRUPT as u64;
+const INCOMPATIBLE: u64 = xnncache::store::FileState::XNNCACHE_FILE_REBUILT_INCOMPATIBLE as u64;
+const UNUSABLE: u64 = xnncache::store::FileState::XNNCACHE_FILE_UNUSABLE as u64;
+
+#[test]
+fn a_second_process_packs_nothing_and_leaves_the_file_alone() {
+    let dir = TempDir::new("warm");
+    let path = dir.file("model.xnncache");
+    // fp32, qd8-qc8w and qd8-qc4w GEMMs, a convolution: all paths that look up.
+    let models = "fc_f32,qc8,qc4,conv";
+    let first = launch(&path, models, "");
+    assert_eq!(first.get("file_state"), NEW);
+    assert!(first.get("reserves") >= 4 && first.get("commits") == 1, "{first:?}");
+    assert_eq!(first.get("not_persisted"), 0, "every weight was registered: {first:?}");
+    let before = file_digest(&path);
+
+    let second = launch(&path, models, "");
+    assert_eq!(second.get("file_state"), REUSED, "{}", second.warning());
+    assert_eq!(second.get("reserves"), 0, "the second launch packed: {second:?}");
+    assert_eq!(second.get("loaded"), first.get("entries"));
+    assert_eq!(second.get("digest"), first.get("digest"), "outputs differ between launches");
+    assert_eq!(second.get("commits"), 0);
+    assert_eq!(file_digest(&path), before, "an open that adds nothing changed the file");
+}
+
+#[test]
+fn paths_without_look_up_fold_into_the_file_and_do_not_grow_it() {
+    let dir = TempDir::new("warm-nolookup");
+    let path = dir.file("model.xnncache");
+    let first = launch(&path, "mixed", "");
+    let size = std::fs::metadata(&path).unwrap().len();
+    for _ in 0..4 {
+        let next = launch(&path, "mixed", "");
+        assert_eq!(next.get("file_state"), REUSED);
+        assert_eq!(next.get("digest"), first.get("digest"));
+        assert_eq!(next.get("entries"), first.get("entries"), "a later launch added entries: {next:?}");
+        // Depthwise and deconvolution pack (XNNPACK never asks) and fold.
+        assert_eq!(next.get("folded"), 2, "{next:?}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "the file grew");
+    }
+}
+
+#[test]
+fn models_sharing_constants_store_them_once() {
+    for flags in ["", "bycontent"] {
+        let dir = TempDir::new(&format!("share{flags}"));
+        let path = dir.file("models.xnncache");
+        let a = launch(&path, "shared_a", flags);
+        assert_eq!(a.get("entries"), 2);
+        let b = launch(&path, "shared_b", flags);
+        // The shared weight is found (1 look-up hit), only b's own is packed.
+        assert_eq!(b.get("reserves"), 1, "{flags}: {b:?}");
+        assert_eq!(b.get("entries"), 3, "{flags}: {b:?}");
+        let both = launch(&path, "shared_a,shared_b", flags);
+        assert_eq!(both.get("reserves"), 0, "{flags}: {both:?}");
+        assert_eq!(both.get("entries"), 3);
+    }
+}
+
+#[test]
+fn a_file_from_another_build_or_cpu_is_rebuilt() {
+    let dir = TempDir::new("incompatible");
+    let path = dir.file("model.xnncache");
+    launch(&path, "fc_f32", "");
+    // Another XNNPACK build identifier.
+    let other = launch_with(&path, "fc_f32", "", &[("T_BUILD_ID", "a-different-xnnpack-build-000000")]).unwrap();
+    assert_eq!(other.get("file_state"), INCOMPATIBLE);
+    assert!(other.warning().contains("another_XNNPACK_build"), "{}", other.warning());
+    assert!(other.get("reserves") > 0);
+    // That launch rebuilt the file for its build; ours now rebuilds it back.
+    let back = launch(&path, "fc_f32", "");
+    assert_eq!(back.get("file_state"), INCOMPATIBLE);
+
+    // Forge another CPU identity into the newest header slot.
+    let bytes = std::fs::read(&path).unwrap();
+    let (slot, mut header) = xnncache::format::pick_header([&bytes[0..256], &bytes[2048..2304]], bytes.len() as u64).unwrap();
+    header.compat.cpu_id ^= 1;
+    let mut forged = bytes.clone();
+    let at = xnncache::format::SLOT_OFFSETS[slot] as usize;
+    forged[at..at + 256].copy_from_slice(&header.encode());
+    std::fs::write(&path, &forged).unwrap();
+    let cpu = launch(&path, "fc_f32", "");
+    assert_eq!(cpu.get("file_state"), INCOMPATIBLE);
+    assert!(cpu.warning().contains("another_kind_of_CPU"), "{}", cpu.warning());
+    assert_eq!(launch(&path, "fc_f32", "").get("file_state"), REUSED);
+}
+
+#[test]
+fn read_only_mode_never_writes() {
+    let dir = TempDir::new("readonly");
+    let path = dir.file("bundle.xnncache");
+    // No file yet: read-only works from memory and creates nothing.
+    let none = launch(&path, "fc_f32", "readonly");
+    assert_eq!(none.get("file_state"), UNUSABLE);
+    assert!(!path.exists());
+    launch(&path, "fc_f32", "");
+    let before = file_digest(&path);
+    let ro = launch(&path, "fc_f32,conv", "readonly");
+    assert_eq!(ro.get("file_state"), REUSED);
+    // fc_f32 found in the file; conv packed into memory.
+    assert_eq!(ro.get("reserves"), 1, "{ro:?}");
+    assert_eq!(file_digest(&path), before);
+    assert!(!dir.file("bundle.xnncache.lock").exists() || std::fs::metadata(dir.file("bundle.xnncache.lock")).is_ok());
+}
+
+#[test]
+fn a_descriptor_the_caller_owns_works_like_a_path() {
+    use std::os::fd::AsRawFd;
+    let dir = TempDir::new("fd");
+    let path = dir.file("model.xnncache");
+    let model = by_name("fc_f32");
+    let expected = model.run(std::ptr::null_mut());
+    // An empty file handed over as a descriptor is built in place.
+    let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+    for round in 0..2 {
+        let mut o = options(None);
+        o.fd = file.as_raw_fd();
+        let cache = Cache::open_with(&o);
+        model.register(&cache, true);
+        let mut counting = Counting::wrap(cache.provider());
+        assert_eq!(model.run(counting.provider()), expected);
+        cache.finalize();
+        let s = cache.stats();
+        let want = if round == 0 { NEW } else { REUSED };
+        assert_eq!(s.file_state as u64, want, "round {round}: {}", last_error());
+        assert_eq!(counting.reserves.load(Ordering::Relaxed) == 0, round == 1);
+    }
+    drop(file);
+    // The same file by path, then read-only through a read-only descriptor.
+    assert_eq!(launch(&path, "fc_f32", "").get("reserves"), 0);
+    let ro = std::fs::File::open(&path).unwrap();
+    let mut o = options(None);
+    o.fd = ro.as_raw_fd();
+    o.flags = xnncache::capi::XNNCACHE_FLAG_READ_ONLY;
+    let cache = Cache::open_with(&o);
+    model.register(&cache, true);
+    assert_eq!(model.run(cache.provider()), expected);
+    assert_eq!(cache.stats().file_state as u64, REUSED);
+}
+
+/// Opens `path` in this process (registering `model`) and returns the state.
+fn open_state(path: &Path, flags: u32) -> (u64, Cache) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let mut o = options(Some(&c));
+    o.flags = flags;
+    let cache = Cache::open_with(&o);
+    (cache.stats().file_state as u64, cache)
+}
+
+#[test]
+fn every_flipped_header_or_index_byte_and_every_truncation_is_refused() {
+    let dir = TempDir::new("corrupt");
+    let path = dir.file("model.xnncache");
+    launch(&path, "fc_f32,qc4", "");
+    let good = std::fs::read(&path).unwrap();
+    let (slot, header) = xnncache::format::pick_header([&good[0..256], &good[2048..2304]], good.len() as u64).unwrap();
+    assert_eq!((slot, header.generation), (0, 1), "one commit: slot 1 is empty");
+    let index = header.index_offset as usize..(header.index_offset + header.index_size) as usize;
+    let victim = dir.file("victim.xnncache");
+    let mut flips = 0;
+    for i in (0..256).chain(index.clone()) {
+        let mut bad = good.clone();
+        bad[i] ^= 0x20;
+        std::fs::write(&victim, &bad).unwrap();
+        let (state, cache) = open_state(&victim, 0);
+        assert_eq!(state, CORRUPT, "flipped byte {i} was not refused ({})", last_error());
+        drop(cache);
+        flips += 1;
+    }
+    assert!(flips > 300);
+    // Truncated anywhere before the end of the commit: refused, never a SIGBUS.
+    let len = header.data_end as usize;
+    let mut cuts: Vec<usize> = vec![1, 100, 255, 256, 2048, 4096, 65536, 65537, len / 2, header.index_offset as usize, len - 1];
+    cuts.extend((0..20).map(|k| 65536 + k * (len - 65536) / 20));
+    for cut in cuts {
+        std::fs::write(&victim, &good[..cut]).unwrap();
+        let (state, cache) = open_state(&victim, 0);
+        assert_eq!(state, CORRUPT, "truncated to {cut} of {len} was not refused");
+        drop(cache);
+    }
+    // A flipped payload byte: found by verify (on demand, or at open with the flag).
+    let mut bad = good.clone();
+    bad[xnncache::format::DATA_START as usize + 100] ^= 1;
+    std::fs::write(&victim, &bad).unwrap();
+    let (state, cache) = open_state(&victim, 0);
+    assert_eq!(state, REUSED, "without verify, payloads are not read at open");
+    assert_eq!(xnncache::capi::xnncache_verify(cache.0), xnncache::Status::XNNCACHE_CORRUPT);
+    assert!(last_error().contains("checksum"), "{}", last_error());
+    drop(cache);
+    let (state, _cache) = open_state(&victim, xnncache::capi::XNNCACHE_FLAG_VERIFY);
+    assert_eq!(state, CORRUPT);
+    // And the real file still verifies.
+    let (state, cache) = open_state(&path, xnncache::capi::XNNCACHE_FLAG_VERIFY);
+    assert_eq!(state, REUSED);
+    assert_eq!(xnncache::capi::xnncache_verify(cache.0), xnncache::Status::XNNCACHE_OK);
+}
+
+#[test]
+fn a_build_killed_at_any_point_leaves_the_last_commit_or_a_rebuild() {
+    let dir = TempDir::new("crash");
+    let path = dir.file("model.xnncache");
+    // A first, complete commit.
+    let base = launch(&path, "fc_f32", "");
+    // Count the crash points of a launch that adds a second model.
+    let probe_path = dir.file("probe.xnncache");
+    std::fs::copy(&path, &probe_path).unwrap();
+    let probe = launch(&probe_path, "fc_f32,mixed", "");
+    let points = probe.get("points");
+    assert!(points >= 8, "{probe:?}");
+    let mut outcomes = HashMap::new();
+    for k in 1..=points {
+        let victim = dir.file(&format!("crash-{k}.xnncache"));
+        std::fs::copy(&path, &victim).unwrap();
+        let crashed = launch_with(&victim, "fc_f32,mixed", "", &[("XNNCACHE_CRASH_AT", &k.to_string())]);
+        let out = crashed.expect_err("the launch should have been killed");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(libc::SIGKILL), "crash point {k}: {:?}", out.status);
+        // The next launch: correct outputs (checked in the child) and either
+        // the old commit, the new one, or a rebuild.
+        let next = launch(&victim, "fc_f32,mixed", "");
+        assert_eq!(next.get("digest"), probe.get("digest"), "crash point {k}");
+        let state = next.get("file_state");
+        assert!(state == REUSED || state == CORRUPT, "crash point {k}: state {state}");
+        if state == REUSED {
+            // fc_f32 from the first commit is never lost.
+            assert!(next.get("loaded") >= base.get("entries"), "crash point {k}: {next:?}");
+        }
+        // Whether the killed launch's commit (mixed's 6 entries) was published.
+        let published = next.get("loaded") > base.get("entries");
+        *outcomes.entry((state, published)).or_insert(0) += 1;
+        std::fs::remove_file(&victim).unwrap();
+    }
+    // Early kills keep the old commit; late ones publish the new one.
+    assert!(outcomes.contains_key(&(REUSED, false)), "{outcomes:?}");
+    assert!(outcomes.contains_key(&(REUSED, true)), "{outcomes:?}");
+}
+
+#[test]
+fn two_processes_building_one_path_at_once() {
+    let dir = TempDir::new("race");
+    let path = dir.file("shared.xnncache");
+    for round in 0..3 {
+        let p1 = path.clone();
+        let p2 = path.clone();
+        let a = std::thread::spawn(move || launch(&p1, "mixed,qc8", ""));
+        let b = std::thread::spawn(move || launch(&p2, "qc8,mixed,conv", ""));
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        assert!(a.get("entries") > 0 && b.get("entries") > 0, "round {round}");
+        let (state, cache) = open_state(&path, xnncache::capi::XNNCACHE_FLAG_VERIFY);
+        assert_eq!(state, REUSED, "round {round}: the file is not valid: {}", last_error());
+        drop(cache);
+    }
+    // After the races, one more launch finds everything.
+    assert_eq!(launch(&path, "mixed,qc8,conv", "").get("reserves"), 2, "only depthwise and deconvolution pack");
+}
+
+#[test]
+fn compaction_keeps_what_this_session_used() {
+    let dir = TempDir::new("compact");
+    let path = dir.file("model.xnncache");
+    launch(&path, "fc_f32,qc8,large", "");
+    let big = std::fs::metadata(&path).unwrap().len();
+    // A session that uses only fc_f32, then compacts.
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let cache = Cache::open_with(&options(Some(&c)));
+    let model = by_name("fc_f32");
+    model.register(&cache, true);
+    let expected = model.run(std::ptr::null_mut());
+    assert_eq!(model.run(cache.provider()), expected);
+    assert_eq!(xnncache::capi::xnncache_compact(cache.0), xnncache::Status::XNNCACHE_OK, "{}", last_error());
+    // Runtimes of this session keep working on the old mapping.
+    assert_eq!(model.run(cache.provider()), expected);
+    drop(cache);
+    let small = std::fs::metadata(&path).unwrap().len();
+    assert!(small < big / 4, "{big} -> {small}");
+    let after = launch(&path, "fc_f32", "verify");
+    assert_eq!((after.get("file_state"), after.get("reserves")), (REUSED, 0));
+    let dropped = launch(&path, "large", "");
+    assert!(dropped.get("reserves") > 0, "large was not used by the compacting session");
+}
