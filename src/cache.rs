@@ -649,12 +649,16 @@ impl State {
         (pending.offset, pending.len)
     }
 
-    /// Under the writer lock, with new persistent entries: writes the index of
-    /// the next commit at the end of the file's used space. Returns where it
-    /// is, its bytes, and the commit's data end.
+    /// Under the writer lock: writes the index of the next commit at the end
+    /// of the file's used space. Returns where it is, its bytes, and the
+    /// commit's data end. A commit is due with new persistent entries, for a
+    /// new file, and whenever we used file space past the last commit (even
+    /// for unregistered weights): once the lock is released, the next writer
+    /// appends after `data_end`, so everything we still use must lie below it.
     fn prepare_commit(&mut self) -> std::io::Result<Option<(u64, Vec<u8>, u64)>> {
-        let Some(store) = self.store.as_ref() else { return Ok(None) };
-        if !store.is_locked() || (self.uncommitted == 0 && store.generation() > 0) {
+        let (Some(store), Some(arena)) = (self.store.as_ref(), self.arena.as_ref()) else { return Ok(None) };
+        let grown = arena.used_past(store.committed_end().max(format::DATA_START));
+        if !store.is_locked() || (self.uncommitted == 0 && store.generation() > 0 && !grown) {
             return Ok(None);
         }
         let mut index = format::Index::default();

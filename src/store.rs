@@ -331,6 +331,11 @@ impl Store {
         self.head.as_ref().map_or(0, |(h, _)| h.generation)
     }
 
+    /// Where the newest commit we know of ends (0 before the first).
+    pub fn committed_end(&self) -> u64 {
+        self.head.as_ref().map_or(0, |(h, _)| h.data_end)
+    }
+
     /// Publishes a commit whose payloads and index are already written back:
     /// sync, write the older header slot, sync, and (for a rebuild) rename
     /// the new file over the old one.

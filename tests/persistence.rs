@@ -390,3 +390,32 @@ fn compaction_keeps_what_this_session_used() {
     let dropped = launch(&path, "large", "");
     assert!(dropped.get("reserves") > 0, "large was not used by the compacting session");
 }
+
+#[test]
+fn weights_in_use_are_never_overwritten_by_the_next_writer() {
+    // Two caches on one path in one process take the writer lock in turn,
+    // like two processes. The first packs weights it did not register (so
+    // they are in the file but not in its index) and keeps its runtime; the
+    // second then appends a model of its own. The first's weights must still
+    // be intact: the next writer appends after everything the first used.
+    let dir = TempDir::new("overwrite");
+    let path = dir.file("shared.xnncache");
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let (m1, m2) = (by_name("large"), by_name("qc8"));
+    let (e1, e2) = (m1.run(std::ptr::null_mut()), m2.run(std::ptr::null_mut()));
+    launch(&path, "fc_f32", ""); // an existing file, so no first-commit happens by itself
+    let first = Cache::open_with(&options(Some(&c)));
+    assert_eq!(first.stats().file_state as u64, REUSED);
+    let mut rt1 = m1.create(first.provider()).unwrap();
+    first.finalize();
+    assert_eq!(rt1.infer().unwrap(), e1);
+    assert_eq!(first.stats().not_persisted, 1);
+
+    let second = Cache::open_with(&options(Some(&c)));
+    m2.register(&second, true);
+    assert_eq!(m2.run(second.provider()), e2);
+    second.finalize();
+    assert_eq!(second.stats().commits, 1, "{}", last_error());
+    assert_eq!(rt1.infer().unwrap(), e1, "the second writer overwrote weights the first still uses");
+    drop(rt1);
+}

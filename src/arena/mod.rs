@@ -231,6 +231,11 @@ impl Arena {
         self.cursor
     }
 
+    /// Whether bytes were handed out past `offset`'s page.
+    pub fn used_past(&self, offset: u64) -> bool {
+        self.cursor > round_up(offset as usize, self.page)
+    }
+
     pub fn sealed(&self) -> usize {
         self.sealed
     }

@@ -304,8 +304,15 @@ pub struct Model {
 }
 
 /// What a run produced: every output's bytes, in order.
-#[derive(Debug, PartialEq, Eq, Clone)]
+#[derive(PartialEq, Eq, Clone)]
 pub struct Outputs(pub Vec<Vec<u8>>);
+
+impl std::fmt::Debug for Outputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lens: Vec<usize> = self.0.iter().map(Vec::len).collect();
+        write!(f, "Outputs(bytes {lens:?}, digest {:#018x})", self.digest())
+    }
+}
 
 impl Outputs {
     /// A digest of every byte (FNV-1a), to compare runs in different processes.
