@@ -109,7 +109,10 @@ typedef struct xnncache_options {
   // Or a descriptor of it that the caller owns (and keeps open), or -1.
   // With neither, packed weights live in anonymous memory.
   int32_t fd;
-  uint32_t _reserved;
+  // Automatic compaction at close: when at least this percentage of the
+  // file is not reachable from the weights this session used, the file is
+  // rewritten without them (0: never; `xnncache_compact` works anyway).
+  uint32_t compact_percent;
   // XNNPACK's build identifier (`xnn_experimental_get_build_identifier_data()`
   // and `_size()`): a file written by another XNNPACK build is not used.
   const void *build_id;

@@ -108,13 +108,24 @@ pub struct CacheOptions {
     pub verify: bool,
     /// XNNPACK's build identifier; persistence needs it.
     pub build_id: Vec<u8>,
+    /// Compact at close when this share (percent) of the file is unreachable; 0: never.
+    pub compact_percent: u32,
     /// Address space to reserve for the first arena segment.
     pub reservation: Option<usize>,
 }
 
 impl CacheOptions {
     pub fn memory(generation: Generation) -> CacheOptions {
-        CacheOptions { source: None, generation, require_file: false, read_only: false, verify: false, build_id: Vec::new(), reservation: None }
+        CacheOptions {
+            source: None,
+            generation,
+            require_file: false,
+            read_only: false,
+            verify: false,
+            build_id: Vec::new(),
+            compact_percent: 0,
+            reservation: None,
+        }
     }
 
     pub fn file(path: impl Into<PathBuf>, generation: Generation) -> CacheOptions {
@@ -157,6 +168,7 @@ unsafe impl Send for State {}
 pub struct Cache {
     generation: Generation,
     path: Option<PathBuf>,
+    compact_percent: u32,
     state: Mutex<State>,
     /// Serialises `finalize`, whose write-back runs outside `state`'s lock.
     finalizing: Mutex<()>,
@@ -243,6 +255,7 @@ impl Cache {
         Ok(Cache {
             generation: options.generation,
             path,
+            compact_percent: options.compact_percent,
             state: Mutex::new(state),
             finalizing: Mutex::new(()),
             fallback_reason: Mutex::new(reason),
@@ -486,6 +499,7 @@ impl Cache {
         let _one_at_a_time = lock(&self.finalizing);
         let mut st = lock(&self.state);
         let st = &mut *st;
+        let (ids, keys) = st.live_links();
         let (Some(store), Some(arena)) = (st.store.as_mut(), st.arena.as_ref()) else {
             return Err(Error::new(Status::XNNCACHE_INVALID_STATE, "compact needs a writable cache file"));
         };
@@ -493,22 +507,6 @@ impl Cache {
             Ok(Some(_)) => {}
             Ok(None) => return Err(Error::new(Status::XNNCACHE_BUSY, "another process is writing the cache file")),
             Err(e) => return Err(Error::io("cannot lock the cache file", &e)),
-        }
-        let mut ids: Vec<EntryId> = Vec::new();
-        let mut keys = Vec::new();
-        for (key, id) in st.index.persistent_links() {
-            let e = st.index.get(id);
-            if !e.used || is_heap_offset(e.offset) {
-                continue;
-            }
-            let pos = match ids.iter().position(|&x| x == id) {
-                Some(p) => p,
-                None => {
-                    ids.push(id);
-                    ids.len() - 1
-                }
-            };
-            keys.push((key, pos as u32));
         }
         let payloads: Vec<(&[u8], u64)> = ids
             .iter()
@@ -522,6 +520,17 @@ impl Cache {
         let result = store.compact(&payloads, &keys);
         store.unlock();
         result.map_err(|e| Error::io("cannot compact the cache file", &e))
+    }
+
+    /// The share (percent) of the file that the weights this session used do
+    /// not reach: old indexes, unused entries, unregistered weights, slack.
+    pub fn unreachable_percent(&self) -> Option<u64> {
+        let st = lock(&self.state);
+        let store = st.store.as_ref().filter(|s| s.can_write())?;
+        let (ids, keys) = st.live_links();
+        let live: u64 = ids.iter().map(|&id| st.index.get(id).size as u64).sum::<u64>() + format::DATA_START + 24 * (ids.len() + keys.len()) as u64;
+        let len = store.file_len().max(1);
+        Some(len.saturating_sub(live) * 100 / len)
     }
 
     pub fn stats(&self) -> Stats {
@@ -544,6 +553,10 @@ impl Cache {
 
 impl Drop for Cache {
     fn drop(&mut self) {
+        if self.compact_percent > 0 && self.unreachable_percent().is_some_and(|p| p >= self.compact_percent as u64) {
+            // Best effort: a busy or failing compaction leaves the file as it is.
+            let _ = self.compact();
+        }
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         if let Some(store) = st.store.as_mut() {
             store.close(st.arena.as_mut());
@@ -687,6 +700,28 @@ impl State {
         let data_end = (offset + bytes.len()) as u64;
         crate::fault::point("commit: index written through the mapping");
         Ok(Some((offset as u64, bytes, data_end)))
+    }
+
+    /// The file entries this session used that persistent keys reach, and
+    /// those keys (with the entry's position in the first list).
+    fn live_links(&self) -> (Vec<EntryId>, Vec<(u128, u32)>) {
+        let mut ids: Vec<EntryId> = Vec::new();
+        let mut position: HashMap<EntryId, u32> = HashMap::new();
+        let mut keys = Vec::new();
+        let mut links: Vec<(u128, EntryId)> = self.index.persistent_links().collect();
+        links.sort_unstable();
+        for (key, id) in links {
+            let e = self.index.get(id);
+            if !e.used || is_heap_offset(e.offset) {
+                continue;
+            }
+            let pos = *position.entry(id).or_insert_with(|| {
+                ids.push(id);
+                (ids.len() - 1) as u32
+            });
+            keys.push((key, pos));
+        }
+        (ids, keys)
     }
 
     fn give_back(&mut self, offset: usize, len: usize) {

@@ -43,7 +43,10 @@ pub struct xnncache_options {
     /// Or a descriptor of it that the caller owns (and keeps open), or -1.
     /// With neither, packed weights live in anonymous memory.
     pub fd: i32,
-    pub _reserved: u32,
+    /// Automatic compaction at close: when at least this percentage of the
+    /// file is not reachable from the weights this session used, the file is
+    /// rewritten without them (0: never; `xnncache_compact` works anyway).
+    pub compact_percent: u32,
     /// XNNPACK's build identifier (`xnn_experimental_get_build_identifier_data()`
     /// and `_size()`): a file written by another XNNPACK build is not used.
     pub build_id: *const c_void,
@@ -198,6 +201,9 @@ fn options_from_c(o: &xnncache_options) -> Result<CacheOptions> {
         (None, -1) => None,
         (None, fd) => return Err(Error::invalid(format!("fd {fd}: use -1 for no descriptor"))),
     };
+    if o.compact_percent > 100 {
+        return Err(Error::invalid(format!("compact_percent {} is over 100", o.compact_percent)));
+    }
     if o.build_id.is_null() && o.build_id_size != 0 || o.build_id_size > 4096 {
         return Err(Error::invalid("build_id and build_id_size do not agree"));
     }
@@ -210,6 +216,7 @@ fn options_from_c(o: &xnncache_options) -> Result<CacheOptions> {
         read_only: o.flags & XNNCACHE_FLAG_READ_ONLY != 0,
         verify: o.flags & XNNCACHE_FLAG_VERIFY != 0,
         build_id,
+        compact_percent: o.compact_percent,
         reservation: (o.address_space != 0).then(|| usize::try_from(o.address_space).unwrap_or(usize::MAX)),
     })
 }
@@ -349,7 +356,7 @@ mod tests {
             flags: 0,
             path,
             fd: -1,
-            _reserved: 0,
+            compact_percent: 0,
             build_id: core::ptr::null(),
             build_id_size: 0,
             address_space: 0,

@@ -419,3 +419,30 @@ fn weights_in_use_are_never_overwritten_by_the_next_writer() {
     assert_eq!(rt1.infer().unwrap(), e1, "the second writer overwrote weights the first still uses");
     drop(rt1);
 }
+
+#[test]
+fn automatic_compaction_at_close_above_the_threshold() {
+    let dir = TempDir::new("autocompact");
+    let path = dir.file("model.xnncache");
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let model = by_name("fc_f32");
+    let expected = model.run(std::ptr::null_mut());
+    let session = |percent: u32| {
+        let mut o = options(Some(&c));
+        o.compact_percent = percent;
+        let cache = Cache::open_with(&o);
+        model.register(&cache, true);
+        assert_eq!(model.run(cache.provider()), expected);
+        cache.finalize();
+    };
+    launch(&path, "fc_f32,large", "");
+    let big = std::fs::metadata(&path).unwrap().len();
+    session(0); // off: nothing happens
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), big);
+    session(99); // most of the file is unused, but not 99%
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), big);
+    session(50);
+    let small = std::fs::metadata(&path).unwrap().len();
+    assert!(small < big / 4, "{big} -> {small}");
+    assert_eq!(launch(&path, "fc_f32", "verify").get("reserves"), 0);
+}

@@ -458,7 +458,7 @@ pub fn options(path: Option<&CStr>) -> xnncache::capi::xnncache_options {
         flags: 0,
         path: path.map_or(null(), CStr::as_ptr),
         fd: -1,
-        _reserved: 0,
+        compact_percent: 0,
         build_id: build_id().as_ptr().cast(),
         build_id_size: build_id().len(),
         address_space: 0,
