@@ -66,6 +66,9 @@ int main(void) {
   xnncache* cache = NULL;
   xnncache_status status = xnncache_open(&options, &cache);
   CHECK(status == XNNCACHE_OK, "xnncache_open: %s: %s", xnncache_status_name(status), xnncache_last_error());
+  /* Stable identities for the constants, so a later process finds their packed form. */
+  CHECK(xnncache_register_weights(cache, weights, sizeof(weights), "fc.weight") == XNNCACHE_OK, "register: %s", xnncache_last_error());
+  CHECK(xnncache_register_weights(cache, bias, sizeof(bias), NULL) == XNNCACHE_OK, "register: %s", xnncache_last_error());
   for (int round = 0; round < 2; round++) {
     memset(got, 0, sizeof(got));
     run(xnncache_provider(cache), got);
@@ -77,8 +80,20 @@ int main(void) {
   CHECK(stats.entries == 1 && stats.hits == 1, "entries %llu hits %llu", (unsigned long long) stats.entries, (unsigned long long) stats.hits);
   CHECK(stats.backing == XNNCACHE_BACKING_FILE && stats.file_size > 0, "not file-backed");
   CHECK(stats.abi_generation == 1, "XNNPACK 4ea82e5 is the v1 ABI");
+  CHECK(stats.file_state == XNNCACHE_FILE_NEW && stats.commits == 1 && stats.not_persisted == 0, "not persisted");
   printf("c-smoke: %llu bytes packed into %s (%llu bytes), found %llu by look-up\n", (unsigned long long) stats.packed_bytes,
          options.path, (unsigned long long) stats.file_size, (unsigned long long) stats.found_bytes);
+  xnncache_close(cache);
+
+  /* A second open of the same file finds the packed weights without packing. */
+  CHECK(xnncache_open(&options, &cache) == XNNCACHE_OK, "reopen: %s", xnncache_last_error());
+  CHECK(xnncache_register_weights(cache, weights, sizeof(weights), "fc.weight") == XNNCACHE_OK, "register");
+  CHECK(xnncache_register_weights(cache, bias, sizeof(bias), NULL) == XNNCACHE_OK, "register");
+  run(xnncache_provider(cache), got);
+  CHECK(memcmp(got, expected, sizeof(got)) == 0, "outputs differ after reopening");
+  CHECK(xnncache_stats(cache, &stats) == XNNCACHE_OK, "stats");
+  CHECK(stats.file_state == XNNCACHE_FILE_REUSED && stats.packed_bytes == 0 && stats.hits == 1, "not reused");
+  CHECK(xnncache_verify(cache) == XNNCACHE_OK, "verify: %s", xnncache_last_error());
   xnncache_close(cache);
 
   /* Errors are statuses with messages, never crashes. */

@@ -1,8 +1,13 @@
-//! The demo: a decoder-like stack of 4-bit fully connected layers, created
-//! without a cache, then through xnncache on a file (first runtime packs,
-//! second finds everything by look-up), with the time and memory each costs.
-//! Exits non-zero if any output differs from the runtime without a cache.
+//! The demo: a decoder-like stack of 4-bit fully connected layers, launched
+//! twice in fresh processes: cold (no cache file yet: XNNPACK packs into the
+//! file) and warm (the file from the cold launch: every weight is found).
+//! Each launch also creates the runtime without a cache, as the reference.
+//! Prints both launches side by side; exits non-zero if any output differs.
+//!
+//! Usage: demo [--path FILE] [--scale F]
 
+use std::collections::HashMap;
+use std::process::Command;
 use std::time::Instant;
 
 use xnncache_tests::{file_mapping_usage, rollup, Builder, Cache, Model};
@@ -11,10 +16,16 @@ const DIM: usize = 1024;
 const FFN: usize = 2816;
 const BLOCKS: usize = 4;
 
+fn scaled(n: usize, scale: f64) -> usize {
+    (((n as f64 * scale) as usize).max(32) + 31) / 32 * 32
+}
+
 fn llm_q4(b: &mut Builder) {
-    let mut x = b.input(&[1, DIM]);
+    let scale: f64 = std::env::var("DEMO_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let (dim, ffn) = (scaled(DIM, scale), scaled(FFN, scale));
+    let mut x = b.input(&[1, dim]);
     for _ in 0..BLOCKS {
-        for (from, to) in [(DIM, DIM), (DIM, DIM), (DIM, DIM), (DIM, DIM), (DIM, FFN), (FFN, DIM)] {
+        for (from, to) in [(dim, dim), (dim, dim), (dim, dim), (dim, dim), (dim, ffn), (ffn, dim)] {
             let q = b.dynamic_qd8(x, &[1, from]);
             let w = b.qc4_const(&[to, from]);
             let y = b.tensor(&[1, to]);
@@ -22,8 +33,8 @@ fn llm_q4(b: &mut Builder) {
             x = y;
         }
     }
-    let out = b.output(&[1, DIM]);
-    let w = b.f32_const(&[DIM, DIM], 0.01);
+    let out = b.output(&[1, dim]);
+    let w = b.f32_const(&[dim, dim], 0.01);
     b.fully_connected(x, w, None, out, 0);
 }
 
@@ -31,11 +42,10 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }
 
-fn main() {
-    let path = std::env::args().nth(1).map(std::path::PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("xnncache-demo.bin"));
-    let model = Model::new(llm_q4);
-    println!("xnncache demo: {BLOCKS} decoder blocks of 4-bit fully connected layers ({DIM}x{DIM}, {DIM}x{FFN}, {FFN}x{DIM})");
-
+/// One launch, in this process: prints a `DEMO k=v ...` line.
+fn launch(path: &std::path::Path) {
+    let model = Model::named("llm-q4", llm_q4);
+    // The reference: the same model without a cache.
     let anon = rollup("Anonymous");
     let t = Instant::now();
     let mut plain = model.create(std::ptr::null_mut()).expect("create without a cache");
@@ -44,32 +54,68 @@ fn main() {
     let expected = plain.infer().expect("infer");
     drop(plain);
 
-    let cache = Cache::open(Some(&path));
     let anon = rollup("Anonymous");
     let t = Instant::now();
-    let mut first = model.create(cache.provider()).expect("create through xnncache");
+    let cache = Cache::open(Some(path));
+    model.register(&cache, true);
+    let mut rt = model.create(cache.provider()).expect("create through xnncache");
     cache.finalize();
-    let first_ms = t.elapsed().as_secs_f64() * 1e3;
+    let create_ms = t.elapsed().as_secs_f64() * 1e3;
     let cache_anon = rollup("Anonymous").saturating_sub(anon);
-    let t = Instant::now();
-    let mut second = model.create(cache.provider()).expect("second runtime");
-    let second_ms = t.elapsed().as_secs_f64() * 1e3;
-    let ok = first.infer().expect("infer") == expected && second.infer().expect("infer") == expected;
+    let same = rt.infer().expect("infer") == expected;
     let s = cache.stats();
-    let (rss, dirty, _) = file_mapping_usage(&path);
+    let (_, dirty, _) = file_mapping_usage(path.parent().unwrap());
+    println!(
+        "DEMO plain_ms={plain_ms:.2} plain_anon={plain_anon} create_ms={create_ms:.2} anon={cache_anon} dirty={dirty} packed={} stored={} found={} file_state={} same={same}",
+        s.packed_bytes, s.stored_bytes, s.found_bytes, s.file_state
+    );
+}
 
-    println!();
-    println!("{:<44} {:>12} {:>22}", "runtime", "create", "anonymous memory added");
-    println!("{:<44} {:>9.1} ms {:>22}", "without a cache (XNNPACK packs to the heap)", plain_ms, mib(plain_anon));
-    println!("{:<44} {:>9.1} ms {:>22}", "xnncache, first runtime (packs + finalize)", first_ms, mib(cache_anon));
-    println!("{:<44} {:>9.1} ms {:>22}", "xnncache, second runtime (all look-ups hit)", second_ms, "-");
-    println!();
-    println!("cache file      {} ({})", path.display(), mib(s.file_size));
-    println!("packed weights  {} in {} entries; {} found by look-up; {} duplicates folded", mib(s.stored_bytes), s.entries, mib(s.found_bytes), s.duplicates_folded);
-    println!("file pages      {} resident, {} dirty after finalize", mib(rss), mib(dirty));
-    println!("outputs         {}", if ok { "identical to the runtime without a cache" } else { "DIFFERENT from the runtime without a cache" });
-    drop((first, second));
-    drop(cache);
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let dir = std::env::temp_dir().join("xnncache-demo");
+    std::fs::create_dir_all(&dir).expect("create the demo folder");
+    let path = arg("--path").map(std::path::PathBuf::from).unwrap_or_else(|| dir.join("llm-q4.xnncache"));
+    if let Some(scale) = arg("--scale") {
+        std::env::set_var("DEMO_SCALE", scale);
+    }
+    if args.iter().any(|a| a == "--launch") {
+        launch(&path);
+        return;
+    }
+
     let _ = std::fs::remove_file(&path);
-    std::process::exit(if ok { 0 } else { 1 });
+    println!("xnncache demo: {BLOCKS} decoder blocks of 4-bit (qd8-f32-qc4w) fully connected layers");
+    println!("cache file: {}", path.display());
+    let mut results = Vec::new();
+    for (i, name) in ["cold (no cache file yet)", "warm (the cold launch's file)"].iter().enumerate() {
+        print!("[{}/2] {name} launch ... ", i + 1);
+        use std::io::Write;
+        std::io::stdout().flush().ok();
+        let out = Command::new(&args[0]).args(["--launch", "--path"]).arg(&path).output().expect("launch the demo again");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout.lines().find_map(|l| l.strip_prefix("DEMO ")).unwrap_or_else(|| {
+            eprintln!("failed: {:?}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+            std::process::exit(2)
+        });
+        let fields: HashMap<String, String> = line.split(' ').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect();
+        println!("done");
+        results.push(fields);
+    }
+    let (cold, warm) = (&results[0], &results[1]);
+    let num = |m: &HashMap<String, String>, k: &str| m[k].parse::<f64>().unwrap_or(0.0);
+    println!();
+    println!("{:<34} {:>14} {:>14} {:>14}", "", "no cache", "cold", "warm");
+    println!("{:<34} {:>11.1} ms {:>11.1} ms {:>11.1} ms", "runtime ready (open+create+final.)", num(cold, "plain_ms"), num(cold, "create_ms"), num(warm, "create_ms"));
+    println!("{:<34} {:>14} {:>14} {:>14}", "bytes packed by XNNPACK", mib(num(cold, "stored") as u64), mib(num(cold, "packed") as u64), mib(num(warm, "packed") as u64));
+    println!("{:<34} {:>14} {:>14} {:>14}", "anonymous memory added", mib(num(cold, "plain_anon") as u64), mib(num(cold, "anon") as u64), mib(num(warm, "anon") as u64));
+    println!("{:<34} {:>14} {:>14} {:>14}", "dirty cache-file pages", "-", mib(num(cold, "dirty") as u64), mib(num(warm, "dirty") as u64));
+    let same = |m: &HashMap<String, String>| m["same"] == "true";
+    let verdict = |m: &HashMap<String, String>| if same(m) { "identical" } else { "DIFFERENT" };
+    println!("{:<34} {:>14} {:>14} {:>14}", "outputs vs. no cache", "reference", verdict(cold), verdict(warm));
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    println!();
+    println!("warm/no-cache speed-up: {:.0}x; cache file {} ({})", num(cold, "plain_ms") / num(warm, "create_ms").max(1e-3), path.display(), mib(size));
+    std::process::exit(if same(cold) && same(warm) { 0 } else { 1 });
 }
