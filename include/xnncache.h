@@ -161,6 +161,8 @@ struct xnncache_stats {
   uint32_t _reserved;
 };
 
+
+
 #define SLOT_OFFSETS { 0, 2048, }
 
 #ifdef __cplusplus

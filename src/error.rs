@@ -32,18 +32,36 @@ pub enum xnncache_status {
 pub use xnncache_status as Status;
 
 impl Status {
-    pub fn name(self) -> &'static str {
+    /// Every status, for mapping numbers from C back to names.
+    pub const ALL: [Status; 9] = [
+        Status::XNNCACHE_OK,
+        Status::XNNCACHE_INVALID_ARGUMENT,
+        Status::XNNCACHE_UNSUPPORTED_ABI,
+        Status::XNNCACHE_IO_ERROR,
+        Status::XNNCACHE_OUT_OF_MEMORY,
+        Status::XNNCACHE_INVALID_STATE,
+        Status::XNNCACHE_INTERNAL_ERROR,
+        Status::XNNCACHE_CORRUPT,
+        Status::XNNCACHE_BUSY,
+    ];
+
+    /// The status's name as a C string, e.g. `XNNCACHE_IO_ERROR`.
+    pub fn c_name(self) -> &'static std::ffi::CStr {
         match self {
-            Status::XNNCACHE_OK => "XNNCACHE_OK",
-            Status::XNNCACHE_INVALID_ARGUMENT => "XNNCACHE_INVALID_ARGUMENT",
-            Status::XNNCACHE_UNSUPPORTED_ABI => "XNNCACHE_UNSUPPORTED_ABI",
-            Status::XNNCACHE_IO_ERROR => "XNNCACHE_IO_ERROR",
-            Status::XNNCACHE_OUT_OF_MEMORY => "XNNCACHE_OUT_OF_MEMORY",
-            Status::XNNCACHE_INVALID_STATE => "XNNCACHE_INVALID_STATE",
-            Status::XNNCACHE_INTERNAL_ERROR => "XNNCACHE_INTERNAL_ERROR",
-            Status::XNNCACHE_CORRUPT => "XNNCACHE_CORRUPT",
-            Status::XNNCACHE_BUSY => "XNNCACHE_BUSY",
+            Status::XNNCACHE_OK => c"XNNCACHE_OK",
+            Status::XNNCACHE_INVALID_ARGUMENT => c"XNNCACHE_INVALID_ARGUMENT",
+            Status::XNNCACHE_UNSUPPORTED_ABI => c"XNNCACHE_UNSUPPORTED_ABI",
+            Status::XNNCACHE_IO_ERROR => c"XNNCACHE_IO_ERROR",
+            Status::XNNCACHE_OUT_OF_MEMORY => c"XNNCACHE_OUT_OF_MEMORY",
+            Status::XNNCACHE_INVALID_STATE => c"XNNCACHE_INVALID_STATE",
+            Status::XNNCACHE_INTERNAL_ERROR => c"XNNCACHE_INTERNAL_ERROR",
+            Status::XNNCACHE_CORRUPT => c"XNNCACHE_CORRUPT",
+            Status::XNNCACHE_BUSY => c"XNNCACHE_BUSY",
         }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.c_name().to_str().expect("status names are ASCII")
     }
 }
 
