@@ -1,11 +1,21 @@
 //! Heap blocks: where packed weights go when the file cannot take them
 //! (unwritable folder, full disk, file-size limit).
 //!
+//! Also the scratch space XNNPACK packs into when the packed bytes will most
+//! likely fold into an entry the file already holds.
+//!
 //! Each block is one aligned allocation that never moves. Its offset, as
 //! XNNPACK sees it, is its slot number with [`HEAP_TAG`] set, so arena offsets
-//! and heap offsets never collide and neither can equal `SIZE_MAX`.
+//! and heap offsets never collide and neither can equal `SIZE_MAX`. Large
+//! blocks are their own mappings, so that freeing one gives the memory back
+//! to the system instead of leaving it in the allocator's free lists.
 
 use std::alloc::{alloc, dealloc, Layout};
+
+use crate::arena::unix;
+
+/// From this size on, a block is its own anonymous mapping.
+const MAP_THRESHOLD: usize = 64 << 10;
 
 /// The top bit of an offset marks a heap block.
 pub const HEAP_TAG: usize = 1 << (usize::BITS - 1);
@@ -15,6 +25,30 @@ const MAX_SLOTS: usize = 1 << 30;
 struct Block {
     ptr: *mut u8,
     layout: Layout,
+    /// Mapped with `mmap` (page-aligned), not from the allocator.
+    mapped: bool,
+}
+
+impl Block {
+    fn new(layout: Layout) -> Option<Block> {
+        if layout.size() >= MAP_THRESHOLD && layout.align() <= unix::page_size() {
+            let ptr = unix::map_anonymous(layout.size()).ok()?;
+            return Some(Block { ptr, layout, mapped: true });
+        }
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { alloc(layout) };
+        (!ptr.is_null()).then_some(Block { ptr, layout, mapped: false })
+    }
+
+    fn release(self) {
+        if self.mapped {
+            // SAFETY: our own mapping of exactly this size, no longer referenced.
+            unsafe { unix::release(self.ptr, self.layout.size()) };
+        } else {
+            // SAFETY: allocated with exactly this layout and no longer referenced.
+            unsafe { dealloc(self.ptr, self.layout) };
+        }
+    }
 }
 
 #[derive(Default)]
@@ -39,11 +73,8 @@ impl Heap {
             return None;
         }
         self.slots.try_reserve(1).ok()?;
-        // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { alloc(layout) };
-        if ptr.is_null() {
-            return None;
-        }
+        let block = Block::new(layout)?;
+        let ptr = block.ptr;
         let slot = match self.free_slots.pop() {
             Some(s) => s,
             None => {
@@ -51,7 +82,7 @@ impl Heap {
                 self.slots.len() - 1
             }
         };
-        self.slots[slot] = Some(Block { ptr, layout });
+        self.slots[slot] = Some(block);
         self.live_bytes += layout.size();
         Some((HEAP_TAG | slot, ptr))
     }
@@ -79,8 +110,7 @@ impl Heap {
         let slot = offset & !HEAP_TAG;
         if let Some(b) = self.slots.get_mut(slot).and_then(Option::take) {
             self.live_bytes -= b.layout.size();
-            // SAFETY: the block was allocated with exactly this layout and is no longer referenced.
-            unsafe { dealloc(b.ptr, b.layout) };
+            b.release();
             self.free_slots.push(slot);
         }
     }
@@ -92,10 +122,8 @@ impl Heap {
 
 impl Drop for Heap {
     fn drop(&mut self) {
-        for b in self.slots.iter_mut().filter_map(Option::take) {
-            // SAFETY: allocated with this layout; the cache is being dropped.
-            unsafe { dealloc(b.ptr, b.layout) };
-        }
+        // The cache is being dropped: no block is referenced any more.
+        self.slots.iter_mut().filter_map(Option::take).for_each(Block::release);
     }
 }
 
@@ -118,5 +146,10 @@ mod tests {
         assert_eq!(h.live_bytes(), 10);
         assert!(!is_heap_offset(12345));
         assert!(!is_heap_offset(usize::MAX));
+        let (big, pb) = h.alloc(MAP_THRESHOLD, 64).unwrap();
+        assert_eq!(pb as usize % unix::page_size(), 0, "large blocks are their own mappings");
+        // SAFETY: the block holds MAP_THRESHOLD writable bytes.
+        unsafe { pb.add(MAP_THRESHOLD - 1).write(1) };
+        h.free(big);
     }
 }

@@ -16,7 +16,7 @@
 //! Sealing makes a prefix of the arena read-only and, for a file, clean: its
 //! pages are written back and can be dropped by the kernel under pressure.
 
-mod unix;
+pub(crate) mod unix;
 
 use std::fs::File;
 use std::io;

@@ -38,6 +38,18 @@ pub fn reserve(len: usize) -> io::Result<*mut u8> {
     }
 }
 
+/// Fresh, writable anonymous memory of `len` bytes (page-aligned), given back
+/// to the system by [`release`], not kept by the allocator.
+pub fn map_anonymous(len: usize) -> io::Result<*mut u8> {
+    // SAFETY: a fresh private anonymous mapping at an address the kernel picks.
+    let p = unsafe { libc::mmap(core::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+    if p == libc::MAP_FAILED {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(p as *mut u8)
+    }
+}
+
 /// Maps `len` bytes of `fd` from `offset` over `addr`, shared.
 ///
 /// # Safety

@@ -256,6 +256,12 @@ impl Builder<'_> {
         check(unsafe { x::xnn_define_unary(self.subgraph, x::xnn_unary_convert, null(), from, to, 0) }, "define convert");
     }
 
+    /// `output = a * b`, element by element.
+    pub fn multiply(&mut self, a: u32, b: u32, output: u32) {
+        // SAFETY: live subgraph; NULL parameters mean no clamping.
+        check(unsafe { x::xnn_define_binary(self.subgraph, x::xnn_binary_multiply, null(), a, b, output, 0) }, "define multiply");
+    }
+
     pub fn fully_connected(&mut self, input: u32, filter: u32, bias: Option<u32>, output: u32, flags: u32) {
         let bias = bias.unwrap_or(x::XNN_INVALID_VALUE_ID);
         // SAFETY: live subgraph; ids were defined in it.
@@ -342,8 +348,8 @@ impl Model {
         Model { name, define, constants: Mutex::new(Constants::default()) }
     }
 
-    /// Registers every constant with `cache`: by name, or by content.
-    pub fn register(&self, cache: &Cache, by_name: bool) {
+    /// Makes the model's constants (once): afterwards they are in memory.
+    pub fn materialize(&self) {
         if self.constants.lock().unwrap().buffers.is_empty() {
             // Define once to make the constants.
             let mut subgraph = null_mut();
@@ -356,6 +362,17 @@ impl Model {
             // SAFETY: created above, used by no runtime.
             unsafe { x::xnn_delete_subgraph(subgraph) };
         }
+    }
+
+    /// Bytes of constant data (weights, biases, scales).
+    pub fn constant_bytes(&self) -> usize {
+        self.materialize();
+        self.constants.lock().unwrap().buffers.iter().map(|b| b.len()).sum()
+    }
+
+    /// Registers every constant with `cache`: by name, or by content.
+    pub fn register(&self, cache: &Cache, by_name: bool) {
+        self.materialize();
         let constants = self.constants.lock().unwrap();
         for (i, (buf, name)) in constants.buffers.iter().zip(&constants.names).enumerate() {
             let name = by_name.then(|| std::ffi::CString::new(name.map_or_else(|| format!("{}/{i}", self.name), str::to_string)).unwrap());
