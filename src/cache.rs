@@ -445,7 +445,16 @@ impl Cache {
             }
         };
         let bytes = job.bytes() as u64;
-        job.run().map_err(|e| Error::io("cannot write the cache file back", &e))?;
+        if let Err(e) = job.run() {
+            // The packed bytes stay valid in memory; but the file may now lack
+            // some of them, so it must never be committed from here again.
+            let mut st = lock(&self.state);
+            if let Some(store) = st.store.as_mut() {
+                store.poison();
+            }
+            *lock(&self.fallback_reason) = Some(format!("cannot write the cache file ({e}); nothing more is persisted"));
+            return Err(Error::io("cannot write the cache file", &e));
+        }
         let mut st = lock(&self.state);
         st.stats.sealed_bytes += bytes;
         if let Some((offset, index, data_end)) = commit {
@@ -626,7 +635,7 @@ impl State {
             Ok(Some(newer)) => {
                 if let Some((header, index)) = newer {
                     let arena = self.arena.as_mut().expect("a store has an arena");
-                    let adopted = arena.adopt_committed(header.data_end).map_err(|e| e.to_string()).and_then(|job| job.run().map_err(|e| e.to_string()));
+                    let adopted = arena.adopt_committed(header.data_end);
                     if let Err(e) = adopted {
                         store.unlock();
                         *lock(&cache.fallback_reason) = Some(format!("cannot follow another process's commit: {e}"));

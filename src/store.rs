@@ -315,6 +315,13 @@ impl Store {
         }
     }
 
+    /// After a failed write-back: never commit again from this process (the
+    /// file may lack bytes an index would name).
+    pub fn poison(&mut self) {
+        self.stale = true;
+        self.unlock();
+    }
+
     pub fn unlock(&mut self) {
         if !self.locked {
             return;

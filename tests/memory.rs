@@ -41,18 +41,19 @@ fn finalized_pages_are_clean_read_only_and_not_anonymous() {
     let cache = Cache::open(Some(&path));
     let before = rollup("Anonymous");
     let mut rt = model.create(cache.provider()).unwrap();
-    let (_, dirty_before_finalize, _) = file_mapping_usage(&dir.0);
+    // XNNPACK packs into staging memory; finalize moves it into the file.
+    let staged = rollup("Anonymous").saturating_sub(before);
     cache.finalize();
     let growth = rollup("Anonymous").saturating_sub(before);
     let packed = cache.stats().stored_bytes;
     assert!(packed >= 4 << 20, "{packed}");
     assert!(plain_growth >= packed * 9 / 10, "without a cache the packed weights ({packed}) should be anonymous, grew {plain_growth}");
-    assert!(growth < packed / 20, "with the cache, anonymous memory grew {growth} bytes for {packed} packed bytes");
+    assert!(staged >= packed * 9 / 10, "before finalize the packed weights are staged in anonymous memory ({staged})");
+    assert!(growth < packed / 20, "after finalize, anonymous memory grew {growth} bytes for {packed} packed bytes");
     assert_eq!(rt.infer().unwrap(), expected);
 
     let (rss, dirty, mappings) = file_mapping_usage(&dir.0);
     assert!(mappings >= 1, "the cache file is not mapped");
-    assert!(dirty_before_finalize >= packed / 2, "before finalize the packed pages are dirty ({dirty_before_finalize})");
     assert_eq!(dirty, 0, "dirty bytes in the cache file's mappings after finalize");
     assert!(rss >= packed / 2, "the packed weights should be resident file pages ({rss})");
 

@@ -91,19 +91,6 @@ pub unsafe fn protect(addr: *mut u8, len: usize, writable: bool) -> io::Result<(
     }
 }
 
-/// Writes the dirty pages of a shared file mapping back and waits for the disk.
-///
-/// # Safety
-/// The range must lie inside a mapping the arena made with [`map_file`].
-pub unsafe fn sync(addr: *mut u8, len: usize) -> io::Result<()> {
-    // SAFETY: msync only reads the caller's own mapping.
-    if unsafe { libc::msync(addr as *mut libc::c_void, len, libc::MS_SYNC) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// Turns `[addr, addr + len)` back into an inaccessible reservation, dropping
 /// whatever was mapped there.
 ///
@@ -151,6 +138,47 @@ pub fn allocate(fd: RawFd, offset: u64, len: u64) -> io::Result<()> {
             e => return Err(io::Error::from_raw_os_error(e)),
         }
     }
+}
+
+/// Writes all of `buf` at `offset`.
+pub fn write_all_at(fd: RawFd, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: pwrite reads `buf.len()` bytes of `buf`.
+        let n = unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), offset as libc::off_t) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "pwrite wrote nothing"));
+        }
+        buf = &buf[n as usize..];
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+/// Waits until the file's data is on disk.
+pub fn sync_data(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fdatasync takes only a descriptor.
+    if unsafe { libc::fdatasync(fd) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Asks for transparent huge pages on anonymous memory (a hint: fewer faults
+/// while XNNPACK packs).
+///
+/// # Safety
+/// The range must be the arena's own memory.
+pub unsafe fn advise_huge(addr: *mut u8, len: usize) {
+    // SAFETY: madvise only changes how the kernel backs the caller's own range.
+    unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
 }
 
 /// Sets the file's length (used to drop the unused tail at close).
