@@ -62,9 +62,12 @@ pub unsafe fn content_identity(data: *const u8, size: usize) -> u128 {
 /// vendor, family and model, and the instruction-set features the OS enables.
 /// Two machines with the same digest pack weights the same way.
 pub fn cpu_identity() -> u128 {
-    let words = cpu_words();
-    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-    xxhash_rust::xxh3::xxh3_128(&bytes)
+    // CPUID traps to the hypervisor in a VM: compute it once per process.
+    static ID: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    *ID.get_or_init(|| {
+        let bytes: Vec<u8> = cpu_words().iter().flat_map(|w| w.to_le_bytes()).collect();
+        xxhash_rust::xxh3::xxh3_128(&bytes)
+    })
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -93,13 +93,17 @@ fn file_id(m: &std::fs::Metadata) -> (u64, u64) {
 /// Reads and validates everything a reader needs: header, then index.
 pub fn read_committed(file: &File, compat: &Compat) -> Result<(Header, usize, Index), Refusal> {
     let len = file.metadata().map_err(|e| Refusal::Corrupt(format!("cannot stat: {e}")))?.len();
-    let mut slots = [[0u8; HEADER_SIZE]; 2];
-    for (slot, off) in slots.iter_mut().zip(SLOT_OFFSETS) {
-        if off + HEADER_SIZE as u64 <= len {
-            file.read_exact_at(slot, off).map_err(|e| Refusal::Corrupt(format!("cannot read the header: {e}")))?;
-        }
-    }
-    let (slot, header) = format::pick_header([&slots[0], &slots[1]], len)?;
+    read_committed_at(file, len, compat)
+}
+
+/// [`read_committed`] for a file whose length is known.
+fn read_committed_at(file: &File, len: u64, compat: &Compat) -> Result<(Header, usize, Index), Refusal> {
+    // Both slots in one read (a short file leaves the missing part zero: invalid).
+    let span = (SLOT_OFFSETS[1] as usize + HEADER_SIZE).min(len as usize);
+    let mut head = vec![0u8; SLOT_OFFSETS[1] as usize + HEADER_SIZE];
+    file.read_exact_at(&mut head[..span], 0).map_err(|e| Refusal::Corrupt(format!("cannot read the header: {e}")))?;
+    let slot = |i: usize| &head[SLOT_OFFSETS[i] as usize..SLOT_OFFSETS[i] as usize + HEADER_SIZE];
+    let (slot, header) = format::pick_header([slot(0), slot(1)], len)?;
     header.check_compat(compat)?;
     let size = usize::try_from(header.index_size).map_err(|_| Refusal::Corrupt("index too large".into()))?;
     let mut bytes = vec![0u8; size];
@@ -212,9 +216,10 @@ impl Store {
         let unusable = |reason: String| Opened { store: None, arena: None, committed: None, state: FileState::XNNCACHE_FILE_UNUSABLE, reason: Some(reason) };
 
         // An existing, non-empty file: reuse it if it is valid and ours.
+        let len = file.as_ref().map(|f| f.metadata().map(|m| m.len())).transpose()?.unwrap_or(0);
         let refusal = match &file {
-            Some(f) if f.metadata()?.len() > 0 => {
-                let checked = read_committed(f, &options.compat).and_then(|(header, slot, index)| {
+            Some(f) if len > 0 => {
+                let checked = read_committed_at(f, len, &options.compat).and_then(|(header, slot, index)| {
                     let arena = arena_options
                         .existing(f.try_clone().map_err(|e| Refusal::Corrupt(e.to_string()))?, header.data_end, !options.read_only)
                         .map_err(|e| Refusal::Corrupt(format!("cannot map the file: {e}")))?;

@@ -84,16 +84,25 @@ fn child(model: &Model, strategy: &str, path: &Path, hold: bool) {
             rt
         }
         "memory" | "cold" | "warm" | "warm-evicted" | "floor" => {
+            let mut phases = vec![("start", Instant::now())];
             let c = Cache::open(if matches!(strategy, "memory" | "floor") { None } else { Some(path) });
+            phases.push(("open", Instant::now()));
             model.register(&c, true);
+            phases.push(("register", Instant::now()));
             if strategy == "floor" {
                 keep = Some(model.create(c.provider()).expect("create"));
                 c.finalize();
                 created = Instant::now();
             }
             let rt = model.create(c.provider()).expect("create");
+            phases.push(("create", Instant::now()));
             if strategy != "floor" {
                 c.finalize();
+            }
+            phases.push(("finalize", Instant::now()));
+            if std::env::var_os("BENCH_PHASES").is_some() {
+                let split: Vec<String> = phases.windows(2).map(|w| format!("{} {:.3} ms", w[1].0, (w[1].1 - w[0].1).as_secs_f64() * 1e3)).collect();
+                eprintln!("{strategy}: {}", split.join(", "));
             }
             cache = Some(c);
             rt

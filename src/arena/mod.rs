@@ -143,6 +143,9 @@ impl SealJob {
     /// the file's clean pages read-only over the same addresses. For
     /// anonymous memory: makes the pages read-only.
     pub fn run(self) -> io::Result<()> {
+        if self.pieces.is_empty() {
+            return Ok(()); // nothing new: no write-back, not even a sync
+        }
         let Some(fd) = self.file else {
             for &(addr, len, _) in &self.pieces {
                 // SAFETY: the range is a mapped part of the arena below its new
