@@ -375,6 +375,12 @@ impl Cache {
         let bytes = unsafe { core::slice::from_raw_parts(pending.addr, size) };
         let hash = xxhash_rust::xxh3::xxh3_64(bytes);
         st.stats.packed_bytes += size as u64;
+        if is_heap_offset(pending.offset) && st.store.is_some() && !st.arena_full {
+            // This packing may go to the file: take the writer lock first, so
+            // that what other processes committed meanwhile is loaded and
+            // found below, instead of being stored a second time.
+            st.may_write_file(self);
+        }
         let State { index, arena, heap, .. } = &mut *st;
         let same = index.find_content(hash, size, |e| {
             let stored = addr_of(arena.as_ref(), heap, e.offset);
@@ -620,7 +626,33 @@ impl State {
             })
             .collect();
         for k in &committed.keys {
-            self.index.link(IndexKey::Persistent(k.key), ids[k.payload as usize]);
+            let (key, id) = (IndexKey::Persistent(k.key), ids[k.payload as usize]);
+            self.index.link(key, id);
+            // A copy of the same bytes that we hold under this key (packed
+            // while another process held the lock) would make the key
+            // ambiguous: the file's entry replaces it for look-ups.
+            let loaded = *self.index.get(id);
+            let copies: Vec<EntryId> = self
+                .index
+                .named_by(&key)
+                .iter()
+                .copied()
+                .filter(|&other| other != id && self.same_bytes(self.index.get(other), &loaded))
+                .collect();
+            for other in copies {
+                self.index.unlink(&key, other);
+            }
+        }
+    }
+
+    fn same_bytes(&self, a: &Entry, b: &Entry) -> bool {
+        if (a.hash, a.size) != (b.hash, b.size) {
+            return false;
+        }
+        match (addr_of(self.arena.as_ref(), &self.heap, a.offset), addr_of(self.arena.as_ref(), &self.heap, b.offset)) {
+            // SAFETY: entries resolve to `size` readable bytes.
+            (Some(x), Some(y)) => unsafe { core::slice::from_raw_parts(x, a.size) == core::slice::from_raw_parts(y, b.size) },
+            _ => false,
         }
     }
 

@@ -124,6 +124,18 @@ impl Index {
         id
     }
 
+    /// The entries `key` names.
+    pub fn named_by(&self, key: &IndexKey) -> &[EntryId] {
+        self.by_key.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// `key` no longer reaches entry `id` (the entry itself stays).
+    pub fn unlink(&mut self, key: &IndexKey, id: EntryId) {
+        if let Some(ids) = self.by_key.get_mut(key) {
+            ids.retain(|&x| x != id);
+        }
+    }
+
     /// Makes `key` reach entry `id` too (when its bytes were already stored).
     /// Returns whether the link is new.
     pub fn link(&mut self, key: IndexKey, id: EntryId) -> bool {
