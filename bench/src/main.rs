@@ -200,6 +200,10 @@ fn read_sample(child: &mut Child) -> Sample {
 }
 
 fn run_one(args: &Args, model: &str, strategy: &str) -> Sample {
+    // Start every run with no dirty data in flight: earlier runs' write-back
+    // would otherwise land in this run's timings.
+    // SAFETY: sync has no arguments.
+    unsafe { libc::sync() };
     let mut child = spawn(args, model, strategy, false);
     let s = read_sample(&mut child);
     let status = child.wait().expect("wait");
@@ -303,7 +307,7 @@ fn parse_args() -> Args {
         models: list(get("--model"), &models::NAMES),
         strategies: list(get("--strategy"), &STRATEGIES),
         scale: get("--scale").and_then(|s| s.parse().ok()).unwrap_or(1.0),
-        runs: get("--runs").and_then(|s| s.parse().ok()).unwrap_or(3).max(1),
+        runs: get("--runs").and_then(|s| s.parse().ok()).unwrap_or(5).max(1),
         json: argv.iter().any(|a| a == "--json"),
         dir: get("--dir").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("xnncache-bench")),
     };

@@ -161,6 +161,15 @@ pub fn write_all_at(fd: RawFd, mut buf: &[u8], mut offset: u64) -> io::Result<()
     Ok(())
 }
 
+/// Starts writing `[offset, offset + len)` of the file back without waiting,
+/// so that the disk works while the next piece is copied (and a long write
+/// is not throttled as a burst of dirty pages). A hint: errors are ignored,
+/// the final `sync_data` reports them.
+pub fn start_writeback(fd: RawFd, offset: u64, len: usize) {
+    // SAFETY: sync_file_range takes a descriptor and a range; it reads no memory of ours.
+    unsafe { libc::sync_file_range(fd, offset as libc::off64_t, len as libc::off64_t, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
 /// Waits until the file's data is on disk.
 pub fn sync_data(fd: RawFd) -> io::Result<()> {
     // SAFETY: fdatasync takes only a descriptor.
@@ -169,16 +178,6 @@ pub fn sync_data(fd: RawFd) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
-}
-
-/// Asks for transparent huge pages on anonymous memory (a hint: fewer faults
-/// while XNNPACK packs).
-///
-/// # Safety
-/// The range must be the arena's own memory.
-pub unsafe fn advise_huge(addr: *mut u8, len: usize) {
-    // SAFETY: madvise only changes how the kernel backs the caller's own range.
-    unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
 }
 
 /// Sets the file's length (used to drop the unused tail at close).
