@@ -25,7 +25,7 @@ use xnncache_tests::{file_mapping_usage, rollup, Cache, Model};
 use xnnpack_sys as x;
 
 const STRATEGIES: [&str; 7] = ["none", "xnnpack", "memory", "cold", "warm", "warm-evicted", "floor"];
-const STEADY_RUNS: usize = 5;
+const STEADY_RUNS: usize = 15;
 
 /// One child's measurements. `None` where not measured.
 #[derive(Clone, Debug, Default)]
