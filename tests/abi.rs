@@ -6,8 +6,8 @@ use std::ffi::c_void;
 use std::mem::size_of;
 
 use xnncache::abi::{KeyV1, KeyV2, ProviderV3};
-use xnncache::capi::{xnncache_open, xnncache_provider};
-use xnncache_tests::{options, Cache};
+use xnncache::capi::xnncache_open;
+use xnncache_tests::{options, slots, Cache};
 
 const NOT_FOUND: usize = usize::MAX;
 
@@ -16,11 +16,6 @@ fn open(key_size: usize, provider_size: usize) -> Cache {
     o.key_size = key_size as u32;
     o.provider_size = provider_size as u32;
     Cache::open_with(&o)
-}
-
-fn slots(cache: &Cache) -> &ProviderV3 {
-    // SAFETY: xnncache always allocates the provider at the v3 size.
-    unsafe { &*(xnncache_provider(cache.0) as *const ProviderV3) }
 }
 
 /// Packs `bytes` like XNNPACK would: reserve, fill, insert.

@@ -6,17 +6,13 @@
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
 
-use xnncache::abi::{KeyV1, ProviderV3};
-use xnncache::capi::{xnncache_compact, xnncache_provider, xnncache_register_weights, xnncache_verify};
+use xnncache::abi::KeyV1;
+use xnncache::capi::{xnncache_compact, xnncache_register_weights, xnncache_verify};
 use xnncache::Status;
-use xnncache_tests::{file_mapping_usage, last_error, options, Cache, TempDir};
+use xnncache_tests::{file_mapping_usage, last_error, options, slots, write_in_child, Cache, TempDir};
 
 const NOT_FOUND: usize = usize::MAX;
 
-fn slots(cache: &Cache) -> &ProviderV3 {
-    // SAFETY: xnncache always allocates the provider at the v3 size.
-    unsafe { &*(xnncache_provider(cache.0) as *const ProviderV3) }
-}
 fn open_path(path: &std::path::Path) -> Cache {
     Cache::open(Some(path))
 }
@@ -48,22 +44,6 @@ fn addr(c: &Cache, off: usize) -> *mut u8 {
 }
 fn key(w: &[u8], seed: u32) -> KeyV1 {
     KeyV1 { seed, kernel: w.as_ptr().cast(), bias: std::ptr::null() }
-}
-/// Writes one byte at `addr` in a forked child; the killing signal, if any.
-fn write_in_child(addr: *mut u8) -> Option<i32> {
-    // SAFETY: the child only touches one byte and _exits.
-    unsafe {
-        let pid = libc::fork();
-        assert!(pid >= 0);
-        if pid == 0 {
-            let v = std::ptr::read_volatile(addr);
-            std::ptr::write_volatile(addr, v);
-            libc::_exit(0);
-        }
-        let mut status = 0;
-        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
-        libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status))
-    }
 }
 /// A file with one committed entry (so that later handles open it REUSED).
 fn seed_file(path: &std::path::Path) {

@@ -3,26 +3,7 @@
 //! allocations run in the same process while it measures.
 
 use xnncache_tests::models::large_fc;
-use xnncache_tests::{file_mapping_usage, rollup, Cache, TempDir};
-
-/// Writes one byte at `addr` (the value already there) in a forked child;
-/// returns the signal that killed the child, or None if it exited normally.
-fn write_in_child(addr: *mut u8) -> Option<i32> {
-    // SAFETY: the child only reads and writes one byte and calls _exit, both
-    // async-signal-safe, so forking a multi-threaded process is sound here.
-    unsafe {
-        let pid = libc::fork();
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            let v = std::ptr::read_volatile(addr);
-            std::ptr::write_volatile(addr, v);
-            libc::_exit(0);
-        }
-        let mut status = 0;
-        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
-        libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status))
-    }
-}
+use xnncache_tests::{file_mapping_usage, rollup, write_in_child, Cache, TempDir};
 
 #[test]
 fn finalized_pages_are_clean_read_only_and_not_anonymous() {

@@ -610,3 +610,28 @@ pub fn run_child(test: &str, env: &[(&str, &str)], pre_exec: Option<fn() -> std:
     }
     cmd.output().expect("spawn the test binary")
 }
+
+/// Writes one byte at `addr` (the value already there) in a forked child;
+/// returns the signal that killed the child, or None if it exited normally.
+pub fn write_in_child(addr: *mut u8) -> Option<i32> {
+    // SAFETY: the child only reads and writes one byte and calls _exit, both
+    // async-signal-safe, so forking a multi-threaded process is sound here.
+    unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let v = std::ptr::read_volatile(addr);
+            std::ptr::write_volatile(addr, v);
+            libc::_exit(0);
+        }
+        let mut status = 0;
+        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+        libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status))
+    }
+}
+
+/// The eight slots of a cache's provider, to drive them by hand.
+pub fn slots(cache: &Cache) -> &xnncache::abi::ProviderV3 {
+    // SAFETY: xnncache always allocates the provider at the v3 size.
+    unsafe { &*(xnncache::capi::xnncache_provider(cache.0) as *const xnncache::abi::ProviderV3) }
+}
