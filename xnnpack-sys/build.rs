@@ -925,29 +925,27 @@ fn remove_stale_builds(builds: &Path) {
 
 /// Finds the static libraries anywhere in the cmake build tree and copies them to `dest`.
 fn collect_libs(build_dir: &Path, dest: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    find_files(
-        build_dir,
-        &mut |p| p.extension().is_some_and(|e| e == "a"),
-        &mut found,
-    );
     fs::create_dir_all(dest).expect("the lib folder can be created");
+    gather_libs(build_dir, &format!("the build in {}", build_dir.display()), &mut |from, file| {
+        fs::copy(from, dest.join(file)).expect("a library can be copied");
+    })
+}
+
+/// Finds each of [`LIBS`] below `dir` and hands it to `place` (with its file
+/// name); panics naming `what` when a required one is missing. Returns the
+/// names found, in link order.
+fn gather_libs(dir: &Path, what: &str, place: &mut dyn FnMut(&Path, &str)) -> Vec<String> {
+    let mut found = Vec::new();
+    find_files(dir, &mut |p| p.extension().is_some_and(|e| e == "a"), &mut found);
     let mut libs = Vec::new();
     for (name, required) in LIBS {
         let file = format!("lib{name}.a");
-        match found
-            .iter()
-            .find(|p| p.file_name().is_some_and(|f| f == file.as_str()))
-        {
+        match found.iter().find(|p| p.file_name().is_some_and(|f| f == file.as_str())) {
             Some(path) => {
-                fs::copy(path, dest.join(&file)).expect("a library can be copied");
+                place(path, &file);
                 libs.push(name.to_string());
             }
-            None if *required => panic!(
-                "xnnpack-sys: the build made no {file}; it made {:?} (see the logs in {})",
-                found,
-                build_dir.display()
-            ),
+            None if *required => panic!("xnnpack-sys: {what} holds no {file}; it has {found:?}"),
             None => {}
         }
     }
@@ -1053,35 +1051,14 @@ fn format_duration(d: Duration) -> String {
 /// Uses libraries from XNNPACK_LIB_DIR (searched a few levels deep, as in a
 /// cmake build tree) and headers from XNNPACK_INCLUDE_DIR (a `:`-separated list).
 fn prebuilt(lib_dir: &Path, include: &str) -> Install {
-    let mut found = Vec::new();
-    find_files(
-        lib_dir,
-        &mut |p| p.extension().is_some_and(|e| e == "a"),
-        &mut found,
-    );
     // Gather them in one folder (symlinks), so dependents get a single LIB_DIR.
     let flat = out_dir().join("xnnpack-lib");
     let _ = fs::remove_dir_all(&flat);
     fs::create_dir_all(&flat).expect("OUT_DIR is writable");
-    let mut libs = Vec::new();
-    for (name, required) in LIBS {
-        let file = format!("lib{name}.a");
-        match found
-            .iter()
-            .find(|p| p.file_name().is_some_and(|f| f == file.as_str()))
-        {
-            Some(path) => {
-                println!("cargo:rerun-if-changed={}", path.display());
-                std::os::unix::fs::symlink(path, flat.join(&file)).expect("OUT_DIR is writable");
-                libs.push(name.to_string());
-            }
-            None if *required => panic!(
-                "xnnpack-sys: XNNPACK_LIB_DIR={} holds no {file}",
-                lib_dir.display()
-            ),
-            None => {}
-        }
-    }
+    let libs = gather_libs(lib_dir, &format!("XNNPACK_LIB_DIR={}", lib_dir.display()), &mut |from, file| {
+        println!("cargo:rerun-if-changed={}", from.display());
+        std::os::unix::fs::symlink(from, flat.join(file)).expect("OUT_DIR is writable");
+    });
     let dirs: Vec<PathBuf> = env::split_paths(include).map(|p| absolute(&p)).collect();
     let holding = |header: &str| {
         dirs.iter().find(|d| d.join(header).is_file()).cloned().unwrap_or_else(|| {
