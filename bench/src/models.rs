@@ -18,6 +18,7 @@ fn dim(n: usize) -> usize {
     ((n as f64 * scale).ceil() as usize).max(32).div_ceil(32) * 32
 }
 
+#[allow(dead_code)] // the demo uses only llm-q4
 pub const NAMES: [&str; 3] = ["llm-q4", "mlp-f32", "cnn-f32"];
 
 pub fn by_name(name: &str) -> Option<Model> {

@@ -1,42 +1,23 @@
-//! The demo: a decoder-like stack of 4-bit fully connected layers, launched
-//! twice in fresh processes: cold (no cache file yet: XNNPACK packs into the
-//! file) and warm (the file from the cold launch: every weight is found).
-//! Each launch also creates the runtime without a cache, as the reference.
-//! Prints both launches side by side; exits non-zero if any output differs.
+//! The demo: the benchmark's `llm-q4` model (a decoder-like stack of 4-bit
+//! fully connected layers) at half scale by default, launched twice in fresh
+//! processes: cold (no cache file yet: XNNPACK packs, the file is written)
+//! and warm (the file from the cold launch: every weight is found). Each
+//! launch also creates the runtime without a cache, as the reference. Prints
+//! both launches side by side; exits non-zero if any output differs.
 //!
 //! Usage: demo [--path FILE] [--scale F]
+
+#[path = "../models.rs"]
+mod models;
 
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::Instant;
 
-use xnncache_tests::{file_mapping_usage, rollup, Builder, Cache, Model};
+use xnncache_tests::{file_mapping_usage, rollup, Cache, Model};
 
-const DIM: usize = 1024;
-const FFN: usize = 2816;
-const BLOCKS: usize = 4;
-
-fn scaled(n: usize, scale: f64) -> usize {
-    (((n as f64 * scale) as usize).max(32) + 31) / 32 * 32
-}
-
-fn llm_q4(b: &mut Builder) {
-    let scale: f64 = std::env::var("DEMO_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
-    let (dim, ffn) = (scaled(DIM, scale), scaled(FFN, scale));
-    let mut x = b.input(&[1, dim]);
-    for _ in 0..BLOCKS {
-        for (from, to) in [(dim, dim), (dim, dim), (dim, dim), (dim, dim), (dim, ffn), (ffn, dim)] {
-            let q = b.dynamic_qd8(x, &[1, from]);
-            let w = b.qc4_const(&[to, from]);
-            let y = b.tensor(&[1, to]);
-            b.fully_connected(q, w, None, y, 0);
-            x = y;
-        }
-    }
-    let out = b.output(&[1, dim]);
-    let w = b.f32_const(&[dim, dim], 0.01);
-    b.fully_connected(x, w, None, out, 0);
-}
+/// Half of llm-q4's dimensions: 8 blocks of 1024-wide layers, about 100 M weights.
+const DEFAULT_SCALE: f64 = 0.5;
 
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
@@ -44,7 +25,10 @@ fn mib(bytes: u64) -> String {
 
 /// One launch, in this process: prints a `DEMO k=v ...` line.
 fn launch(path: &std::path::Path) {
-    let model = Model::named("llm-q4", llm_q4);
+    let model: Model = models::by_name("llm-q4").expect("a benchmark model");
+    // The constants are the app's own data: make them before measuring.
+    xnncache_tests::init();
+    model.materialize();
     // The reference: the same model without a cache.
     let anon = rollup("Anonymous");
     let t = Instant::now();
@@ -77,23 +61,26 @@ fn main() {
     let dir = std::env::temp_dir().join("xnncache-demo");
     std::fs::create_dir_all(&dir).expect("create the demo folder");
     let path = arg("--path").map(std::path::PathBuf::from).unwrap_or_else(|| dir.join("llm-q4.xnncache"));
-    if let Some(scale) = arg("--scale") {
-        std::env::set_var("DEMO_SCALE", scale);
-    }
+    let scale = arg("--scale").and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SCALE);
+    models::set_scale(scale);
     if args.iter().any(|a| a == "--launch") {
         launch(&path);
         return;
     }
 
     let _ = std::fs::remove_file(&path);
-    println!("xnncache demo: {BLOCKS} decoder blocks of 4-bit (qd8-f32-qc4w) fully connected layers");
+    println!("xnncache demo: llm-q4 at scale {scale}: 8 decoder blocks of 4-bit (qd8-f32-qc4w) fully connected layers");
     println!("cache file: {}", path.display());
     let mut results = Vec::new();
     for (i, name) in ["cold (no cache file yet)", "warm (the cold launch's file)"].iter().enumerate() {
         print!("[{}/2] {name} launch ... ", i + 1);
         use std::io::Write;
         std::io::stdout().flush().ok();
-        let out = Command::new(&args[0]).args(["--launch", "--path"]).arg(&path).output().expect("launch the demo again");
+        let out = Command::new(&args[0])
+            .args(["--launch", "--scale", &scale.to_string(), "--path"])
+            .arg(&path)
+            .output()
+            .expect("launch the demo again");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let line = stdout.lines().find_map(|l| l.strip_prefix("DEMO ")).unwrap_or_else(|| {
             eprintln!("failed: {:?}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
