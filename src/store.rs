@@ -313,10 +313,9 @@ impl Store {
                 self.head = Some((h.clone(), slot));
                 Ok(Some(Some((h, index))))
             }
-            Ok(_) => Ok(Some(None)),
-            // Our own view is still a valid commit; an unreadable newer one is not ours to fix.
-            Err(_) if self.head.is_some() => Ok(Some(None)),
-            Err(_) => Ok(Some(None)),
+            // Nothing newer; or nothing readable: our own view is still a valid
+            // commit (or, for a descriptor built in place, there is none yet).
+            Ok(_) | Err(_) => Ok(Some(None)),
         }
     }
 
