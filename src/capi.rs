@@ -321,16 +321,18 @@ pub extern "C" fn xnncache_close(cache: *mut xnncache) {
 /// The name of a status, e.g. "XNNCACHE_IO_ERROR".
 #[no_mangle]
 pub extern "C" fn xnncache_status_name(status: c_int) -> *const c_char {
-    let known = Status::ALL.iter().find(|s| **s as c_int == status);
-    let name: &'static CStr = known.map_or(c"XNNCACHE_UNKNOWN_STATUS", |s| s.c_name());
-    name.as_ptr()
+    const UNKNOWN: &CStr = c"XNNCACHE_UNKNOWN_STATUS";
+    no_unwind(UNKNOWN.as_ptr(), || {
+        let known = Status::ALL.iter().find(|s| **s as c_int == status);
+        known.map_or(UNKNOWN, |s| s.c_name()).as_ptr()
+    })
 }
 
 /// The message of the last failure (or fallback warning) on this thread, or
 /// "". Valid until the next xnncache call on this thread.
 #[no_mangle]
 pub extern "C" fn xnncache_last_error() -> *const c_char {
-    LAST_ERROR.with(|e| e.borrow().as_ptr())
+    no_unwind(c"".as_ptr(), || LAST_ERROR.with(|e| e.borrow().as_ptr()))
 }
 
 #[cfg(test)]
