@@ -133,6 +133,18 @@ impl CacheOptions {
     }
 }
 
+/// A commit being made: its index (already written into the arena) and
+/// what it covers.
+struct Commit {
+    index_offset: u64,
+    index: Vec<u8>,
+    data_end: u64,
+    /// The entries whose payloads the index names.
+    entries: Vec<EntryId>,
+    /// How many uncommitted persistent links it covers.
+    links: usize,
+}
+
 /// Space handed out by `reserve` and not yet inserted.
 struct Pending {
     offset: usize,
@@ -207,7 +219,16 @@ impl Cache {
             _ => None,
         };
         let where_ = || path.as_ref().map_or("the descriptor".to_string(), |p| p.display().to_string());
-        match &options.source {
+        let source = match &options.source {
+            Some(_) if options.build_id.is_empty() => {
+                // Without XNNPACK's build identifier a file could be reused by
+                // another XNNPACK build: keep the weights in memory instead.
+                reason = Some("no XNNPACK build identifier was given (use XNNCACHE_OPTIONS_INIT): packed weights stay in memory".into());
+                None
+            }
+            other => other.as_ref(),
+        };
+        match source {
             None => {
                 state.arena = Some(arena_options.anonymous().map_err(|e| {
                     Error::new(Status::XNNCACHE_OUT_OF_MEMORY, format!("cannot reserve address space: {e}"))
@@ -243,12 +264,6 @@ impl Cache {
                         state.stats.file_state = FileState::XNNCACHE_FILE_UNUSABLE as u32;
                         reason = Some(format!("cannot use {}: {e}; packed weights go to the heap", where_()));
                     }
-                }
-                if options.build_id.is_empty() && state.store.is_some() {
-                    // Without XNNPACK's build identifier a file could be reused by
-                    // another XNNPACK: refuse to persist rather than risk it.
-                    state.store = None;
-                    reason = Some("no XNNPACK build identifier was given (use XNNCACHE_OPTIONS_INIT): nothing is persisted".into());
                 }
             }
         }
@@ -443,6 +458,14 @@ impl Cache {
         let _one_at_a_time = lock(&self.finalizing);
         let (job, commit) = {
             let mut st = lock(&self.state);
+            // XNNPACK reserves and inserts within one creation call on one
+            // thread: space this thread still holds was abandoned by an error
+            // path. Give it back, so that it neither blocks the seal nor a commit.
+            let me = std::thread::current().id();
+            while let Some(i) = st.pending.iter().position(|p| p.thread == me) {
+                let old = st.pending.swap_remove(i);
+                st.give_back(old.offset, old.len);
+            }
             let commit = st.prepare_commit().map_err(|e| Error::io("cannot write the cache file's index", &e))?;
             let limit = st.pending.iter().filter(|p| !is_heap_offset(p.offset)).map(|p| p.offset).min();
             match st.arena.as_mut() {
@@ -454,37 +477,50 @@ impl Cache {
         if let Err(e) = job.run() {
             // The packed bytes stay valid in memory; but the file may now lack
             // some of them, so it must never be committed from here again.
-            let mut st = lock(&self.state);
-            if let Some(store) = st.store.as_mut() {
-                store.poison();
-            }
-            *lock(&self.fallback_reason) = Some(format!("cannot write the cache file ({e}); nothing more is persisted"));
+            self.poison(&format!("cannot write the cache file ({e})"));
             return Err(Error::io("cannot write the cache file", &e));
         }
         let mut st = lock(&self.state);
         st.stats.sealed_bytes += bytes;
-        if let Some((offset, index, data_end)) = commit {
+        if let Some(commit) = commit {
             let store = st.store.as_mut().expect("a commit needs a store");
-            store.publish(offset, &index, data_end).map_err(|e| Error::io("cannot commit the cache file", &e))?;
+            if let Err(e) = store.publish(commit.index_offset, &commit.index, commit.data_end) {
+                drop(st);
+                // The other header slot still names the previous commit.
+                self.poison(&format!("cannot commit the cache file ({e})"));
+                return Err(Error::io("cannot commit the cache file", &e));
+            }
             st.stats.commits += 1;
-            st.uncommitted = 0;
-            let mut entries: Vec<EntryId> = st.index.persistent_links().map(|(_, id)| id).collect();
-            entries.sort_unstable();
-            entries.dedup();
-            for id in entries {
-                if !is_heap_offset(st.index.get(id).offset) {
-                    st.index.get_mut(id).committed = true;
-                }
+            // Only what this index holds is committed; weights inserted while
+            // the pages were being written wait for the next commit.
+            st.uncommitted -= commit.links;
+            for &id in &commit.entries {
+                st.index.get_mut(id).committed = true;
             }
         }
-        // Hand the file to other processes unless our own packing is under way.
-        let writing = st.pending.iter().any(|p| !is_heap_offset(p.offset));
-        if !writing {
+        // Hand the file to other processes only when nothing of ours lies past
+        // its newest commit: the next writer appends there.
+        let in_use = st.pending.iter().any(|p| !is_heap_offset(p.offset))
+            || st.uncommitted > 0
+            || match (&st.store, &st.arena) {
+                (Some(store), Some(arena)) => arena.used_past(store.committed_end().max(format::DATA_START)),
+                _ => false,
+            };
+        if !in_use {
             if let Some(store) = st.store.as_mut() {
                 store.unlock();
             }
         }
         Ok(())
+    }
+
+    /// Stops persisting: the file may lack bytes an index would name.
+    fn poison(&self, why: &str) {
+        let mut st = lock(&self.state);
+        if let Some(store) = st.store.as_mut() {
+            store.poison();
+        }
+        *lock(&self.fallback_reason) = Some(format!("{why}; nothing more is persisted"));
     }
 
     /// True when every stored entry is in sealed (clean, read-only) pages.
@@ -704,30 +740,33 @@ impl State {
     }
 
     /// Under the writer lock: writes the index of the next commit at the end
-    /// of the file's used space. Returns where it is, its bytes, and the
-    /// commit's data end. A commit is due with new persistent entries, for a
-    /// new file, and whenever we used file space past the last commit (even
-    /// for unregistered weights): once the lock is released, the next writer
-    /// appends after `data_end`, so everything we still use must lie below it.
-    fn prepare_commit(&mut self) -> std::io::Result<Option<(u64, Vec<u8>, u64)>> {
+    /// of the file's used space. A commit is due with new persistent entries,
+    /// for a new file, and whenever we used file space past the last commit
+    /// (even for unregistered weights): once the lock is released, the next
+    /// writer appends after `data_end`, so everything we still use must lie
+    /// below it. Not while another thread is packing into the file: its space
+    /// lies below the index and could not be sealed with it.
+    fn prepare_commit(&mut self) -> std::io::Result<Option<Commit>> {
         let (Some(store), Some(arena)) = (self.store.as_ref(), self.arena.as_ref()) else { return Ok(None) };
         let grown = arena.used_past(store.committed_end().max(format::DATA_START));
-        if !store.is_locked() || (self.uncommitted == 0 && store.generation() > 0 && !grown) {
+        let packing = self.pending.iter().any(|p| !is_heap_offset(p.offset));
+        if !store.is_locked() || packing || (self.uncommitted == 0 && store.generation() > 0 && !grown) {
             return Ok(None);
         }
         let mut index = format::Index::default();
         let mut position: HashMap<EntryId, u32> = HashMap::new();
         let mut links: Vec<(u128, EntryId)> = self.index.persistent_links().collect();
         links.sort_unstable();
+        let mut entries = Vec::new();
         for (key, id) in links {
             let e = *self.index.get(id);
-            let in_flight = self.pending.iter().any(|p| p.offset <= e.offset && e.offset < p.offset + p.len);
-            if is_heap_offset(e.offset) || in_flight {
+            if is_heap_offset(e.offset) {
                 continue;
             }
             let next = index.payloads.len() as u32;
             let pos = *position.entry(id).or_insert_with(|| {
                 index.payloads.push(format::Payload { offset: e.offset as u64, size: e.size as u64, checksum: e.hash });
+                entries.push(id);
                 next
             });
             index.keys.push(format::KeyRef { key, payload: pos });
@@ -740,7 +779,7 @@ impl State {
         unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), addr, bytes.len()) };
         let data_end = (offset + bytes.len()) as u64;
         crate::fault::point("commit: index written through the mapping");
-        Ok(Some((offset as u64, bytes, data_end)))
+        Ok(Some(Commit { index_offset: offset as u64, index: bytes, data_end, entries, links: self.uncommitted }))
     }
 
     /// The file entries this session used that persistent keys reach, and

@@ -349,8 +349,8 @@ mod tests {
             path,
             fd: -1,
             compact_percent: 0,
-            build_id: core::ptr::null(),
-            build_id_size: 0,
+            build_id: b"unit-test-build".as_ptr().cast(),
+            build_id_size: 15,
             address_space: 0,
         }
     }

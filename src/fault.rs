@@ -10,12 +10,31 @@
 #[cfg(feature = "fault-injection")]
 mod imp {
     use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
+    use std::sync::{Mutex, OnceLock};
 
     static PASSED: AtomicU64 = AtomicU64::new(0);
 
+    type Hook = Box<dyn FnMut(&str) + Send>;
+    static HOOK: Mutex<Option<Hook>> = Mutex::new(None);
+
+    /// Runs `hook` at every point (of any thread) until replaced: lets a test
+    /// act at an exact moment, e.g. while finalize writes pages outside the
+    /// cache's lock. The hook may call into the cache; points it passes then
+    /// do not call it again.
+    pub fn set_hook(hook: Option<Hook>) {
+        *HOOK.lock().unwrap_or_else(|e| e.into_inner()) = hook;
+    }
+
     pub fn point(name: &str) {
         static CRASH_AT: OnceLock<Option<u64>> = OnceLock::new();
+        let taken = HOOK.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut hook) = taken {
+            hook(name);
+            let mut slot = HOOK.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.is_none() {
+                *slot = Some(hook);
+            }
+        }
         let n = PASSED.fetch_add(1, Ordering::SeqCst) + 1;
         let at = *CRASH_AT.get_or_init(|| std::env::var("XNNCACHE_CRASH_AT").ok().and_then(|v| v.parse().ok()));
         if at == Some(n) {
@@ -42,5 +61,8 @@ mod imp {
 
 /// A place where a crash must leave a usable (or rebuildable) file.
 pub use imp::point;
+/// A test's code to run at crash points (only with `fault-injection`).
+#[cfg(feature = "fault-injection")]
+pub use imp::set_hook;
 /// How many points this process has passed.
 pub use imp::passed;

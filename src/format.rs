@@ -318,9 +318,12 @@ impl Index {
 }
 
 /// The stable identity of registered bytes: a name, or the bytes themselves.
-pub fn identity_of_name(name: &str) -> u128 {
-    let mut buf = Vec::with_capacity(name.len() + 5);
+/// A name's identity includes the buffer's size, so that a changed tensor
+/// under an old name is not taken for the old one when its size differs.
+pub fn identity_of_name(name: &str, size: u64) -> u128 {
+    let mut buf = Vec::with_capacity(name.len() + 13);
     buf.extend_from_slice(b"name:");
+    buf.extend_from_slice(&size.to_le_bytes());
     buf.extend_from_slice(name.as_bytes());
     xxh3_128(&buf)
 }
@@ -447,6 +450,7 @@ mod tests {
         assert_ne!(base, persistent_key(1, (2, 64), None, None));
         assert_ne!(base, persistent_key(1, (2, 0), Some((0, 0)), None));
         assert_ne!(base, persistent_key(1, (2, 0), None, Some(0)));
-        assert_ne!(identity_of_name("a"), identity_of_bytes(b"a"));
+        assert_ne!(identity_of_name("a", 1), identity_of_bytes(b"a"));
+        assert_ne!(identity_of_name("a", 1), identity_of_name("a", 2));
     }
 }

@@ -21,7 +21,7 @@ impl Registry {
     /// Registers `[data, data + size)`. A later registration of the same start replaces the earlier one.
     pub fn register(&mut self, data: usize, size: usize, name: Option<&str>, bytes: impl FnOnce() -> u128) -> u128 {
         let identity = match name {
-            Some(n) => identity_of_name(n),
+            Some(n) => identity_of_name(n, size as u64),
             None => bytes(),
         };
         self.ranges.insert(data, (data.saturating_add(size.max(1)), identity));

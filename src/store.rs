@@ -13,7 +13,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,6 +84,9 @@ pub struct Store {
     head: Option<(Header, usize)>,
     /// The path now names another file (replaced by another process): stop writing.
     stale: bool,
+    /// What the path named when we opened it (device, inode), if anything: a
+    /// rebuild renames over it only if that is still so.
+    path_id: Option<(u64, u64)>,
 }
 
 fn file_id(m: &std::fs::Metadata) -> (u64, u64) {
@@ -183,6 +186,8 @@ impl Store {
     /// Opens (or plans to build) the cache file.
     pub fn open(options: &StoreOptions, arena_options: &ArenaOptions) -> io::Result<Opened> {
         let arena_options = arena_options.clone().data_start(DATA_START as usize);
+        // A descriptor opened read-only makes the whole cache read-only.
+        let mut read_only = options.read_only;
         let (path, file) = match &options.source {
             Source::Path(p) => {
                 let opened = OpenOptions::new().read(true).write(!options.read_only).open(p);
@@ -193,22 +198,33 @@ impl Store {
                 }
             }
             Source::Fd(fd) => {
-                // SAFETY: F_DUPFD_CLOEXEC only reads the caller's descriptor.
-                let dup = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 0) };
-                if dup < 0 {
+                // SAFETY: F_GETFL only reads the caller's descriptor's flags.
+                let flags = unsafe { libc::fcntl(*fd, libc::F_GETFL) };
+                if flags < 0 {
                     return Err(io::Error::last_os_error());
                 }
-                // SAFETY: `dup` is a fresh descriptor that we own from here on.
-                (None, Some(unsafe { File::from_raw_fd(dup) }))
+                if flags & libc::O_APPEND != 0 {
+                    // pwrite would ignore our offsets.
+                    return Err(io::Error::new(io::ErrorKind::InvalidInput, "the descriptor was opened with O_APPEND"));
+                }
+                // Our own open file description of the same file: flock locks
+                // belong to a description, and a dup (or the caller's own use,
+                // or a second cache on the same descriptor) would share it.
+                let writable = flags & libc::O_ACCMODE == libc::O_RDWR && !options.read_only;
+                read_only = !writable;
+                let own = OpenOptions::new().read(true).write(writable).open(format!("/proc/self/fd/{fd}"))?;
+                (None, Some(own))
             }
         };
+        let path_id = path.as_ref().and_then(|p| std::fs::metadata(p).ok()).map(|m| file_id(&m));
         let store = |file: File, temp: Option<PathBuf>, head: Option<(Header, usize)>| Store {
+            path_id,
             path: path.clone(),
             file,
             lock_file: None,
             locked: false,
             temp,
-            read_only: options.read_only,
+            read_only,
             compat: options.compat.clone(),
             head,
             stale: false,
@@ -221,7 +237,7 @@ impl Store {
             Some(f) if len > 0 => {
                 let checked = read_committed_at(f, len, &options.compat).and_then(|(header, slot, index)| {
                     let arena = arena_options
-                        .existing(f.try_clone().map_err(|e| Refusal::Corrupt(e.to_string()))?, header.data_end, !options.read_only)
+                        .existing(f.try_clone().map_err(|e| Refusal::Corrupt(e.to_string()))?, header.data_end, !read_only)
                         .map_err(|e| Refusal::Corrupt(format!("cannot map the file: {e}")))?;
                     if options.verify {
                         verify_payloads(&arena, &index.payloads)?;
@@ -240,7 +256,7 @@ impl Store {
         };
         let state = refusal.as_ref().map_or(FileState::XNNCACHE_FILE_NEW, refusal_state);
         let why = refusal.as_ref().map(|r| r.message().to_string());
-        if options.read_only {
+        if read_only {
             return Ok(unusable(format!("{}; read-only: packed weights stay in memory", why.as_deref().unwrap_or("no cache file"))));
         }
         // Build a new file: beside the old one for a path, in place only for
@@ -253,7 +269,7 @@ impl Store {
             (None, Some(f)) if refusal.is_none() => (f, None),
             (None, _) => return Ok(unusable(format!("{}; a descriptor cannot be rebuilt: packed weights stay in memory", why.unwrap_or_default()))),
         };
-        let arena = match arena_options.file(file.try_clone()?) {
+        let arena = match file.try_clone().and_then(|f| arena_options.file(f)) {
             Ok(a) => a,
             Err(e) => {
                 if let Some(t) = &temp {
@@ -296,17 +312,20 @@ impl Store {
             return Ok(None);
         }
         self.locked = true;
-        if self.temp.is_some() {
-            return Ok(Some(None)); // our own new file: nobody else writes it
-        }
-        // Is the path still our file? A rebuild or compaction elsewhere replaces it.
+        // Does the path still name what we opened? A rebuild or compaction
+        // elsewhere replaces it; then our file (or our rebuild, which would
+        // discard that process's commits) must not be published.
         if let Some(p) = &self.path {
-            let same = std::fs::metadata(p).map(|m| file_id(&m)).ok() == Some(file_id(&self.file.metadata()?));
-            if !same {
+            let now = std::fs::metadata(p).map(|m| file_id(&m)).ok();
+            let expected = if self.temp.is_some() { self.path_id } else { Some(file_id(&self.file.metadata()?)) };
+            if now != expected {
                 self.stale = true;
                 self.unlock();
                 return Ok(None);
             }
+        }
+        if self.temp.is_some() {
+            return Ok(Some(None)); // our own new file: nobody else writes it
         }
         match read_committed(&self.file, &self.compat) {
             Ok((h, slot, index)) if self.head.as_ref().map_or(true, |(mine, _)| h.generation > mine.generation) => {
@@ -378,6 +397,7 @@ impl Store {
             crate::fault::point("commit: renamed");
             sync_dir(path);
             self.temp = None;
+            self.path_id = Some(file_id(&self.file.metadata()?));
         }
         self.head = Some((header, slot));
         Ok(())

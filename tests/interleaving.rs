@@ -45,6 +45,16 @@ fn addr(c: &Cache, off: usize) -> *mut u8 {
 fn key(w: &[u8], seed: u32) -> KeyV1 {
     KeyV1 { seed, kernel: w.as_ptr().cast(), bias: std::ptr::null() }
 }
+/// Misses, reserves, fills with `byte`, inserts: what XNNPACK does for one weight.
+fn pack(c: &Cache, w: &[u8], seed: u32, n: usize, byte: u8) -> usize {
+    let k = key(w, seed);
+    assert_eq!(look_up(c, &k), NOT_FOUND);
+    let p = reserve(c, n);
+    // SAFETY: n reserved bytes.
+    unsafe { p.write_bytes(byte, n) };
+    insert(c, &k, p, n)
+}
+
 /// A file with one committed entry (so that later handles open it REUSED).
 fn seed_file(path: &std::path::Path) {
     let w0 = vec![1u8; 256];
@@ -59,17 +69,34 @@ fn seed_file(path: &std::path::Path) {
     c.finalize();
 }
 
-/// Without a build id nothing is committed, so the seal's own write-back is
-/// all there is: finalized pages must still be the file's, and clean.
+/// Look-up miss and reserve on a thread of its own, which then "keeps
+/// packing" (returns without inserting): another thread's reservation.
+fn reserve_elsewhere(c: &Cache, w: &[u8], seed: u32, n: usize) -> *mut u8 {
+    let kernel = w.as_ptr() as usize;
+    let p = std::thread::scope(|s| {
+        s.spawn(move || {
+            let k = KeyV1 { seed, kernel: kernel as *const _, bias: std::ptr::null() };
+            assert_eq!(look_up(c, &k), NOT_FOUND);
+            reserve(c, n) as usize
+        })
+        .join()
+        .unwrap()
+    });
+    p as *mut u8
+}
+
+/// While another thread still packs into the file, finalize seals (writes
+/// back) what lies below its space but commits nothing: the index would lie
+/// past bytes that are not written yet. The file keeps its last commit.
 #[test]
-fn finalize_cleans_file_pages_even_without_a_commit() {
+fn finalize_seals_below_a_packing_thread_and_does_not_commit() {
     let dir = TempDir::new("nocommit");
-    let path = CString::new(dir.file("c.bin").to_str().unwrap()).unwrap();
-    let mut o = options(Some(&path));
-    o.build_id_size = 0;
-    let c = Cache::open_with(&o);
-    assert_eq!(c.stats().backing, xnncache::cache::Backing::XNNCACHE_BACKING_FILE as u32, "{}", last_error());
-    let w = vec![3u8; 64];
+    let path = dir.file("c.bin");
+    seed_file(&path);
+    let c = open_path(&path);
+    let (w, w2) = (vec![3u8; 64], vec![4u8; 64]);
+    register(&c, &w, "w");
+    register(&c, &w2, "w2");
     let k = key(&w, 1);
     assert_eq!(look_up(&c, &k), NOT_FOUND);
     let n = 4 << 20;
@@ -77,17 +104,34 @@ fn finalize_cleans_file_pages_even_without_a_commit() {
     // SAFETY: n reserved bytes.
     unsafe { p.write_bytes(0x5a, n) };
     let off = insert(&c, &k, p, n);
+    let q = reserve_elsewhere(&c, &w2, 2, 8192);
     c.finalize();
-    assert_eq!(c.stats().commits, 0);
+    assert_eq!(c.stats().commits, 0, "committed while another thread packs into the file");
     // Touch the entry: sealing maps the file's pages afresh.
     // SAFETY: the entry holds n bytes.
     assert!(unsafe { std::slice::from_raw_parts(addr(&c, off), n) }.iter().all(|&b| b == 0x5a));
     let (rss, dirty, _) = file_mapping_usage(&dir.0);
     assert!(rss >= n as u64 / 2, "the sealed pages are not the file's ({rss})");
     assert_eq!(dirty, 0, "finalized file pages are still dirty");
+    // Another open still finds the last commit.
+    let other = open_path(&path);
+    assert_eq!(other.stats().file_state, xnncache::store::FileState::XNNCACHE_FILE_REUSED as u32, "{}", last_error());
+    drop(other);
+    // The packing thread finishes (from here); the next finalize commits both.
+    // SAFETY: 8192 reserved bytes, still writable.
+    unsafe { q.write_bytes(0x66, 8192) };
+    insert(&c, &key(&w2, 2), q, 8192);
+    c.finalize();
+    assert_eq!(c.stats().commits, 1);
+    drop(c);
+    let again = open_path(&path);
+    register(&again, &w, "w");
+    assert_ne!(look_up(&again, &k), NOT_FOUND);
+    assert_eq!(xnncache_verify(again.0), Status::XNNCACHE_OK, "{}", last_error());
 }
 
-/// Space reserved (not yet inserted) when finalize runs stays writable.
+/// Space another thread reserved (not yet inserted) when finalize runs stays
+/// writable.
 #[test]
 fn a_pending_reservation_survives_finalize() {
     for file in [false, true] {
@@ -95,8 +139,7 @@ fn a_pending_reservation_survives_finalize() {
         let c = if file { open_path(&dir.file("c.bin")) } else { Cache::open(None) };
         let w = vec![3u8; 64];
         let k = key(&w, 1);
-        assert_eq!(look_up(&c, &k), NOT_FOUND);
-        let p = reserve(&c, 8192);
+        let p = reserve_elsewhere(&c, &w, 1, 8192);
         c.finalize();
         assert_eq!(write_in_child(p), None, "file={file}: finalize sealed a pending reservation");
         // SAFETY: inside the 8192 reserved bytes.
@@ -109,6 +152,24 @@ fn a_pending_reservation_survives_finalize() {
         // SAFETY: the entry holds 8192 bytes.
         assert!(unsafe { std::slice::from_raw_parts(addr(&c, off), 8192) }.iter().all(|&b| b == 0x77));
     }
+}
+
+/// A reservation the finalizing thread itself still holds was abandoned
+/// (XNNPACK reserves and inserts within one creation call): finalize gives
+/// it back, so it blocks neither the seal nor the commit.
+#[test]
+fn finalize_drops_its_own_thread_s_abandoned_reservation() {
+    let dir = TempDir::new("abandoned");
+    let path = dir.file("c.bin");
+    let c = open_path(&path);
+    let w = vec![3u8; 64];
+    register(&c, &w, "w");
+    let k = key(&w, 1);
+    assert_eq!(look_up(&c, &k), NOT_FOUND);
+    reserve(&c, 8192); // an XNNPACK error path: never inserted
+    c.finalize();
+    assert_eq!(c.stats().commits, 1);
+    assert!(xnncache::dropin::xnncache_weights_cache_is_finalized(xnncache::capi::xnncache_provider(c.0)));
 }
 
 /// Growth reserves disk blocks for every byte, so a full disk fails growth
@@ -222,4 +283,104 @@ fn a_key_both_writers_packed_stays_findable() {
     let c3 = open_path(&path);
     register(&c3, &w, "w");
     assert_ne!(look_up(&c3, &k), NOT_FOUND, "the key names two copies of the same bytes");
+}
+
+/// An insert that lands while finalize writes pages back outside the lock is
+/// not in that commit: the writer lock stays held until a commit covers it,
+/// so another process cannot append over it (or trim below it).
+#[test]
+fn an_insert_during_write_back_keeps_the_lock_until_committed() {
+    let dir = TempDir::new("duringseal");
+    let path = dir.file("c.bin");
+    seed_file(&path);
+    let c1 = open_path(&path);
+    let (w1, w2, w3) = (vec![1u8; 64], vec![2u8; 64], vec![3u8; 64]);
+    register(&c1, &w1, "a");
+    register(&c1, &w2, "b");
+    pack(&c1, &w1, 1, 8192, 0xA1);
+    // At the first page written back, pack another weight into c1.
+    let c1_addr = c1.0 as usize;
+    let landed = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let slot = landed.clone();
+    let w2_addr = w2.as_ptr() as usize;
+    // Tests run in parallel: act only on this test's thread.
+    let me = std::thread::current().id();
+    xnncache::fault::set_hook(Some(Box::new(move |point| {
+        if std::thread::current().id() == me && point == "seal: staged bytes written to the file" && slot.lock().unwrap().is_none() {
+            let c = Cache(c1_addr as *mut _);
+            // SAFETY: w2 outlives the finalize this runs in.
+            let w2 = unsafe { std::slice::from_raw_parts(w2_addr as *const u8, 64) };
+            *slot.lock().unwrap() = Some(pack(&c, w2, 2, 256 << 10, 0xC3));
+            std::mem::forget(c); // not ours to close
+        }
+    })));
+    c1.finalize();
+    xnncache::fault::set_hook(None);
+    let off2 = landed.lock().unwrap().expect("the hook ran during the write-back");
+    assert_eq!(c1.stats().commits, 1);
+    // "Another process": cannot take the lock, so it neither appends over
+    // c1's new weight nor trims the file below it.
+    {
+        let c2 = open_path(&path);
+        register(&c2, &w3, "c");
+        let off3 = pack(&c2, &w3, 3, 4096, 0xD4);
+        assert!((off3 as isize) < 0, "c2 wrote into the file while c1 still uses space past its commit");
+        c2.finalize();
+        assert_eq!(c2.stats().commits, 0);
+    }
+    // SAFETY: c1's entry holds 256 KiB.
+    assert!(unsafe { std::slice::from_raw_parts(addr(&c1, off2), 256 << 10) }.iter().all(|&b| b == 0xC3));
+    c1.finalize();
+    assert_eq!(c1.stats().commits, 2, "the second finalize commits the weight inserted during the first");
+    drop(c1);
+    let c3 = open_path(&path);
+    assert_eq!(xnncache_verify(c3.0), Status::XNNCACHE_OK, "{}", last_error());
+    register(&c3, &w2, "b");
+    assert_ne!(look_up(&c3, &key(&w2, 2)), NOT_FOUND);
+}
+
+/// Two caches opened on one descriptor must not both get the writer lock
+/// (flock locks belong to an open file description, which a dup shares).
+#[test]
+fn two_caches_on_one_descriptor_do_not_share_the_lock() {
+    use std::os::fd::AsRawFd;
+    let dir = TempDir::new("fdlock");
+    let path = dir.file("c.bin");
+    seed_file(&path);
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let mut o = options(None);
+    o.fd = f.as_raw_fd();
+    let (c1, c2) = (Cache::open_with(&o), Cache::open_with(&o));
+    let (w1, w2) = (vec![1u8; 64], vec![2u8; 64]);
+    register(&c1, &w1, "a");
+    register(&c2, &w2, "b");
+    let o1 = pack(&c1, &w1, 1, 8192, 0xA1);
+    let o2 = pack(&c2, &w2, 2, 8192, 0xB2);
+    assert!((o2 as isize) < 0, "both caches got file space ({o1:#x}, {o2:#x})");
+    c1.finalize();
+    c2.finalize();
+    // SAFETY: c1's entry holds 8192 bytes.
+    assert!(unsafe { std::slice::from_raw_parts(addr(&c1, o1), 8192) }.iter().all(|&b| b == 0xA1));
+    // A descriptor opened with O_APPEND is refused (pwrite would append).
+    let appending = std::fs::OpenOptions::new().read(true).append(true).open(&path).unwrap();
+    o.fd = appending.as_raw_fd();
+    let c3 = Cache::open_with(&o);
+    assert_eq!(c3.stats().file_state, xnncache::store::FileState::XNNCACHE_FILE_UNUSABLE as u32);
+    assert!(last_error().contains("O_APPEND"), "{}", last_error());
+}
+
+/// Without XNNPACK's build identifier nothing touches a file.
+#[test]
+fn no_build_identifier_means_memory_only() {
+    let dir = TempDir::new("nobuildid");
+    let path = CString::new(dir.file("c.bin").to_str().unwrap()).unwrap();
+    let mut o = options(Some(&path));
+    o.build_id_size = 0;
+    let c = Cache::open_with(&o);
+    assert!(last_error().contains("build identifier"), "{}", last_error());
+    let w = vec![3u8; 64];
+    pack(&c, &w, 1, 8192, 0x11);
+    c.finalize();
+    assert_ne!(c.stats().backing, xnncache::cache::Backing::XNNCACHE_BACKING_FILE as u32);
+    assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0, "a file was created");
 }

@@ -174,8 +174,12 @@ impl SealJob {
         for &(addr, len, offset) in &self.pieces {
             // SAFETY: the file now holds exactly these bytes at `offset`, so
             // replacing the staging pages with the file's pages changes nothing
-            // any reader can see; MAP_FIXED swaps them atomically.
-            unsafe { unix::map_file(addr, len, fd, offset as u64, false)? };
+            // any reader can see (MAP_FIXED replaces them under the mm lock).
+            if let Err(e) = unsafe { unix::map_file(addr, len, fd, offset as u64, false) } {
+                // SAFETY: same range and bytes; see `restore_from_file`.
+                unsafe { unix::restore_from_file(addr, len, fd, offset as u64) };
+                return Err(e);
+            }
         }
         Ok(())
     }

@@ -76,6 +76,37 @@ pub unsafe fn map_file(addr: *mut u8, len: usize, fd: RawFd, offset: u64, writab
     }
 }
 
+/// After a failed `map_file` over live bytes (older kernels unmap before they
+/// fail): maps anonymous memory back at `addr` and reads the bytes from the
+/// file, where they were just written, then makes them read-only. Best effort.
+///
+/// # Safety
+/// `[addr, addr + len)` must be the arena's own range whose bytes the file
+/// holds at `offset`; no one may write to it.
+pub unsafe fn restore_from_file(addr: *mut u8, len: usize, fd: RawFd, offset: u64) {
+    // SAFETY: MAP_FIXED over the caller's own range (see above).
+    let p = unsafe {
+        libc::mmap(addr as *mut libc::c_void, len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED, -1, 0)
+    };
+    if p == libc::MAP_FAILED {
+        return;
+    }
+    let mut done = 0;
+    while done < len {
+        // SAFETY: reads into the writable range just mapped.
+        let n = unsafe { libc::pread(fd, addr.add(done) as *mut libc::c_void, len - done, (offset + done as u64) as libc::off_t) };
+        if n <= 0 {
+            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        done += n as usize;
+    }
+    // SAFETY: the caller's own range.
+    let _ = unsafe { protect(addr, len, false) };
+}
+
 /// Changes the protection of `[addr, addr + len)`.
 ///
 /// # Safety
