@@ -106,13 +106,31 @@ fn read_committed_at(file: &File, len: u64, compat: &Compat) -> Result<(Header, 
     let mut head = vec![0u8; SLOT_OFFSETS[1] as usize + HEADER_SIZE];
     file.read_exact_at(&mut head[..span], 0).map_err(|e| Refusal::Corrupt(format!("cannot read the header: {e}")))?;
     let slot = |i: usize| &head[SLOT_OFFSETS[i] as usize..SLOT_OFFSETS[i] as usize + HEADER_SIZE];
-    let (slot, header) = format::pick_header([slot(0), slot(1)], len)?;
+    let (newest, header) = format::pick_header([slot(0), slot(1)], len)?;
     header.check_compat(compat)?;
+    // The newest commit, or, if its index does not check out, the one before
+    // it: a commit never overwrites what the older slot names.
+    let mut first_error = None;
+    for i in [newest, 1 - newest] {
+        let Ok(h) = Header::decode(slot(i), len) else { continue };
+        if i != newest && (h.generation >= header.generation || h.compat != header.compat) {
+            continue;
+        }
+        match read_index(file, &h) {
+            Ok(index) => return Ok((h, i, index)),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.expect("the newest slot was tried"))
+}
+
+fn read_index(file: &File, header: &Header) -> Result<Index, Refusal> {
     let size = usize::try_from(header.index_size).map_err(|_| Refusal::Corrupt("index too large".into()))?;
     let mut bytes = vec![0u8; size];
     file.read_exact_at(&mut bytes, header.index_offset).map_err(|e| Refusal::Corrupt(format!("cannot read the index: {e}")))?;
-    let index = Index::decode(&bytes, &header)?;
-    Ok((header, slot, index))
+    Index::decode(&bytes, header)
 }
 
 /// Checks every payload's checksum through the arena's mapping.

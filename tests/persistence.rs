@@ -451,3 +451,20 @@ fn automatic_compaction_at_close_above_the_threshold() {
     assert!(small < big / 4, "{big} -> {small}");
     assert_eq!(launch(&path, "fc_f32", "verify").get("reserves"), 0);
 }
+
+#[test]
+fn a_damaged_newest_index_falls_back_to_the_previous_commit() {
+    let dir = TempDir::new("fallback-slot");
+    let path = dir.file("model.xnncache");
+    let first = launch(&path, "fc_f32", "");
+    launch(&path, "fc_f32,qc8", "");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let (slot, newest) = xnncache::format::pick_header([&bytes[0..256], &bytes[2048..2304]], bytes.len() as u64).unwrap();
+    assert_eq!((slot, newest.generation), (1, 2));
+    bytes[newest.index_offset as usize + 30] ^= 0xFF;
+    std::fs::write(&path, &bytes).unwrap();
+    let next = launch(&path, "fc_f32", "");
+    assert_eq!(next.get("file_state"), REUSED, "{}", next.warning());
+    assert_eq!(next.get("loaded"), first.get("entries"), "the first commit is what remains");
+    assert_eq!(next.get("reserves"), 0);
+}
