@@ -18,13 +18,19 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Registers `[data, data + size)`. A later registration of the same start replaces the earlier one.
+    /// Registers `[data, data + size)`, replacing every earlier registration
+    /// it overlaps (memory freed and reused for other weights).
     pub fn register(&mut self, data: usize, size: usize, name: Option<&str>, bytes: impl FnOnce() -> u128) -> u128 {
         let identity = match name {
             Some(n) => identity_of_name(n, size as u64),
             None => bytes(),
         };
-        self.ranges.insert(data, (data.saturating_add(size.max(1)), identity));
+        let end = data.saturating_add(size.max(1));
+        let overlapping: Vec<usize> = self.ranges.range(..end).filter(|(_, &(e, _))| e > data).map(|(&s, _)| s).collect();
+        for start in overlapping {
+            self.ranges.remove(&start);
+        }
+        self.ranges.insert(data, (end, identity));
         identity
     }
 
@@ -141,6 +147,11 @@ mod tests {
         assert!(r.persistent(&key).is_some());
         assert!(r.persistent(&Key { bias: 5000, ..key }).is_none(), "an unregistered bias makes the key in-process only");
         assert_ne!(r.persistent(&key), r.persistent(&Key { bias: 2000, ..key }));
+        // New weights in reused memory, starting below the old buffer: the old
+        // registration is gone, not shadowing part of the new one.
+        let c = r.register(900, 300, Some("new"), || unreachable!());
+        assert_eq!(r.resolve(1050), Some((c, 150)));
+        assert_eq!(r.resolve(2010), Some((77, 10)));
     }
 
     #[test]
