@@ -7,7 +7,7 @@
 //! `xnncache_create_weights_cache_with_size(...)` into macros that also pass
 //! the caller's struct sizes and XNNPACK build identifier. Called as plain
 //! symbols (e.g. through `dlsym`), they assume the v1 key of XNNPACK 4ea82e5
-//! and, knowing no build identifier, persist nothing between launches.
+//! and, knowing no build identifier, keep packed weights in memory.
 
 use core::mem::size_of;
 
