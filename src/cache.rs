@@ -375,7 +375,7 @@ impl Cache {
             let id = st.index.look_up_sized(&key, size).or_else(|| st.index.look_up(&key));
             return id.map_or(NOT_FOUND, |id| st.index.get(id).offset);
         }
-        let pending = match st.pending.iter().position(|p| p.addr as *const u8 == ptr) {
+        let pending = match st.pending.iter().position(|p| std::ptr::eq(p.addr, ptr)) {
             Some(i) => st.pending.swap_remove(i),
             None => match st.adopt(self, ptr, size) {
                 Ok(offset) => return offset,
@@ -526,7 +526,7 @@ impl Cache {
     /// True when every stored entry is in sealed (clean, read-only) pages.
     pub fn is_sealed(&self) -> bool {
         let st = lock(&self.state);
-        st.pending.is_empty() && st.arena.as_ref().map_or(true, |a| a.used() <= a.sealed())
+        st.pending.is_empty() && st.arena.as_ref().is_none_or(|a| a.used() <= a.sealed())
     }
 
     /// Checks every committed payload against its checksum.

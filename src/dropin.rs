@@ -9,6 +9,10 @@
 //! symbols (e.g. through `dlsym`), they assume the v1 key of XNNPACK 4ea82e5
 //! and, knowing no build identifier, keep packed weights in memory.
 
+// C entry points take raw pointers by contract; each checks them (NULL,
+// live handle) before use, as the C API documents.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
 use core::mem::size_of;
 
 use crate::abi::{Generation, KeyV1, ProviderV1, XnnFinalizationKind, XnnStatus};

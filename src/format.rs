@@ -180,7 +180,7 @@ impl Header {
             data_end: r.u64(),
         };
         let index_end = h.index_offset.checked_add(h.index_size);
-        if h.index_offset < DATA_START || index_end.map_or(true, |e| e > h.data_end) || h.data_end > file_len {
+        if h.index_offset < DATA_START || index_end.is_none_or(|e| e > h.data_end) || h.data_end > file_len {
             return corrupt(format!(
                 "index [{}, +{}) or data end {} outside the file ({} bytes)",
                 h.index_offset, h.index_size, h.data_end, file_len
@@ -294,7 +294,7 @@ impl Index {
         for _ in 0..np {
             let p = Payload { offset: r.u64(), size: r.u64(), checksum: r.u64() };
             let end = p.offset.checked_add(p.size);
-            if p.size == 0 || p.offset < DATA_START || p.offset % PAYLOAD_ALIGN != 0 || end.map_or(true, |e| e > header.index_offset) {
+            if p.size == 0 || p.offset < DATA_START || !p.offset.is_multiple_of(PAYLOAD_ALIGN) || end.is_none_or(|e| e > header.index_offset) {
                 return corrupt(format!("payload [{}, +{}) out of bounds", p.offset, p.size));
             }
             payloads.push(p);

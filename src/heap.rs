@@ -102,7 +102,7 @@ impl Heap {
     pub fn offset_of(&self, addr: *const u8) -> Option<usize> {
         self.slots
             .iter()
-            .position(|b| b.as_ref().is_some_and(|b| b.ptr as *const u8 == addr))
+            .position(|b| b.as_ref().is_some_and(|b| std::ptr::eq(b.ptr, addr)))
             .map(|slot| HEAP_TAG | slot)
     }
 

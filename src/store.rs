@@ -320,7 +320,7 @@ impl Store {
         let fd = match &self.path {
             Some(p) => {
                 if self.lock_file.is_none() {
-                    self.lock_file = Some(OpenOptions::new().read(true).write(true).create(true).mode(0o644).open(lock_path(p))?);
+                    self.lock_file = Some(OpenOptions::new().read(true).write(true).create(true).mode(0o644).truncate(false).open(lock_path(p))?);
                 }
                 self.lock_file.as_ref().expect("just opened").as_raw_fd()
             }
@@ -346,7 +346,7 @@ impl Store {
             return Ok(Some(None)); // our own new file: nobody else writes it
         }
         match read_committed(&self.file, &self.compat) {
-            Ok((h, slot, index)) if self.head.as_ref().map_or(true, |(mine, _)| h.generation > mine.generation) => {
+            Ok((h, slot, index)) if self.head.as_ref().is_none_or(|(mine, _)| h.generation > mine.generation) => {
                 self.head = Some((h.clone(), slot));
                 Ok(Some(Some((h, index))))
             }

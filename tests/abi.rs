@@ -107,7 +107,7 @@ fn v2_fingerprints_tell_packings_apart() {
 
 #[test]
 fn v3_alias_data_resolves_to_the_original_entry() {
-    assert_eq!(size_of::<ProviderV3>(), 8 * size_of::<usize>());
+    assert_eq!(size_of::<ProviderV3>(), size_of::<[usize; 8]>(), "eight pointer-sized slots");
     let cache = open(size_of::<KeyV2>(), size_of::<ProviderV3>());
     let p = slots(&cache);
     assert!(p.alias_data.is_some(), "a v3 XNNPACK calls alias_data when it is set");

@@ -261,7 +261,8 @@ impl Arena {
         self.file.is_some()
     }
 
-    /// Bytes mapped; for a file arena, the file's length.
+    /// Offset of the end of what is usable (staged or mapped).
+    #[allow(clippy::len_without_is_empty)] // an arena is never empty: it starts at `data_start`
     pub fn len(&self) -> usize {
         self.end
     }
@@ -311,7 +312,7 @@ impl Arena {
         }
         let mut start = round_up(self.cursor, align);
         let seg_end = self.segments.last().map_or(0, Segment::reserved_end);
-        if start.checked_add(len).map_or(true, |e| e > seg_end) {
+        if start.checked_add(len).is_none_or(|e| e > seg_end) {
             // Does not fit in this segment's address space: open a new one at
             // the current end of the file. What is left of this one is a hole.
             let grow = self.segments.last().map_or(0, |s| s.reserved).saturating_mul(2);
@@ -338,7 +339,7 @@ impl Arena {
         for i in 0..self.holes.len() {
             let h = self.holes[i];
             let start = round_up(h.start, align);
-            if start.checked_add(len).map_or(false, |e| e <= h.end) {
+            if start.checked_add(len).is_some_and(|e| e <= h.end) {
                 self.holes.remove(i);
                 self.add_hole(h.start, start);
                 self.add_hole(start + len, h.end);

@@ -233,6 +233,6 @@ pub fn file_size_limit() -> Option<u64> {
     if lim.rlim_cur == libc::RLIM_INFINITY {
         None
     } else {
-        Some(lim.rlim_cur as u64)
+        Some(lim.rlim_cur)
     }
 }

@@ -8,6 +8,8 @@
 //! but they must share the weight pointers, which are XNNPACK's cache keys.
 
 #![allow(clippy::missing_safety_doc)]
+// Test helpers take raw pointers the tests got from XNNPACK or xnncache.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 mod counting;
 pub mod models;
