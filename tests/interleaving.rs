@@ -60,12 +60,7 @@ fn seed_file(path: &std::path::Path) {
     let w0 = vec![1u8; 256];
     let c = open_path(path);
     register(&c, &w0, "w0");
-    let k = key(&w0, 9);
-    assert_eq!(look_up(&c, &k), NOT_FOUND);
-    let p = reserve(&c, 4096);
-    // SAFETY: 4096 reserved bytes.
-    unsafe { p.write_bytes(0x11, 4096) };
-    insert(&c, &k, p, 4096);
+    pack(&c, &w0, 9, 4096, 0x11);
     c.finalize();
 }
 
@@ -240,12 +235,7 @@ fn a_handle_whose_file_was_replaced_persists_nothing_more() {
     }
     let w = vec![3u8; 64];
     register(&c1, &w, "w");
-    let k = key(&w, 1);
-    assert_eq!(look_up(&c1, &k), NOT_FOUND);
-    let p = reserve(&c1, 4096);
-    // SAFETY: reserved bytes.
-    unsafe { p.write_bytes(0x33, 4096) };
-    insert(&c1, &k, p, 4096);
+    pack(&c1, &w, 1, 4096, 0x33);
     c1.finalize();
     let s = c1.stats();
     assert_eq!((s.commits, s.not_persisted), (0, 1), "{s:?}");
