@@ -22,7 +22,7 @@
 //! `finalize` runs outside it, on pages nobody writes any more.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::thread::ThreadId;
 
@@ -279,10 +279,6 @@ impl Cache {
 
     pub fn generation(&self) -> Generation {
         self.generation
-    }
-
-    pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
     }
 
     pub fn fallback_reason(&self) -> Option<String> {

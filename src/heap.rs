@@ -94,10 +94,6 @@ impl Heap {
         self.slots.get(offset & !HEAP_TAG)?.as_ref().map(|b| b.ptr)
     }
 
-    pub fn len_of(&self, offset: usize) -> Option<usize> {
-        self.slots.get(offset & !HEAP_TAG)?.as_ref().map(|b| b.layout.size())
-    }
-
     /// The tagged offset of the block that starts at `addr`.
     pub fn offset_of(&self, addr: *const u8) -> Option<usize> {
         self.slots

@@ -40,10 +40,6 @@ impl Registry {
         (p < end).then(|| (id, (p - start) as u64))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
-    }
-
     /// The persistent key of `key`, if its kernel and (non-NULL) bias are registered.
     pub fn persistent(&self, key: &Key) -> Option<u128> {
         let kernel = self.resolve(key.kernel)?;

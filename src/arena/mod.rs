@@ -473,10 +473,6 @@ impl Arena {
         unix::set_len(fd, keep as u64)
     }
 
-    pub fn file(&self) -> Option<&File> {
-        self.file.as_ref()
-    }
-
     /// Gives `[offset, offset + len)` back. Space below the seal stays used:
     /// it is read-only now.
     pub fn free(&mut self, offset: usize, len: usize) {
