@@ -393,11 +393,7 @@ impl Cache {
             st.may_write_file(self);
         }
         let State { index, arena, heap, .. } = &mut *st;
-        let same = index.find_content(hash, size, |e| {
-            let stored = addr_of(arena.as_ref(), heap, e.offset);
-            // SAFETY: every entry's offset resolves to `e.size` readable bytes.
-            stored.is_some_and(|a| unsafe { core::slice::from_raw_parts(a, e.size) } == bytes)
-        });
+        let same = index.find_content(hash, size, |e| entry_bytes(arena.as_ref(), heap, e) == Some(bytes));
         if let Some(id) = same {
             st.link(key, id);
             st.index.get_mut(id).used = true;
@@ -559,9 +555,7 @@ impl Cache {
             .iter()
             .map(|&id| {
                 let e = st.index.get(id);
-                let a = arena.addr(e.offset).expect("entries resolve");
-                // SAFETY: an entry's offset resolves to `e.size` readable bytes.
-                (unsafe { core::slice::from_raw_parts(a as *const u8, e.size) }, e.hash)
+                (entry_bytes(Some(arena), &st.heap, e).expect("entries resolve"), e.hash)
             })
             .collect();
         let result = store.compact(&payloads, &keys);
@@ -681,11 +675,8 @@ impl State {
         if (a.hash, a.size) != (b.hash, b.size) {
             return false;
         }
-        match (addr_of(self.arena.as_ref(), &self.heap, a.offset), addr_of(self.arena.as_ref(), &self.heap, b.offset)) {
-            // SAFETY: entries resolve to `size` readable bytes.
-            (Some(x), Some(y)) => unsafe { core::slice::from_raw_parts(x, a.size) == core::slice::from_raw_parts(y, b.size) },
-            _ => false,
-        }
+        let bytes = |e| entry_bytes(self.arena.as_ref(), &self.heap, e);
+        matches!((bytes(a), bytes(b)), (Some(x), Some(y)) if x == y)
     }
 
     /// Whether new weights may go into the file now: takes the writer lock
@@ -827,6 +818,13 @@ impl State {
             None => Ok(NOT_FOUND),
         }
     }
+}
+
+/// The bytes of an entry.
+fn entry_bytes<'a>(arena: Option<&'a Arena>, heap: &'a Heap, e: &Entry) -> Option<&'a [u8]> {
+    // SAFETY: an entry's offset resolves to `e.size` readable bytes, which
+    // neither move nor change while the arena or heap that holds them lives.
+    addr_of(arena, heap, e.offset).map(|a| unsafe { core::slice::from_raw_parts(a as *const u8, e.size) })
 }
 
 fn addr_of(arena: Option<&Arena>, heap: &Heap, offset: usize) -> Option<*mut u8> {
