@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use xnncache_tests::{file_mapping_usage, rollup, Cache, Model};
+use xnncache_tests::{file_mapping_usage, mapping_usage, rollup, Cache, Model};
 use xnnpack_sys as x;
 
 const STRATEGIES: [&str; 7] = ["none", "xnnpack", "memory", "cold", "warm", "warm-evicted", "floor"];
@@ -249,22 +249,7 @@ fn pss_of_four(args: &Args, model: &str) -> u64 {
         read_sample(c); // each is ready, runtime alive, and waits on stdin
     }
     let file = cache_path(&args.dir, model);
-    let want = file.to_string_lossy().to_string();
-    let mut total = 0;
-    for c in &children {
-        let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", c.id())).unwrap_or_default();
-        let mut inside = false;
-        for line in smaps.lines() {
-            let first = line.split_whitespace().next().unwrap_or("");
-            if first.contains('-') && first.chars().all(|ch| ch.is_ascii_hexdigit() || ch == '-') {
-                inside = line.split_whitespace().nth(5) == Some(want.as_str());
-            } else if inside {
-                if let Some(v) = line.strip_prefix("Pss:") {
-                    total += v.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0) * 1024;
-                }
-            }
-        }
-    }
+    let total = children.iter().map(|c| mapping_usage(&format!("/proc/{}/smaps", c.id()), &file).pss).sum();
     for mut c in children {
         let _ = c.stdin.take().map(|mut i| i.write_all(b"go\n"));
         let _ = c.wait();
@@ -345,11 +330,15 @@ fn main() {
         let m = models::by_name(model).expect("checked");
         let weights = m.constant_bytes();
         drop(m);
+        // The warm strategies need a file built by this invocation: one left
+        // by an earlier run (another --scale, another build) would not match.
+        let mut built: Option<Sample> = None;
         for strategy in STRATEGIES.iter().filter(|s| args.strategies.iter().any(|x| x == *s)) {
             let needs_file = matches!(*strategy, "warm" | "warm-evicted");
-            if needs_file && !cache_path(&args.dir, model).exists() {
+            if needs_file && built.is_none() {
                 eprintln!("  {model}: building the cache file for {strategy}");
-                run_one(&args, model, "cold");
+                remove_cache(&args.dir, model);
+                built = Some(run_one(&args, model, "cold"));
             }
             for r in 0..args.runs {
                 done += 1;
@@ -358,10 +347,17 @@ fn main() {
                     remove_cache(&args.dir, model);
                 }
                 let s = run_one(&args, model, strategy);
+                if *strategy == "cold" {
+                    built = Some(s.clone());
+                }
                 rows.entry(strategy).or_default().samples.push(s);
             }
         }
-        let packed = ["memory", "cold", "floor"].iter().find_map(|s| rows.get(s).and_then(|r| r.med_opt(|x| x.packed_bytes))).unwrap_or(0);
+        let packed = ["memory", "cold", "floor"]
+            .iter()
+            .find_map(|s| rows.get(s).and_then(|r| r.med_opt(|x| x.packed_bytes)))
+            .or(built.and_then(|b| b.packed_bytes))
+            .unwrap_or(0);
         // Packing everything is what `none` and `xnnpack` do; their packed bytes are the model's.
         for s in ["none", "xnnpack"] {
             if let Some(r) = rows.get_mut(s) {

@@ -565,21 +565,30 @@ fn smaps_field(text: &str, field: &str) -> u64 {
         .sum()
 }
 
-/// Sums of fields over the mappings of files under `path` (a file or a
-/// folder) in `/proc/self/smaps`: (Rss, Private_Dirty + Shared_Dirty, number
-/// of mappings). A cache being rebuilt lives under a temporary name beside
-/// its path until its first commit, so tests pass the folder.
-pub fn file_mapping_usage(path: &std::path::Path) -> (u64, u64, usize) {
-    let text = std::fs::read_to_string("/proc/self/smaps").expect("/proc/self/smaps");
+/// What the mappings of some files occupy, from an smaps file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MappingUsage {
+    pub rss: u64,
+    pub pss: u64,
+    /// Private_Dirty + Shared_Dirty.
+    pub dirty: u64,
+    pub mappings: usize,
+}
+
+/// Sums over the mappings of files under `path` (a file or a folder) in
+/// `smaps` (e.g. `/proc/self/smaps`, or another process's).
+pub fn mapping_usage(smaps: &str, path: &std::path::Path) -> MappingUsage {
+    let text = std::fs::read_to_string(smaps).unwrap_or_else(|e| panic!("{smaps}: {e}"));
     let want = path.to_string_lossy();
-    let (mut rss, mut dirty, mut count) = (0, 0, 0);
+    let mut usage = MappingUsage::default();
     let mut inside = false;
     let mut block = String::new();
     let mut flush = |block: &str, inside: bool| {
         if inside {
-            rss += smaps_field(block, "Rss");
-            dirty += smaps_field(block, "Private_Dirty") + smaps_field(block, "Shared_Dirty");
-            count += 1;
+            usage.rss += smaps_field(block, "Rss");
+            usage.pss += smaps_field(block, "Pss");
+            usage.dirty += smaps_field(block, "Private_Dirty") + smaps_field(block, "Shared_Dirty");
+            usage.mappings += 1;
         }
     };
     for line in text.lines() {
@@ -594,7 +603,15 @@ pub fn file_mapping_usage(path: &std::path::Path) -> (u64, u64, usize) {
         }
     }
     flush(&block, inside);
-    (rss, dirty, count)
+    usage
+}
+
+/// This process's (Rss, dirty, number of mappings) for files under `path`. A
+/// cache being rebuilt lives under a temporary name beside its path until its
+/// first commit, so tests pass the folder.
+pub fn file_mapping_usage(path: &std::path::Path) -> (u64, u64, usize) {
+    let u = mapping_usage("/proc/self/smaps", path);
+    (u.rss, u.dirty, u.mappings)
 }
 
 /// Runs the current test binary again with only `test` (an `#[ignore]`d
