@@ -196,6 +196,16 @@ enum xnncache_status xnncache_register_weights(struct xnncache *cache,
                                                size_t size,
                                                const char *name);
 
+// Says that `[data, data + size)` no longer holds the weights it held:
+// call it before freeing (or reusing) memory you registered or gave
+// XNNPACK as weights while this cache stays open. Its registration, and
+// every look-up record naming pointers inside it, are dropped; packed
+// weights stay stored and are found again through their registered
+// identity. (Registering new weights over the same memory does the same.)
+enum xnncache_status xnncache_unregister_weights(struct xnncache *cache,
+                                                 const void *data,
+                                                 size_t size);
+
 // Checks every committed payload of the file against its checksum:
 // `XNNCACHE_CORRUPT` if one differs.
 enum xnncache_status xnncache_verify(struct xnncache *cache);

@@ -21,7 +21,7 @@
 //! All of it runs under one mutex; only the write-back of payload pages in
 //! `finalize` runs outside it, on pages nobody writes any more.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::thread::ThreadId;
@@ -145,6 +145,13 @@ struct Commit {
     links: usize,
 }
 
+/// One `alias_data` record: XNNPACK's converted copy means `original`.
+#[derive(Clone, Copy)]
+struct Alias {
+    original: usize,
+    thread: ThreadId,
+}
+
 /// Space handed out by `reserve` and not yet inserted.
 struct Pending {
     offset: usize,
@@ -164,8 +171,13 @@ struct State {
     pending: Vec<Pending>,
     /// Threads whose last `look_up` missed: their next reserve packs a new weight.
     missed: HashSet<ThreadId>,
-    /// `alias_data(alias, original)`: keys naming `alias` mean `original`.
-    aliases: HashMap<usize, usize>,
+    /// `alias_data(alias, original)`: keys naming `alias` mean `original`,
+    /// for look-ups of the thread that was told so. See [`Cache::alias`] for
+    /// how long that lasts.
+    aliases: BTreeMap<usize, Alias>,
+    /// Threads that looked up or packed since their last `alias_data`: their
+    /// next `alias_data` starts another runtime's creation.
+    creating: HashSet<ThreadId>,
     /// Set once the arena refused to grow; later space comes from the heap.
     arena_full: bool,
     /// Persistent links not yet in the file's index.
@@ -208,7 +220,8 @@ impl Cache {
             registry: Registry::default(),
             pending: Vec::new(),
             missed: HashSet::new(),
-            aliases: HashMap::new(),
+            aliases: BTreeMap::new(),
+            creating: HashSet::new(),
             arena_full: false,
             uncommitted: 0,
             stats: Stats::default(),
@@ -294,13 +307,28 @@ impl Cache {
         // SAFETY: guaranteed by the caller.
         let identity = name.is_none().then(|| unsafe { content_identity(data, size) });
         let mut st = lock(&self.state);
-        st.registry.register(data as usize, size, name, || identity.expect("hashed above"));
+        let (start, end) = (data as usize, (data as usize).saturating_add(size.max(1)));
+        // The newest word on a piece of memory wins: records made before
+        // this registration named whatever that memory held then.
+        st.forget_memory(start, end);
+        st.registry.register(start, size, name, || identity.expect("hashed above"));
+    }
+
+    /// Forgets `[data, data + size)`: its registration, aliases inside it, and
+    /// look-up keys holding pointers into it. Call it before freeing weights
+    /// you registered, or whenever memory that XNNPACK was given as weights
+    /// is freed while the cache lives on. Packed entries stay (their bytes
+    /// are still found by content and by persistent keys).
+    pub fn unregister(&self, data: *const u8, size: usize) {
+        let (start, end) = (data as usize, (data as usize).saturating_add(size.max(1)));
+        lock(&self.state).forget_memory(start, end);
     }
 
     /// Step 1: the offset of the one entry `key` names, or `NOT_FOUND`.
     pub fn look_up(&self, key: Key) -> usize {
         let mut st = lock(&self.state);
         let key = st.index_key(key);
+        st.note_creating();
         st.stats.look_ups += 1;
         let me = std::thread::current().id();
         match st.index.look_up(&key) {
@@ -367,6 +395,7 @@ impl Cache {
     pub fn look_up_or_insert(&self, key: Key, ptr: *const u8, size: usize) -> usize {
         let mut st = lock(&self.state);
         let key = st.index_key(key);
+        st.note_creating();
         if ptr.is_null() {
             let id = st.index.look_up_sized(&key, size).or_else(|| st.index.look_up(&key));
             return id.map_or(NOT_FOUND, |id| st.index.get(id).offset);
@@ -429,17 +458,36 @@ impl Cache {
         addr_of(st.arena.as_ref(), &st.heap, offset).unwrap_or(core::ptr::null_mut())
     }
 
-    /// `alias_data`: from now on a key naming `alias` means `original`.
+    /// `alias_data`: a key naming `alias` means `original`, for as long as
+    /// the copy at `alias` lives.
+    ///
+    /// XNNPACK calls this at the start of a runtime's creation, for fp32
+    /// copies it made of fp16/bf16 constants; the copies are freed with the
+    /// runtime, and their memory may then hold other weights. We cannot see
+    /// that free, so an alias lasts only as long as the creation that made
+    /// it can: until `finalize`, until the same thread starts another
+    /// creation (its next `alias_data` after a look-up or a packing), or
+    /// until memory covering `alias` is registered or unregistered. Only the
+    /// thread that was told uses it (XNNPACK calls from the creating thread).
     pub fn alias(&self, alias: usize, original: usize) -> Result<()> {
         if alias == 0 || original == 0 {
             return Err(Error::invalid("alias_data: NULL pointer"));
         }
         let mut st = lock(&self.state);
+        let me = std::thread::current().id();
+        if st.creating.remove(&me) {
+            // A new creation on this thread: the copies its earlier aliases
+            // named may be gone with their runtime.
+            st.aliases.retain(|_, a| a.thread != me);
+        }
+        // XNNPACK just allocated the copy: whatever was recorded about that
+        // address before described memory that has been freed since.
+        st.forget_memory(alias, alias + 1);
         let original = st.resolve(original);
         if original == alias {
             return Ok(()); // aliasing a pointer to itself (or a cycle back to it) changes nothing
         }
-        st.aliases.insert(alias, original);
+        st.aliases.insert(alias, Alias { original, thread: me });
         Ok(())
     }
 
@@ -450,6 +498,10 @@ impl Cache {
         let _one_at_a_time = lock(&self.finalizing);
         let (job, commit) = {
             let mut st = lock(&self.state);
+            // A finalize ends the creations before it: XNNPACK's fp32 copies
+            // may be freed from here on (see `alias`).
+            st.aliases.clear();
+            st.creating.clear();
             // XNNPACK reserves and inserts within one creation call on one
             // thread: space this thread still holds was abandoned by an error
             // path. Give it back, so that it neither blocks the seal nor a commit.
@@ -606,16 +658,41 @@ impl Drop for Cache {
 }
 
 impl State {
-    /// Follows `alias_data` links to the pointer the data was first known by.
+    /// Follows this thread's `alias_data` links to the pointer the data was
+    /// first known by. A registered pointer is never followed: registering
+    /// memory says what it holds now, whatever an alias said before.
     fn resolve(&self, mut p: usize) -> usize {
+        let me = std::thread::current().id();
         // Bounded: a cycle cannot form (see `alias`), but never loop forever.
         for _ in 0..=self.aliases.len() {
+            if self.registry.resolve(p).is_some() {
+                break;
+            }
             match self.aliases.get(&p) {
-                Some(&q) => p = q,
-                None => break,
+                Some(a) if a.thread == me => p = a.original,
+                _ => break,
             }
         }
         p
+    }
+
+    /// Records that this thread is inside a creation (see [`Cache::alias`]).
+    fn note_creating(&mut self) {
+        if !self.aliases.is_empty() {
+            self.creating.insert(std::thread::current().id());
+        }
+    }
+
+    /// Forgets every pointer-keyed record about `[start, end)`: the
+    /// registration, aliases whose copy lies there, and in-process look-up
+    /// keys holding pointers into it.
+    fn forget_memory(&mut self, start: usize, end: usize) {
+        self.registry.forget(start, end);
+        let aliased: Vec<usize> = self.aliases.range(start..end).map(|(&a, _)| a).collect();
+        for a in aliased {
+            self.aliases.remove(&a);
+        }
+        self.index.forget_pointers(start, end);
     }
 
     /// The key the index uses: persistent when the pointers are registered.

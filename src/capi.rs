@@ -286,6 +286,24 @@ pub extern "C" fn xnncache_register_weights(cache: *mut xnncache, data: *const c
     })
 }
 
+/// Says that `[data, data + size)` no longer holds the weights it held:
+/// call it before freeing (or reusing) memory you registered or gave
+/// XNNPACK as weights while this cache stays open. Its registration, and
+/// every look-up record naming pointers inside it, are dropped; packed
+/// weights stay stored and are found again through their registered
+/// identity. (Registering new weights over the same memory does the same.)
+#[no_mangle]
+pub extern "C" fn xnncache_unregister_weights(cache: *mut xnncache, data: *const c_void, size: usize) -> xnncache_status {
+    api("xnncache_unregister_weights", || {
+        let h = handle(cache)?;
+        if data.is_null() || size == 0 {
+            return Err(Error::invalid("data must be non-NULL and size non-zero"));
+        }
+        h.cache.unregister(data as *const u8, size);
+        Ok(())
+    })
+}
+
 /// Checks every committed payload of the file against its checksum:
 /// `XNNCACHE_CORRUPT` if one differs.
 #[no_mangle]

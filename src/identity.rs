@@ -26,12 +26,19 @@ impl Registry {
             None => bytes(),
         };
         let end = data.saturating_add(size.max(1));
-        let overlapping: Vec<usize> = self.ranges.range(..end).filter(|(_, &(e, _))| e > data).map(|(&s, _)| s).collect();
-        for start in overlapping {
-            self.ranges.remove(&start);
-        }
+        self.forget(data, end);
         self.ranges.insert(data, (end, identity));
         identity
+    }
+
+    /// Drops every registration overlapping `[start, end)`: that memory was
+    /// freed or now holds other data. Returns how many were dropped.
+    pub fn forget(&mut self, start: usize, end: usize) -> usize {
+        let overlapping: Vec<usize> = self.ranges.range(..end).filter(|(_, &(e, _))| e > start).map(|(&s, _)| s).collect();
+        for s in &overlapping {
+            self.ranges.remove(s);
+        }
+        overlapping.len()
     }
 
     /// The identity and offset of a pointer inside a registered buffer.
@@ -148,6 +155,11 @@ mod tests {
         let c = r.register(900, 300, Some("new"), || unreachable!());
         assert_eq!(r.resolve(1050), Some((c, 150)));
         assert_eq!(r.resolve(2010), Some((77, 10)));
+        // Freed memory: nothing there resolves any more.
+        assert_eq!(r.forget(2049, 2050), 1);
+        assert_eq!(r.resolve(2010), None);
+        assert_eq!(r.resolve(1050), Some((c, 150)));
+        assert_eq!(r.forget(0, 899), 0);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! A key is persistent when its pointers lie in registered weights (it then
 //! survives a restart and is written to the file's index), or in-process.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::abi::Key;
 
@@ -49,6 +49,9 @@ pub struct Index {
     by_key: HashMap<IndexKey, Vec<EntryId>>,
     by_content: HashMap<(u64, usize), Vec<EntryId>>,
     by_offset: HashMap<usize, EntryId>,
+    /// In-process keys by each pointer they hold (kernel, and bias when set),
+    /// so that keys naming memory that was reused can be dropped.
+    process_keys: BTreeMap<usize, Vec<Key>>,
 }
 
 impl Index {
@@ -143,8 +146,38 @@ impl Index {
         let new = !ids.contains(&id);
         if new {
             ids.push(id);
+            if let IndexKey::Process(k) = key {
+                for p in [k.kernel, k.bias].into_iter().filter(|&p| p != 0) {
+                    self.process_keys.entry(p).or_default().push(k);
+                }
+            }
         }
         new
+    }
+
+    /// Drops every in-process key holding a pointer in `[start, end)`: that
+    /// memory now holds other data, so those keys no longer mean what they
+    /// named. The entries stay (content and persistent keys still reach
+    /// them). Returns how many keys were dropped.
+    pub fn forget_pointers(&mut self, start: usize, end: usize) -> usize {
+        let pointers: Vec<usize> = self.process_keys.range(start..end).map(|(&p, _)| p).collect();
+        let mut dropped = 0;
+        for p in pointers {
+            for k in self.process_keys.remove(&p).unwrap_or_default() {
+                if self.by_key.remove(&IndexKey::Process(k)).is_some() {
+                    dropped += 1;
+                }
+                // The key's other pointer no longer needs to lead to it.
+                let other = if k.kernel == p { k.bias } else { k.kernel };
+                if let Some(keys) = self.process_keys.get_mut(&other) {
+                    keys.retain(|x| *x != k);
+                    if keys.is_empty() {
+                        self.process_keys.remove(&other);
+                    }
+                }
+            }
+        }
+        dropped
     }
 }
 
@@ -183,5 +216,24 @@ mod tests {
         ix.link(IndexKey::Persistent(5), a);
         assert_eq!(ix.persistent_links().collect::<Vec<_>>(), vec![(5, a)]);
         assert_eq!(ix.look_up(&key(2)), Some(a));
+    }
+
+    #[test]
+    fn keys_holding_reused_memory_are_forgotten() {
+        let mut ix = Index::default();
+        let k = |kernel, bias| IndexKey::Process(Key { seed: 3, kernel, bias, fingerprint: None });
+        let a = ix.insert(k(0x1000, 0x9000), e(0, 64, 1));
+        let b = ix.insert(k(0x2000, 0), e(64, 64, 2));
+        ix.link(IndexKey::Persistent(7), a);
+        // Memory holding a's bias was reused: a's in-process key goes, b's stays.
+        assert_eq!(ix.forget_pointers(0x8000, 0x9001), 1);
+        assert_eq!(ix.look_up(&k(0x1000, 0x9000)), None);
+        assert_eq!(ix.look_up(&k(0x2000, 0)), Some(b));
+        assert_eq!(ix.look_up(&IndexKey::Persistent(7)), Some(a), "persistent keys name no memory");
+        assert_eq!(ix.find_content(1, 64, |_| true), Some(a), "the entry itself stays");
+        // Its kernel pointer no longer leads anywhere either.
+        assert_eq!(ix.forget_pointers(0x1000, 0x1001), 0);
+        assert_eq!(ix.forget_pointers(0, usize::MAX), 1);
+        assert_eq!(ix.look_up(&k(0x2000, 0)), None);
     }
 }

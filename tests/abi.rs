@@ -74,8 +74,28 @@ impl Drop for GuardedKey {
 }
 
 #[test]
+fn the_linked_xnnpack_has_a_known_generation() {
+    let (key, provider) = (size_of::<xnnpack_sys::xnn_weights_cache_look_up_key>(), size_of::<xnnpack_sys::xnn_weights_cache_provider>());
+    let generation = xnncache_tests::xnnpack::generation();
+    let want = match generation {
+        1 => (size_of::<KeyV1>(), 7 * size_of::<usize>()),
+        2 => (size_of::<KeyV2>(), 7 * size_of::<usize>()),
+        _ => (size_of::<KeyV2>(), size_of::<ProviderV3>()),
+    };
+    assert_eq!((key, provider), want, "XNNPACK {} (generation {generation})", xnncache_tests::xnnpack::PIN);
+    match xnncache_tests::xnnpack::PIN {
+        "4ea82e5" => assert_eq!(generation, 1),
+        "92a7ad5" => assert_eq!(generation, 3),
+        _ => {}
+    }
+    // A cache opened with those sizes reports the same generation.
+    let mut o = options(None);
+    (o.key_size, o.provider_size) = (key as u32, provider as u32);
+    assert_eq!(Cache::open_with(&o).stats().abi_generation, generation);
+}
+
+#[test]
 fn v1_keys_are_read_without_going_past_24_bytes() {
-    assert_eq!(size_of::<KeyV1>(), size_of::<xnnpack_sys::xnn_weights_cache_look_up_key>(), "XNNPACK 4ea82e5 is v1");
     let cache = open(size_of::<KeyV1>(), 56);
     let p = slots(&cache);
     let kernel = [1u8; 16];

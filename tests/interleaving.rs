@@ -6,12 +6,14 @@
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
 
-use xnncache::abi::KeyV1;
 use xnncache::capi::{xnncache_compact, xnncache_register_weights, xnncache_verify};
 use xnncache::Status;
 use xnncache_tests::{file_mapping_usage, last_error, options, slots, write_in_child, Cache, TempDir};
 
 const NOT_FOUND: usize = usize::MAX;
+
+/// Keys of the linked XNNPACK's layout: the caches here are opened with its sizes.
+type Key = xnnpack_sys::xnn_weights_cache_look_up_key;
 
 fn open_path(path: &std::path::Path) -> Cache {
     Cache::open(Some(path))
@@ -20,10 +22,10 @@ fn register(c: &Cache, w: &[u8], name: &str) {
     let n = CString::new(name).unwrap();
     assert_eq!(xnncache_register_weights(c.0, w.as_ptr().cast(), w.len(), n.as_ptr()), Status::XNNCACHE_OK, "{}", last_error());
 }
-fn look_up(c: &Cache, k: &KeyV1) -> usize {
+fn look_up(c: &Cache, k: &Key) -> usize {
     let p = slots(c);
-    // SAFETY: our slot, with a v1 key (the linked XNNPACK is v1).
-    unsafe { (p.look_up.unwrap())(p.context, (k as *const KeyV1).cast()) }
+    // SAFETY: our slot, with a key of the generation the cache was opened for.
+    unsafe { (p.look_up.unwrap())(p.context, (k as *const Key).cast()) }
 }
 fn reserve(c: &Cache, n: usize) -> *mut u8 {
     let p = slots(c);
@@ -32,18 +34,18 @@ fn reserve(c: &Cache, n: usize) -> *mut u8 {
     assert!(!r.is_null());
     r
 }
-fn insert(c: &Cache, k: &KeyV1, ptr: *mut u8, n: usize) -> usize {
+fn insert(c: &Cache, k: &Key, ptr: *mut u8, n: usize) -> usize {
     let p = slots(c);
     // SAFETY: our slot; `ptr` came from reserve on this cache with `n` bytes.
-    unsafe { (p.look_up_or_insert.unwrap())(p.context, (k as *const KeyV1).cast(), ptr.cast(), n) }
+    unsafe { (p.look_up_or_insert.unwrap())(p.context, (k as *const Key).cast(), ptr.cast(), n) }
 }
 fn addr(c: &Cache, off: usize) -> *mut u8 {
     let p = slots(c);
     // SAFETY: our slot.
     unsafe { (p.offset_to_addr.unwrap())(p.context, off) as *mut u8 }
 }
-fn key(w: &[u8], seed: u32) -> KeyV1 {
-    KeyV1 { seed, kernel: w.as_ptr().cast(), bias: std::ptr::null() }
+fn key(w: &[u8], seed: u32) -> Key {
+    xnncache_tests::xnnpack::key(seed, w.as_ptr(), std::ptr::null())
 }
 /// Misses, reserves, fills with `byte`, inserts: what XNNPACK does for one weight.
 fn pack(c: &Cache, w: &[u8], seed: u32, n: usize, byte: u8) -> usize {
@@ -70,7 +72,7 @@ fn reserve_elsewhere(c: &Cache, w: &[u8], seed: u32, n: usize) -> *mut u8 {
     let kernel = w.as_ptr() as usize;
     let p = std::thread::scope(|s| {
         s.spawn(move || {
-            let k = KeyV1 { seed, kernel: kernel as *const _, bias: std::ptr::null() };
+            let k = xnncache_tests::xnnpack::key(seed, kernel as *const u8, std::ptr::null());
             assert_eq!(look_up(c, &k), NOT_FOUND);
             reserve(c, n) as usize
         })

@@ -1,17 +1,27 @@
 //! Every XNNPACK packing path, through the cache, bit for bit against a
 //! runtime created without one; then a second runtime over the same cache.
 
-use xnncache_tests::models::*;
-use xnncache_tests::{Cache, Model, TempDir};
+use std::sync::atomic::Ordering;
 
-/// Whether XNNPACK 4ea82e5 calls `look_up` on this path before packing.
-#[derive(Clone, Copy, PartialEq)]
-enum LooksUp {
-    Yes,
-    No,
+use xnncache_tests::models::*;
+use xnncache_tests::xnnpack::{self, Path};
+use xnncache_tests::{Cache, Counting, Model, TempDir};
+
+/// Whether this XNNPACK calls `look_up` before packing `model`, as observed
+/// through a counting provider, checked against what the pinned versions do.
+fn observe_look_up(name: &str, model: &Model, path: Path) -> bool {
+    let cache = Cache::open(None);
+    let mut counting = Counting::wrap(cache.provider());
+    model.run(counting.provider());
+    let observed = counting.look_ups.load(Ordering::Relaxed) > 0;
+    if let Some(expected) = xnnpack::looks_up(path) {
+        assert_eq!(observed, expected, "{name}: XNNPACK {} does {}call look_up on the {path:?} path", xnnpack::PIN, if observed { "" } else { "not " });
+    }
+    observed
 }
 
-fn check(name: &str, model: Model, looks_up: LooksUp) {
+fn check(name: &str, model: Model, path: Path) {
+    let looks_up = observe_look_up(name, &model, path);
     let expected = model.run(std::ptr::null_mut());
     let dir = TempDir::new(name);
     for cache in [Cache::open(Some(&dir.file("cache.bin"))), Cache::open(None)] {
@@ -28,11 +38,11 @@ fn check(name: &str, model: Model, looks_up: LooksUp) {
         assert_eq!(s2.entries, s1.entries, "{name}: the second runtime added entries");
         assert_eq!(s2.stored_bytes, s1.stored_bytes, "{name}: the second runtime stored bytes");
         match looks_up {
-            LooksUp::Yes => {
+            true => {
                 assert_eq!(s2.packed_bytes, s1.packed_bytes, "{name}: the second runtime packed again");
                 assert!(s2.hits >= s1.hits + s1.entries, "{name}: look-ups did not hit: {s2:?}");
             }
-            LooksUp::No => {
+            false => {
                 // Packed again (XNNPACK never asked), then folded into the stored copy.
                 let repacked = s2.packed_bytes - s1.packed_bytes;
                 assert!(repacked > 0, "{name}");
@@ -46,52 +56,52 @@ fn check(name: &str, model: Model, looks_up: LooksUp) {
 
 #[test]
 fn fully_connected_f32_with_bias() {
-    check("fc-f32-bias", fc_f32_bias(), LooksUp::Yes);
+    check("fc-f32-bias", fc_f32_bias(), Path::Gemm);
 }
 
 #[test]
 fn fully_connected_f32_without_bias() {
-    check("fc-f32-nobias", fc_f32_no_bias(), LooksUp::Yes);
+    check("fc-f32-nobias", fc_f32_no_bias(), Path::Gemm);
 }
 
 #[test]
 fn fully_connected_f32_transposed_weights() {
-    check("fc-f32-transposed", fc_f32_transposed(), LooksUp::Yes);
+    check("fc-f32-transposed", fc_f32_transposed(), Path::Gemm);
 }
 
 #[test]
 fn fully_connected_qd8_f32_qc8w() {
-    check("fc-qd8-qc8w", fc_qd8_qc8w(), LooksUp::Yes);
+    check("fc-qd8-qc8w", fc_qd8_qc8w(), Path::Gemm);
 }
 
 #[test]
 fn fully_connected_qd8_f32_qc4w() {
-    check("fc-qd8-qc4w", fc_qd8_qc4w(), LooksUp::Yes);
+    check("fc-qd8-qc4w", fc_qd8_qc4w(), Path::Gemm);
 }
 
 #[test]
 fn fully_connected_qs8() {
-    check("fc-qs8", fc_qs8(), LooksUp::Yes);
+    check("fc-qs8", fc_qs8(), Path::Gemm);
 }
 
 #[test]
 fn convolution_2d_nhwc() {
-    check("conv2d", conv2d(), LooksUp::Yes);
+    check("conv2d", conv2d(), Path::Gemm);
 }
 
 #[test]
 fn depthwise_convolution_2d() {
-    check("depthwise", depthwise(), LooksUp::No);
+    check("depthwise", depthwise(), Path::Depthwise);
 }
 
 #[test]
 fn channelwise_multiply_add() {
-    check("vmulcaddc", channelwise_scale(), LooksUp::No);
+    check("vmulcaddc", channelwise_scale(), Path::Vmulcaddc);
 }
 
 #[test]
 fn deconvolution_2d() {
-    check("deconv2d", deconv2d(), LooksUp::No);
+    check("deconv2d", deconv2d(), Path::Deconvolution);
 }
 
 #[test]

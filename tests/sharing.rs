@@ -3,6 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use xnncache_tests::models::*;
+use xnncache_tests::xnnpack::{self, Path};
 use xnncache_tests::{Cache, Counting, TempDir};
 
 #[test]
@@ -41,7 +42,9 @@ fn one_weight_in_two_nodes_and_a_copy_of_it_are_stored_once() {
 fn paths_without_look_up_fold_into_the_stored_copy() {
     let dir = TempDir::new("no-look-up");
     let cache = Cache::open(Some(&dir.file("cache.bin")));
-    for model in [depthwise(), deconv2d()] {
+    // Deconvolution never looks up; depthwise does not on older XNNPACK.
+    let blind = [(depthwise(), Path::Depthwise), (deconv2d(), Path::Deconvolution)].into_iter().filter(|(_, p)| xnnpack::looks_up(*p) != Some(true));
+    for (model, _) in blind {
         let expected = model.run(std::ptr::null_mut());
         assert_eq!(model.run(cache.provider()), expected);
         let s1 = cache.stats();

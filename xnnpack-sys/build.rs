@@ -7,16 +7,22 @@
 //! 2. `XNNPACK_SOURCE_DIR` (and optionally `CPUINFO_SOURCE_DIR`,
 //!    `PTHREADPOOL_SOURCE_DIR`, `FXDIV_SOURCE_DIR`): the user's source tree,
 //!    built with cmake + ninja and cached.
-//! 3. Otherwise: XNNPACK 4ea82e5 and its three dependencies from Debian's
-//!    `.orig.tar.xz` source tarballs (taken from `XNNCACHE_DEPS_DIR`, or
-//!    downloaded from the Debian mirror apt is configured with), sha256-checked,
-//!    built with cmake + ninja and cached.
+//! 3. Otherwise: a pinned XNNPACK chosen by `XNNCACHE_XNNPACK`, from source
+//!    tarballs, sha256-checked, built with cmake + ninja and cached:
+//!    - `4ea82e5` (default): Debian's snapshot (2024-11, provider ABI v1) and its
+//!      three dependencies, from `XNNCACHE_DEPS_DIR` or downloaded from the
+//!      Debian mirror apt is configured with;
+//!    - `92a7ad5`: the XNNPACK ExecuTorch pins (2026-07, provider ABI v3), with
+//!      cpuinfo 6882af5 and pthreadpool 0e6ca13. Debian does not carry these:
+//!      they must be in `XNNCACHE_DEPS_DIR` (GitHub's archive tarballs of those
+//!      commits, repacked as `.tar.xz`; the README lists names and sha256).
 //!
 //! Environment variables (each one is a rerun trigger):
 //!
 //! | variable | meaning |
 //! |---|---|
-//! | `XNNCACHE_DEPS_DIR` | folder with the four `.orig.tar.xz` files; used before downloading |
+//! | `XNNCACHE_XNNPACK` | which pinned XNNPACK to build: `4ea82e5` (default) or `92a7ad5` |
+//! | `XNNCACHE_DEPS_DIR` | folder with the pin's source tarballs; used before downloading |
 //! | `XNNCACHE_BUILD_CACHE` | cache root (default `$XDG_CACHE_HOME/xnncache`, then `$HOME/.cache/xnncache`) |
 //! | `XNNCACHE_DEBIAN_MIRROR` | Debian mirror URL (ending in `/debian`) instead of apt's |
 //! | `XNNPACK_SOURCE_DIR` | build this XNNPACK tree instead of the tarball |
@@ -55,40 +61,98 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 /// Part of every cache key: bump it when a change here changes what is built.
-const SCRIPT_VERSION: &str = "xnnpack-sys build.rs 1";
+const SCRIPT_VERSION: &str = "xnnpack-sys build.rs 2";
 
 /// Where to send people whose machine lacks a build tool.
 const INSTALL_HINT: &str = "run scripts/install-deps.sh from the xnncache repository (it installs \
      cmake, ninja-build, python3, gcc, g++, libclang-dev, curl and xz-utils with apt-get), \
      or set XNNPACK_LIB_DIR and XNNPACK_INCLUDE_DIR to an XNNPACK you built yourself";
 
-/// One Debian source tarball.
+/// One source tarball.
 struct Tarball {
     package: &'static str,
     file: &'static str,
     sha256: &'static str,
+    /// Whether Debian's pool carries it (otherwise only `XNNCACHE_DEPS_DIR` does).
+    debian: bool,
 }
 
 const XNNPACK: Tarball = Tarball {
     package: "xnnpack",
     file: "xnnpack_0.0~git20241108.4ea82e5.orig.tar.xz",
     sha256: "90bde2caef0f880f627bab0dc805a86c4b8070cd98e3243db3046ab3f3be1a99",
+    debian: true,
 };
 const CPUINFO: Tarball = Tarball {
     package: "cpuinfo",
     file: "cpuinfo_0.0~git20250905.877328f.orig.tar.xz",
     sha256: "557ca404a3836b9f335a3a06b65ff9fe9dbaaefab7fb5c0185f53d9f33615a10",
+    debian: true,
 };
 const PTHREADPOOL: Tarball = Tarball {
     package: "pthreadpool",
     file: "pthreadpool_0.0~git20240616.560c60d.orig.tar.xz",
     sha256: "4cc3cbd933b28131d2a34edc54f76af9fb41bc490af5eae1a5bd3cd07ea90708",
+    debian: true,
 };
 const FXDIV: Tarball = Tarball {
     package: "fxdiv",
     file: "fxdiv_0.0~git20200417.b408327.orig.tar.xz",
     sha256: "7953482badaf4cb34026c3487c257b8e4ab2df061c019bd6fabbbc12ad52c44b",
+    debian: true,
 };
+
+const XNNPACK_92A7AD5: Tarball = Tarball {
+    package: "xnnpack",
+    file: "xnnpack-92a7ad501b9516f9fecae119e0146dd1f58e54c1.tar.xz",
+    sha256: "5b3f3ca40f7e93371ba723da5be381db4bd354faf9328a38df67669b44ca6a17",
+    debian: false,
+};
+const CPUINFO_6882AF5: Tarball = Tarball {
+    package: "cpuinfo",
+    file: "cpuinfo-6882af581bbbdd073c946eae4fd21bc037ff39cf.tar.xz",
+    sha256: "a662206e9df0c40d6acd3d0b772bc60e11550fae92ce571e4b6c848bf92d41b9",
+    debian: false,
+};
+const PTHREADPOOL_0E6CA13: Tarball = Tarball {
+    package: "pthreadpool",
+    file: "pthreadpool-0e6ca13779b57d397a5ba6bfdcaa8a275bc8ea2e.tar.xz",
+    sha256: "fa188aca7e6489fbe96556babc519b00a2bc3fe61aef77955d7f87e68849c452",
+    debian: false,
+};
+
+/// A pinned XNNPACK and the dependencies it builds with.
+struct Pin {
+    name: &'static str,
+    xnnpack: &'static Tarball,
+    cpuinfo: &'static Tarball,
+    pthreadpool: &'static Tarball,
+    /// FXdiv, when the pin's XNNPACK or pthreadpool uses it.
+    fxdiv: Option<&'static Tarball>,
+}
+
+const PINS: &[Pin] = &[
+    Pin { name: "4ea82e5", xnnpack: &XNNPACK, cpuinfo: &CPUINFO, pthreadpool: &PTHREADPOOL, fxdiv: Some(&FXDIV) },
+    Pin {
+        name: "92a7ad5",
+        xnnpack: &XNNPACK_92A7AD5,
+        cpuinfo: &CPUINFO_6882AF5,
+        pthreadpool: &PTHREADPOOL_0E6CA13,
+        // XNNPACK itself no longer uses it, but this pthreadpool does.
+        fxdiv: Some(&FXDIV),
+    },
+];
+
+/// The pin `XNNCACHE_XNNPACK` names (default: the first, Debian's).
+fn pin() -> &'static Pin {
+    match env_var("XNNCACHE_XNNPACK") {
+        None => &PINS[0],
+        Some(name) => PINS.iter().find(|p| name.starts_with(p.name) || p.name.starts_with(&name) && name.len() >= 7).unwrap_or_else(|| {
+            let known: Vec<&str> = PINS.iter().map(|p| p.name).collect();
+            panic!("xnnpack-sys: XNNCACHE_XNNPACK={name} is not a pinned XNNPACK; known: {}", known.join(", "))
+        }),
+    }
+}
 
 /// The static libraries, in link order, and whether each must exist. The
 /// microkernels library was renamed in newer XNNPACK; kleidiai only exists on Arm.
@@ -156,6 +220,11 @@ fn main() {
         (None, None) => cached_build(),
         _ => panic!("xnnpack-sys: set both XNNPACK_LIB_DIR and XNNPACK_INCLUDE_DIR, or neither"),
     };
+    // Which XNNPACK this is, for tests and benchmarks that report it.
+    let pinned = env_var("XNNPACK_LIB_DIR").is_none() && env_var("XNNPACK_SOURCE_DIR").is_none();
+    let name = if pinned { pin().name } else { "custom" };
+    println!("cargo:pin={name}");
+    println!("cargo:rustc-env=XNNPACK_SYS_PIN={name}");
     link(&install);
     export_paths(&install);
     generate_bindings(&install);
@@ -329,6 +398,13 @@ fn tarball(t: &Tarball, root: &Path) -> PathBuf {
             "cargo:warning={} is not in XNNCACHE_DEPS_DIR ({}); downloading it",
             t.file,
             deps.display()
+        );
+    }
+    if !t.debian {
+        panic!(
+            "xnnpack-sys: {} (sha256 {}) is not in Debian's archive; put it in a folder and set \
+             XNNCACHE_DEPS_DIR to that folder (the README says where these tarballs come from)",
+            t.file, t.sha256
         );
     }
     let downloads = root.join("downloads");
@@ -583,7 +659,8 @@ fn python_urllib(url: &str, dest: &Path) -> Fetch {
 
 fn fetch_only() {
     let root = cache_root();
-    for t in [&XNNPACK, &CPUINFO, &PTHREADPOOL, &FXDIV] {
+    let pin = pin();
+    for t in [Some(pin.xnnpack), Some(pin.cpuinfo), Some(pin.pthreadpool), pin.fxdiv].into_iter().flatten() {
         let path = tarball(t, &root);
         println!(
             "cargo:warning=XNNPACK_SYS_FETCH_ONLY: {} verified",
@@ -716,16 +793,21 @@ struct Sources {
     xnnpack: Source,
     cpuinfo: Source,
     pthreadpool: Source,
-    fxdiv: Source,
+    fxdiv: Option<Source>,
 }
 
 impl Sources {
-    fn from_env() -> Sources {
+    fn from_env(pin: &'static Pin) -> Sources {
+        let fxdiv = match (env_path("FXDIV_SOURCE_DIR"), pin.fxdiv) {
+            (Some(_), _) => Some(Source::from_env("FXDIV_SOURCE_DIR", &FXDIV)),
+            (None, Some(t)) => Some(Source::Tarball(t)),
+            (None, None) => None,
+        };
         Sources {
-            xnnpack: Source::from_env("XNNPACK_SOURCE_DIR", &XNNPACK),
-            cpuinfo: Source::from_env("CPUINFO_SOURCE_DIR", &CPUINFO),
-            pthreadpool: Source::from_env("PTHREADPOOL_SOURCE_DIR", &PTHREADPOOL),
-            fxdiv: Source::from_env("FXDIV_SOURCE_DIR", &FXDIV),
+            xnnpack: Source::from_env("XNNPACK_SOURCE_DIR", pin.xnnpack),
+            cpuinfo: Source::from_env("CPUINFO_SOURCE_DIR", pin.cpuinfo),
+            pthreadpool: Source::from_env("PTHREADPOOL_SOURCE_DIR", pin.pthreadpool),
+            fxdiv,
         }
     }
 }
@@ -738,7 +820,7 @@ fn key_text(sources: &Sources) -> String {
         format!("xnnpack: {}", sources.xnnpack.key()),
         format!("cpuinfo: {}", sources.cpuinfo.key()),
         format!("pthreadpool: {}", sources.pthreadpool.key()),
-        format!("fxdiv: {}", sources.fxdiv.key()),
+        format!("fxdiv: {}", sources.fxdiv.as_ref().map_or("none".into(), Source::key)),
         format!("cmake flags: -G Ninja {}", CMAKE_FLAGS.join(" ")),
         format!(
             "cmake: {}",
@@ -816,7 +898,7 @@ fn cached_build() -> Install {
     }
     check_build_tools();
     let root = cache_root();
-    let sources = Sources::from_env();
+    let sources = Sources::from_env(pin());
     let key_text = key_text(&sources);
     let key = hex(&Sha256::digest(key_text.as_bytes()))[..16].to_string();
     let dir = root.join("builds").join(&key);
@@ -847,7 +929,7 @@ fn build(root: &Path, dir: &Path, key: &str, key_text: &str, sources: &Sources) 
     let xnnpack = sources.xnnpack.prepare(root, &scratch);
     let cpuinfo = sources.cpuinfo.prepare(root, &scratch);
     let pthreadpool = sources.pthreadpool.prepare(root, &scratch);
-    let fxdiv = sources.fxdiv.prepare(root, &scratch);
+    let fxdiv = sources.fxdiv.as_ref().map(|f| f.prepare(root, &scratch));
 
     let jobs = jobs();
     let minutes = 5usize.div_ceil(jobs); // about 5 core-minutes
@@ -871,7 +953,7 @@ fn build(root: &Path, dir: &Path, key: &str, key_text: &str, sources: &Sources) 
                 "-DPTHREADPOOL_SOURCE_DIR={}",
                 pthreadpool.display()
             ))
-            .arg(format!("-DFXDIV_SOURCE_DIR={}", fxdiv.display())),
+            .args(fxdiv.map(|f| format!("-DFXDIV_SOURCE_DIR={}", f.display()))),
         &logs.join("cmake.log"),
     );
     // Compile: about a thousand steps.

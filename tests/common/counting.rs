@@ -13,6 +13,10 @@ pub struct Counting {
     /// `reserve_space` calls: how often XNNPACK packed.
     pub reserves: AtomicU64,
     pub reserved_bytes: AtomicU64,
+    /// `look_up` calls: whether XNNPACK asks before packing on a path.
+    pub look_ups: AtomicU64,
+    /// `alias_data` calls (v3 XNNPACK, forwarded when the inner provider has the slot).
+    pub aliases: AtomicU64,
 }
 
 impl Counting {
@@ -23,6 +27,8 @@ impl Counting {
             inner,
             reserves: AtomicU64::new(0),
             reserved_bytes: AtomicU64::new(0),
+            look_ups: AtomicU64::new(0),
+            aliases: AtomicU64::new(0),
         });
         c.provider.context = &*c as *const Counting as *mut _;
         c.provider.look_up = Some(look_up);
@@ -30,6 +36,13 @@ impl Counting {
         c.provider.look_up_or_insert = Some(look_up_or_insert);
         c.provider.is_finalized = Some(is_finalized);
         c.provider.offset_to_addr = Some(offset_to_addr);
+        #[cfg(xnnpack_alias_data)]
+        {
+            // SAFETY: `inner` is a live provider of this XNNPACK's (v3) layout.
+            if unsafe { (*inner).alias_data.is_some() } {
+                c.provider.alias_data = Some(alias_data);
+            }
+        }
         c
     }
     pub fn provider(&mut self) -> x::xnn_weights_cache_t {
@@ -44,6 +57,7 @@ fn inner(ctx: *mut std::ffi::c_void) -> &'static Counting {
 
 unsafe extern "C" fn look_up(ctx: *mut std::ffi::c_void, key: *const x::xnn_weights_cache_look_up_key) -> usize {
     let c = inner(ctx);
+    c.look_ups.fetch_add(1, Ordering::Relaxed);
     // SAFETY: forwarding to the wrapped provider with XNNPACK's own arguments.
     unsafe { ((*c.inner).look_up.unwrap())((*c.inner).context, key) }
 }
@@ -75,3 +89,10 @@ unsafe extern "C" fn offset_to_addr(ctx: *mut std::ffi::c_void, offset: usize) -
     unsafe { ((*c.inner).offset_to_addr.unwrap())((*c.inner).context, offset) }
 }
 
+#[cfg(xnnpack_alias_data)]
+unsafe extern "C" fn alias_data(ctx: *mut std::ffi::c_void, alias: *mut std::ffi::c_void, original: *mut std::ffi::c_void) -> x::xnn_status {
+    let c = inner(ctx);
+    c.aliases.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: as above; set only when the inner provider has the slot.
+    unsafe { ((*c.inner).alias_data.unwrap())((*c.inner).context, alias, original) }
+}

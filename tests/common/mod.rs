@@ -24,6 +24,62 @@ use xnnpack_sys as x;
 
 pub use xnncache::{Backing, Stats};
 
+/// The XNNPACK these tests link, and what it does: tests assert what this
+/// XNNPACK does instead of assuming one version.
+pub mod xnnpack {
+    use super::x;
+
+    /// `4ea82e5`, `92a7ad5` (chosen with `XNNCACHE_XNNPACK`) or `custom`.
+    pub const PIN: &str = x::PIN;
+
+    /// The provider ABI generation of the linked `xnnpack.h`: 1 (24-byte key),
+    /// 2 (32-byte key with `fingerprint_id`), 3 (2 plus the `alias_data` slot).
+    pub fn generation() -> u32 {
+        let key = std::mem::size_of::<x::xnn_weights_cache_look_up_key>();
+        let provider = std::mem::size_of::<x::xnn_weights_cache_provider>();
+        match (key > 3 * std::mem::size_of::<usize>(), provider > 7 * std::mem::size_of::<usize>()) {
+            (false, _) => 1,
+            (true, false) => 2,
+            (true, true) => 3,
+        }
+    }
+
+    /// A look-up key of the linked XNNPACK's layout (what it would pass us).
+    #[allow(clippy::needless_update)] // v1 keys have no other field
+    pub fn key(seed: u32, kernel: *const u8, bias: *const u8) -> x::xnn_weights_cache_look_up_key {
+        x::xnn_weights_cache_look_up_key { seed, kernel: kernel.cast(), bias: bias.cast(), ..Default::default() }
+    }
+
+    /// A packing path, by what XNNPACK does with it.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Path {
+        /// Fully connected (every weight type) and NHWC GEMM/IGEMM convolution.
+        Gemm,
+        /// Depthwise convolution (the dwconv packing).
+        Depthwise,
+        /// Per-channel 1x1 convolution packed for vmulcaddc.
+        Vmulcaddc,
+        Deconvolution,
+    }
+
+    /// Whether this XNNPACK calls `look_up` before packing on `path`, for the
+    /// pinned versions (read in their sources and observed): the dwconv and
+    /// vmulcaddc paths look up from XNNPACK's change of 2026-02 on, which
+    /// 92a7ad5 has; deconvolution never does. `None` for another XNNPACK.
+    pub fn looks_up(path: Path) -> Option<bool> {
+        let newer = match PIN {
+            "4ea82e5" => false,
+            "92a7ad5" => true,
+            _ => return None,
+        };
+        Some(match path {
+            Path::Gemm => true,
+            Path::Depthwise | Path::Vmulcaddc => newer,
+            Path::Deconvolution => false,
+        })
+    }
+}
+
 /// Initialises XNNPACK once per process.
 pub fn init() {
     static INIT: Once = Once::new();
@@ -468,7 +524,7 @@ unsafe impl Send for Cache {}
 // SAFETY: the C API is thread-safe.
 unsafe impl Sync for Cache {}
 
-/// Options for the XNNPACK this test links (4ea82e5: the v1 ABI).
+/// Options for the XNNPACK this test links (its key and provider sizes).
 pub fn options(path: Option<&CStr>) -> xnncache::capi::xnncache_options {
     xnncache::capi::xnncache_options {
         options_size: std::mem::size_of::<xnncache::capi::xnncache_options>() as u32,

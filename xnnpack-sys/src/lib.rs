@@ -42,6 +42,10 @@ pub const LIB_DIR: &str = env!("XNNPACK_SYS_LIB_DIR");
 #[cfg(not(xnnpack_sys_fetch_only))]
 pub const LIBS: &str = env!("XNNPACK_SYS_LIBS");
 
+/// Which XNNPACK was built: a pinned commit (`4ea82e5`, `92a7ad5`, chosen
+/// with `XNNCACHE_XNNPACK`), or `custom` for a tree or libraries of the user's.
+pub const PIN: &str = env!("XNNPACK_SYS_PIN");
+
 /// Whether the libraries need the C++ runtime (`-lstdc++`).
 #[cfg(not(xnnpack_sys_fetch_only))]
 pub const LINK_CXX: bool = matches!(env!("XNNPACK_SYS_LINK_CXX").as_bytes(), b"1");
