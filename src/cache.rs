@@ -454,7 +454,15 @@ impl Cache {
 
     /// Step 4: the address of an offset this cache returned, or NULL.
     pub fn offset_to_addr(&self, offset: usize) -> *mut u8 {
-        let st = lock(&self.state);
+        let mut st = lock(&self.state);
+        if !st.aliases.is_empty() {
+            // XNNPACK asks at reshape, after creation: this thread's creation
+            // is over, and its runtime may be deleted (with the copies its
+            // aliases named) before the next one.
+            let me = std::thread::current().id();
+            st.aliases.retain(|_, a| a.thread != me);
+            st.creating.remove(&me);
+        }
         addr_of(st.arena.as_ref(), &st.heap, offset).unwrap_or(core::ptr::null_mut())
     }
 
@@ -465,7 +473,8 @@ impl Cache {
     /// copies it made of fp16/bf16 constants; the copies are freed with the
     /// runtime, and their memory may then hold other weights. We cannot see
     /// that free, so an alias lasts only as long as the creation that made
-    /// it can: until `finalize`, until the same thread starts another
+    /// it can: until `finalize`, until the same thread reshapes a runtime
+    /// (`offset_to_addr`, never called during creation) or starts another
     /// creation (its next `alias_data` after a look-up or a packing), or
     /// until memory covering `alias` is registered or unregistered. Only the
     /// thread that was told uses it (XNNPACK calls from the creating thread).

@@ -220,3 +220,32 @@ fn ambiguous_keys_are_not_answered_and_duplicates_fold() {
     let s = cache.stats();
     assert_eq!((s.entries, s.duplicates_folded), (2, 2));
 }
+
+/// Keys XNNPACK itself made (recorded by a counting provider while a real
+/// runtime packed), asked again with another `fingerprint_id`: an entry
+/// packed for one packing is never answered for another, whether the key is
+/// persistent (registered weights) or in-process.
+#[cfg(xnnpack_fingerprint)]
+#[test]
+fn an_entry_is_never_answered_for_another_fingerprint() {
+    use xnncache_tests::models::{fc_f32_bias, fc_qd8_qc4w};
+    for registered in [false, true] {
+        for model in [fc_f32_bias(), fc_qd8_qc4w()] {
+            let cache = Cache::open(None);
+            if registered {
+                model.register(&cache, true);
+            }
+            let mut counting = xnncache_tests::Counting::wrap(cache.provider());
+            model.run(counting.provider());
+            let keys = counting.keys.lock().unwrap().clone();
+            assert!(!keys.is_empty(), "XNNPACK looked nothing up");
+            let p = slots(&cache);
+            for key in keys {
+                let ask = |k: &xnnpack_sys::xnn_weights_cache_look_up_key| look_up(p, (k as *const xnnpack_sys::xnn_weights_cache_look_up_key).cast());
+                assert_ne!(ask(&key), NOT_FOUND, "the packing XNNPACK inserted is found by its own key");
+                let other = xnnpack_sys::xnn_weights_cache_look_up_key { fingerprint_id: key.fingerprint_id ^ 1, ..key };
+                assert_eq!(ask(&other), NOT_FOUND, "registered={registered}: answered for fingerprint {} with a packing for {}", other.fingerprint_id, key.fingerprint_id);
+            }
+        }
+    }
+}

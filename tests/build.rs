@@ -41,17 +41,21 @@ fn main() {
 
 /// What the linked XNNPACK's header declares, as cfgs for the tests:
 /// `xnnpack_alias_data` (the v3 provider slot, and the fp16/bf16-to-fp32
-/// fallback that calls it) and `xnnpack_cube_root` (an op without fp16
-/// kernels, which forces that fallback).
+/// fallback that calls it), `xnnpack_fingerprint` (the v2 key field) and
+/// `xnnpack_cube_root` (an op without fp16 kernels, which forces that fallback).
 fn xnnpack_features() {
     println!("cargo::rustc-check-cfg=cfg(xnnpack_alias_data)");
     println!("cargo::rustc-check-cfg=cfg(xnnpack_cube_root)");
+    println!("cargo::rustc-check-cfg=cfg(xnnpack_fingerprint)");
     let Some(dir) = std::env::var_os("DEP_XNNPACK_INCLUDE") else { return };
     let header = std::path::Path::new(&dir).join("xnnpack.h");
     println!("cargo:rerun-if-changed={}", header.display());
     let text = std::fs::read_to_string(&header).unwrap_or_default();
     if text.contains("(*alias_data)") {
         println!("cargo:rustc-cfg=xnnpack_alias_data");
+    }
+    if text.contains("fingerprint_id;") {
+        println!("cargo:rustc-cfg=xnnpack_fingerprint");
     }
     if text.contains("xnn_unary_cube_root") {
         println!("cargo:rustc-cfg=xnnpack_cube_root");

@@ -51,8 +51,9 @@ fn child_launch() {
     let s = cache.stats();
     drop(cache);
     println!(
-        "RESULT reserves={} entries={} loaded={} hits={} folded={} packed={} not_persisted={} commits={} file_state={} digest={digest} points={} warning={}",
+        "RESULT reserves={} aliases={} entries={} loaded={} hits={} folded={} packed={} not_persisted={} commits={} file_state={} digest={digest} points={} warning={}",
         counting.reserves.load(Ordering::Relaxed),
+        counting.aliases.load(Ordering::Relaxed),
         s.entries,
         s.loaded_entries,
         s.hits,
@@ -477,4 +478,29 @@ fn a_damaged_newest_index_falls_back_to_the_previous_commit() {
     assert_eq!(next.get("file_state"), REUSED, "{}", next.warning());
     assert_eq!(next.get("loaded"), first.get("entries"), "the first commit is what remains");
     assert_eq!(next.get("reserves"), 0);
+}
+
+/// v3 XNNPACK converts fp16 (and, where this CPU lacks bf16 kernels, bf16)
+/// constants to fp32 copies and says so through `alias_data`: a warm launch
+/// finds the fp32 packings through the registered originals.
+#[cfg(all(xnnpack_alias_data, xnnpack_cube_root))]
+#[test]
+fn weights_converted_to_fp32_are_found_by_a_warm_launch() {
+    for model in ["f16", "bf16"] {
+        let dir = TempDir::new(&format!("alias-{model}"));
+        let path = dir.file("model.xnncache");
+        let cold = launch(&path, model, "");
+        if model == "bf16" && cold.get("aliases") == 0 {
+            // This CPU runs the bf16 model without converting it: nothing to alias.
+            println!("bf16: this CPU has bf16 kernels for every node; no fallback, no alias");
+            continue;
+        }
+        assert!(cold.get("aliases") > 0, "{model}: XNNPACK converted no constant: {cold:?}");
+        assert!(cold.get("reserves") > 0 && cold.get("not_persisted") == 0, "{model}: {cold:?}");
+        let warm = launch(&path, model, "");
+        assert_eq!(warm.get("file_state"), REUSED, "{}", warm.warning());
+        assert_eq!(warm.get("digest"), cold.get("digest"), "{model}: outputs differ between launches");
+        assert_eq!(warm.get("reserves"), 0, "{model}: the warm launch packed: {warm:?}");
+        assert_eq!(warm.get("hits"), cold.get("entries"), "{model}: {warm:?}");
+    }
 }

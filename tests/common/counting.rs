@@ -17,6 +17,10 @@ pub struct Counting {
     pub look_ups: AtomicU64,
     /// `alias_data` calls (v3 XNNPACK, forwarded when the inner provider has the slot).
     pub aliases: AtomicU64,
+    /// The keys of every `look_up`, in call order.
+    pub keys: std::sync::Mutex<Vec<x::xnn_weights_cache_look_up_key>>,
+    /// Their (alias, original) pointers, in call order.
+    pub alias_pairs: std::sync::Mutex<Vec<(usize, usize)>>,
 }
 
 impl Counting {
@@ -29,6 +33,8 @@ impl Counting {
             reserved_bytes: AtomicU64::new(0),
             look_ups: AtomicU64::new(0),
             aliases: AtomicU64::new(0),
+            keys: std::sync::Mutex::new(Vec::new()),
+            alias_pairs: std::sync::Mutex::new(Vec::new()),
         });
         c.provider.context = &*c as *const Counting as *mut _;
         c.provider.look_up = Some(look_up);
@@ -58,6 +64,10 @@ fn inner(ctx: *mut std::ffi::c_void) -> &'static Counting {
 unsafe extern "C" fn look_up(ctx: *mut std::ffi::c_void, key: *const x::xnn_weights_cache_look_up_key) -> usize {
     let c = inner(ctx);
     c.look_ups.fetch_add(1, Ordering::Relaxed);
+    if !key.is_null() {
+        // SAFETY: XNNPACK passes a key of its own layout.
+        c.keys.lock().unwrap().push(unsafe { *key });
+    }
     // SAFETY: forwarding to the wrapped provider with XNNPACK's own arguments.
     unsafe { ((*c.inner).look_up.unwrap())((*c.inner).context, key) }
 }
@@ -93,6 +103,7 @@ unsafe extern "C" fn offset_to_addr(ctx: *mut std::ffi::c_void, offset: usize) -
 unsafe extern "C" fn alias_data(ctx: *mut std::ffi::c_void, alias: *mut std::ffi::c_void, original: *mut std::ffi::c_void) -> x::xnn_status {
     let c = inner(ctx);
     c.aliases.fetch_add(1, Ordering::Relaxed);
+    c.alias_pairs.lock().unwrap().push((alias as usize, original as usize));
     // SAFETY: as above; set only when the inner provider has the slot.
     unsafe { ((*c.inner).alias_data.unwrap())((*c.inner).context, alias, original) }
 }

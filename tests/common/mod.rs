@@ -82,10 +82,17 @@ pub mod xnnpack {
 
 /// Initialises XNNPACK once per process.
 pub fn init() {
+    init_with_allocator(None);
+}
+
+/// Initialises XNNPACK once per process, with `allocator` if this is the
+/// first call (a test that needs to see XNNPACK's allocations calls it first).
+pub fn init_with_allocator(allocator: Option<&'static x::xnn_allocator>) {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
-        // SAFETY: xnn_initialize accepts NULL for the default allocator.
-        let status = unsafe { x::xnn_initialize(null()) };
+        // SAFETY: xnn_initialize accepts NULL for the default allocator, or
+        // an allocator that lives for the whole process.
+        let status = unsafe { x::xnn_initialize(allocator.map_or(null(), |a| a as *const _)) };
         assert_eq!(status, x::xnn_status_success, "xnn_initialize failed");
     });
 }
@@ -114,6 +121,18 @@ impl Rng {
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|f| f.to_ne_bytes()).collect()
+}
+
+/// IEEE half precision of `f` (|f| < 2, as test data is), rounded toward
+/// zero; tiny values become zero.
+fn f16_bits(f: f32) -> u16 {
+    let b = f.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32 - 127 + 15;
+    if exp <= 0 {
+        return sign;
+    }
+    sign | ((exp as u16) << 10) | ((b >> 13) & 0x3ff) as u16
 }
 
 /// Constant buffers of a model, created on the first build and reused by
@@ -196,6 +215,37 @@ impl Builder<'_> {
     /// An internal fp32 tensor.
     pub fn tensor(&mut self, dims: &[usize]) -> u32 {
         self.value(x::xnn_datatype_fp32, dims, null(), x::XNN_INVALID_VALUE_ID, 0)
+    }
+
+    /// An internal tensor of another type (fp16, bf16).
+    pub fn typed_tensor(&mut self, datatype: x::xnn_datatype, dims: &[usize]) -> u32 {
+        self.value(datatype, dims, null(), x::XNN_INVALID_VALUE_ID, 0)
+    }
+
+    /// Static fp16 data, uniform in [-scale, scale).
+    pub fn f16_const(&mut self, dims: &[usize], scale: f32) -> u32 {
+        let n: usize = dims.iter().product();
+        let data = self.constant(|r| (0..n).flat_map(|_| f16_bits(r.f32() * scale).to_ne_bytes()).collect());
+        self.value(x::xnn_datatype_fp16, dims, data, x::XNN_INVALID_VALUE_ID, 0)
+    }
+
+    /// Static bf16 data (the top half of fp32), uniform in [-scale, scale).
+    pub fn bf16_const(&mut self, dims: &[usize], scale: f32) -> u32 {
+        let n: usize = dims.iter().product();
+        let data = self.constant(|r| (0..n).flat_map(|_| (((r.f32() * scale).to_bits() >> 16) as u16).to_ne_bytes()).collect());
+        self.value(x::xnn_datatype_bf16, dims, data, x::XNN_INVALID_VALUE_ID, 0)
+    }
+
+    /// Static fp32 data the caller placed at `data` (it must outlive every
+    /// runtime of the model); not one of the model's own constants.
+    pub fn f32_const_at(&mut self, dims: &[usize], data: *const u8) -> u32 {
+        self.value(x::xnn_datatype_fp32, dims, data, x::XNN_INVALID_VALUE_ID, 0)
+    }
+
+    /// An element-wise unary operator without parameters.
+    pub fn unary(&mut self, op: x::xnn_unary_operator, input: u32, output: u32) {
+        // SAFETY: live subgraph; NULL parameters are allowed for these operators.
+        check(unsafe { x::xnn_define_unary(self.subgraph, op, null(), input, output, 0) }, "define unary");
     }
 
     /// Static fp32 data, uniform in [-scale, scale).

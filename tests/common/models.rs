@@ -201,8 +201,52 @@ pub fn shared_b() -> Model {
 }
 
 /// A model by its name in the tests' child processes.
+/// fp16 weights XNNPACK cannot run in fp16: a cube root (no fp16 kernel on
+/// any CPU) in front of an fp16 fully-connected layer makes XNNPACK convert
+/// the subgraph to fp32, copying the fp16 constants into new fp32 buffers
+/// and telling a v3 provider so through `alias_data(copy, original)`.
+#[cfg(xnnpack_cube_root)]
+pub fn fc_f16_fallback() -> Model {
+    Model::named("fc_f16_fallback", |b| {
+        let f16 = x::xnn_datatype_fp16;
+        let input = b.input(&[BATCH, IN]);
+        let h = b.typed_tensor(f16, &[BATCH, IN]);
+        b.convert(input, h);
+        let r = b.typed_tensor(f16, &[BATCH, IN]);
+        b.unary(x::xnn_unary_cube_root, h, r);
+        let filter = b.f16_const(&[OUT, IN], 0.1);
+        let bias = b.f16_const(&[OUT], 1.0);
+        let y = b.typed_tensor(f16, &[BATCH, OUT]);
+        b.fully_connected(r, filter, Some(bias), y, 0);
+        let output = b.output(&[BATCH, OUT]);
+        b.convert(y, output);
+    })
+}
+
+/// The same with bf16 weights: XNNPACK falls back to fp32 where this CPU
+/// has no bf16 kernel for a node.
+#[cfg(xnnpack_cube_root)]
+pub fn fc_bf16_fallback() -> Model {
+    Model::named("fc_bf16_fallback", |b| {
+        let bf16 = x::xnn_datatype_bf16;
+        let input = b.input(&[BATCH, IN]);
+        let h = b.typed_tensor(bf16, &[BATCH, IN]);
+        b.convert(input, h);
+        let r = b.typed_tensor(bf16, &[BATCH, IN]);
+        b.unary(x::xnn_unary_cube_root, h, r);
+        let filter = b.bf16_const(&[OUT, IN], 0.1);
+        // XNNPACK's bf16 GEMM takes bf16 in and gives fp32 out.
+        let output = b.output(&[BATCH, OUT]);
+        b.fully_connected(r, filter, None, output, 0);
+    })
+}
+
 pub fn by_name(name: &str) -> Model {
     match name {
+        #[cfg(xnnpack_cube_root)]
+        "f16" => fc_f16_fallback(),
+        #[cfg(xnnpack_cube_root)]
+        "bf16" => fc_bf16_fallback(),
         "mixed" => mixed(),
         "fc_f32" => fc_f32_bias(),
         "qc8" => fc_qd8_qc8w(),
