@@ -406,7 +406,8 @@ fn report(args: &Args, model: &str, weights: usize, packed: u64, rows: &BTreeMap
             let (c, ..) = r.med(|x| x.create_ms);
             let opt = |v: Option<u64>| v.map_or("null".to_string(), |v| v.to_string());
             println!(
-                "{{\"model\":\"{model}\",\"strategy\":\"{s}\",\"create_ms\":{c:.3},\"create_ms_min\":{:.3},\"create_ms_max\":{:.3},\"first_run_ms\":{:.3},\"steady_run_ms\":{:.3},\"packed_bytes\":{},\"anon_bytes\":{},\"dirty_bytes\":{},\"file_rss_bytes\":{},\"pss_bytes\":{}}}",
+                "{{\"xnnpack\":\"{}\",\"model\":\"{model}\",\"strategy\":\"{s}\",\"create_ms\":{c:.3},\"create_ms_min\":{:.3},\"create_ms_max\":{:.3},\"first_run_ms\":{:.3},\"steady_run_ms\":{:.3},\"packed_bytes\":{},\"anon_bytes\":{},\"dirty_bytes\":{},\"file_rss_bytes\":{},\"pss_bytes\":{}}}",
+                x::PIN,
                 r.med(|x| x.create_ms).1,
                 r.med(|x| x.create_ms).2,
                 r.med(|x| x.first_run_ms).0,
@@ -419,15 +420,23 @@ fn report(args: &Args, model: &str, weights: usize, packed: u64, rows: &BTreeMap
             );
         }
         println!(
-            "{{\"model\":\"{model}\",\"strategy\":\"writeback\",\"create_ms\":{:.3},\"first_run_ms\":null,\"steady_run_ms\":null,\"packed_bytes\":{packed},\"anon_bytes\":null,\"dirty_bytes\":null,\"file_rss_bytes\":null,\"pss_bytes\":null}}",
+            "{{\"xnnpack\":\"{}\",\"model\":\"{model}\",\"strategy\":\"writeback\",\"create_ms\":{:.3},\"first_run_ms\":null,\"steady_run_ms\":null,\"packed_bytes\":{packed},\"anon_bytes\":null,\"dirty_bytes\":null,\"file_rss_bytes\":null,\"pss_bytes\":null}}",
+            x::PIN,
             wb.0
         );
         let fields: Vec<String> = ratios.iter().map(|(k, v, _)| format!("\"{k}\":{}", v.map_or("null".into(), |v| format!("{v:.4}")))).collect();
-        println!("{{\"model\":\"{model}\",\"ratios\":{{{}}}}}", fields.join(","));
+        println!("{{\"xnnpack\":\"{}\",\"model\":\"{model}\",\"ratios\":{{{}}}}}", x::PIN, fields.join(","));
         return;
     }
     println!();
-    println!("== {model}: {:.1} M constant bytes, {} packed (scale {}, {} runs each; median [min-max])", weights as f64 / 1e6, mib(packed), args.scale, args.runs);
+    println!(
+        "== {model} on XNNPACK {}: {:.1} M constant bytes, {} packed (scale {}, {} runs each; median [min-max])",
+        x::PIN,
+        weights as f64 / 1e6,
+        mib(packed),
+        args.scale,
+        args.runs
+    );
     println!("{:<13} {:>28} {:>10} {:>10} {:>11} {:>11} {:>9} {:>11} {:>11}", "strategy", "create_ms", "first_ms", "steady_ms", "packed", "anon", "dirty", "file_rss", "pss(4)");
     for s in STRATEGIES {
         let Some(r) = rows.get(s) else { continue };

@@ -69,7 +69,7 @@ fn main() {
     }
 
     let _ = std::fs::remove_file(&path);
-    println!("xnncache demo: llm-q4 at scale {scale}: 8 decoder blocks of 4-bit (qd8-f32-qc4w) fully connected layers");
+    println!("xnncache demo on XNNPACK {}: llm-q4 at scale {scale}: 8 decoder blocks of 4-bit (qd8-f32-qc4w) fully connected layers", xnnpack_sys::PIN);
     println!("cache file: {}", path.display());
     let mut results = Vec::new();
     for (i, name) in ["cold (no cache file yet)", "warm (the cold launch's file)"].iter().enumerate() {
