@@ -98,6 +98,15 @@ int main(void) {
   CHECK(xnncache_stats(cache, &stats) == XNNCACHE_OK, "stats");
   CHECK(stats.file_state == XNNCACHE_FILE_REUSED && stats.packed_bytes == 0 && stats.hits == 1, "not reused");
   CHECK(xnncache_verify(cache) == XNNCACHE_OK, "verify: %s", xnncache_last_error());
+  /* Unregistered, the buffers are only addresses again: XNNPACK packs, and
+   * the bytes fold into the stored copy. */
+  CHECK(xnncache_unregister_weights(cache, weights, sizeof(weights)) == XNNCACHE_OK, "unregister");
+  CHECK(xnncache_unregister_weights(cache, bias, sizeof(bias)) == XNNCACHE_OK, "unregister");
+  CHECK(xnncache_unregister_weights(cache, NULL, 4) == XNNCACHE_INVALID_ARGUMENT, "NULL unregistered");
+  run(xnncache_provider(cache), got);
+  CHECK(memcmp(got, expected, sizeof(got)) == 0, "outputs differ after unregistering");
+  CHECK(xnncache_stats(cache, &stats) == XNNCACHE_OK, "stats");
+  CHECK(stats.packed_bytes > 0 && stats.duplicates_folded == 1 && stats.entries == 1, "unregistered weights were found by their old identity");
   xnncache_close(cache);
 
   /* Errors are statuses with messages, never crashes. */
