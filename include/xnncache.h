@@ -21,6 +21,10 @@
 // Check every payload's checksum at open (a file that fails is rebuilt).
 #define XNNCACHE_FLAG_VERIFY 4
 
+// Write packed weights back and commit them inside `xnncache_finalize`
+// (which then returns the write-back's status) instead of in the background.
+#define XNNCACHE_FLAG_SYNC_WRITEBACK 8
+
 #define FORMAT_VERSION 1
 
 // Written in native order: reads back as this value only in the same order.
@@ -152,6 +156,12 @@ struct xnncache_stats {
   uint64_t not_persisted;
   // Commits this cache wrote to the file.
   uint64_t commits;
+  // Packed bytes not yet written back to the file (they are in memory,
+  // and runtimes use them; a commit follows their write-back).
+  uint64_t pending_bytes;
+  // When this cache's last commit became durable, in milliseconds since
+  // 1970-01-01 UTC; 0 before its first.
+  uint64_t last_commit_unix_ms;
   // Where new entries go now (an `xnncache_backing` value).
   uint32_t backing;
   // The provider ABI generation the caller compiled against (1, 2 or 3).
@@ -182,10 +192,24 @@ enum xnncache_status xnncache_open(const struct xnncache_options *options,
 // It lives as long as the cache.
 struct xnn_weights_cache_provider *xnncache_provider(struct xnncache *cache);
 
-// Writes back every page packed since the last finalize and makes it
-// read-only. Call it after `xnn_create_runtime_v4`; runtimes already created
-// keep working, and later ones may still add weights.
+// Ends the runtime creations before it. Call it after
+// `xnn_create_runtime_v4`: the runtime can run as soon as it returns. In the
+// background, a thread of the cache then writes every page packed so far to
+// the file, waits for the disk, commits the new entries, and swaps the
+// pages for the file's clean, read-only ones (the bytes never change under
+// a running runtime). `xnncache_wait` waits for that. Runtimes already
+// created keep working, and later ones may still add weights. With
+// `XNNCACHE_FLAG_SYNC_WRITEBACK` (or without a file) the work is done before
+// returning, and its status returned.
 enum xnncache_status xnncache_finalize(struct xnncache *cache);
+
+// Waits until everything finalized so far is written back and committed,
+// at most `timeout_ms` milliseconds (`UINT32_MAX`: no limit; 0: just ask).
+// `XNNCACHE_BUSY` if the time ran out (the write-back goes on);
+// `XNNCACHE_IO_ERROR` if the last write-back failed (runtimes keep their
+// weights in memory and the file keeps its previous commit; the message
+// says why). Call it e.g. before an iOS app goes to the background.
+enum xnncache_status xnncache_wait(struct xnncache *cache, uint32_t timeout_ms);
 
 // Gives the constant buffer `[data, data + size)` a stable identity, so that
 // packed weights made from it are found again by a later process. `name`
@@ -217,7 +241,10 @@ enum xnncache_status xnncache_compact(struct xnncache *cache);
 // Fills `*stats`.
 enum xnncache_status xnncache_stats(const struct xnncache *cache, struct xnncache_stats *stats);
 
-// Closes a cache. Every runtime created with its provider must be deleted first.
+// Closes a cache. Every runtime created with its provider must be deleted
+// first. A write-back still running is waited for (it ends in a commit that
+// the next launch finds); call `xnncache_wait` with a timeout first if the
+// host cannot wait that long. The previous commit is never lost.
 void xnncache_close(struct xnncache *cache);
 
 // The name of a status, e.g. "XNNCACHE_IO_ERROR".
@@ -250,8 +277,8 @@ enum xnn_status xnncache_create_weights_cache_for_abi(uint32_t key_size,
 enum xnn_status xnncache_finalize_weights_cache(struct xnn_weights_cache_provider *weights_cache,
                                                 enum xnn_weights_cache_finalization_kind finalization_kind);
 
-// Like `xnn_weights_cache_is_finalized`: true when everything packed so far
-// is sealed.
+// Like `xnn_weights_cache_is_finalized`: true when a finalize came after
+// everything packed so far (its write-back may still be running).
 bool xnncache_weights_cache_is_finalized(struct xnn_weights_cache_provider *weights_cache);
 
 // Like `xnn_delete_weights_cache`.

@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::ThreadId;
 
 use crate::abi::{Generation, Key, NOT_FOUND};
@@ -86,6 +86,12 @@ pub struct Stats {
     pub not_persisted: u64,
     /// Commits this cache wrote to the file.
     pub commits: u64,
+    /// Packed bytes not yet written back to the file (they are in memory,
+    /// and runtimes use them; a commit follows their write-back).
+    pub pending_bytes: u64,
+    /// When this cache's last commit became durable, in milliseconds since
+    /// 1970-01-01 UTC; 0 before its first.
+    pub last_commit_unix_ms: u64,
     /// Where new entries go now (an `xnncache_backing` value).
     pub backing: u32,
     /// The provider ABI generation the caller compiled against (1, 2 or 3).
@@ -110,6 +116,8 @@ pub struct CacheOptions {
     pub build_id: Vec<u8>,
     /// Compact at close when this share (percent) of the file is unreachable; 0: never.
     pub compact_percent: u32,
+    /// Write back and commit inside `finalize` instead of in the background.
+    pub sync_writeback: bool,
     /// Address space to reserve for the first arena segment.
     pub reservation: Option<usize>,
 }
@@ -124,6 +132,7 @@ impl CacheOptions {
             verify: false,
             build_id: Vec::new(),
             compact_percent: 0,
+            sync_writeback: false,
             reservation: None,
         }
     }
@@ -182,6 +191,9 @@ struct State {
     arena_full: bool,
     /// Persistent links not yet in the file's index.
     uncommitted: usize,
+    /// A finalize came after the last reservation (what the drop-in's
+    /// `is_finalized` reports; the write-back may still be running).
+    finalized: bool,
     stats: Stats,
 }
 
@@ -189,15 +201,50 @@ struct State {
 // heap in the same struct; the state is only touched under the cache's mutex.
 unsafe impl Send for State {}
 
+/// A weights cache. The packing state lives in a [`Core`] shared with the
+/// background writer thread, which writes packed pages back to the file and
+/// commits them after [`Cache::finalize`] has returned.
 pub struct Cache {
+    core: Arc<Core>,
+    /// The write-back thread, started by the first finalize that needs it.
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Everything a cache holds; methods that answer XNNPACK are here.
+pub struct Core {
     generation: Generation,
     path: Option<PathBuf>,
     compact_percent: u32,
+    /// Write back on the finalizing thread instead of in the background.
+    sync_writeback: bool,
     state: Mutex<State>,
-    /// Serialises `finalize`, whose write-back runs outside `state`'s lock.
+    /// Serialises write-backs and compaction, which run outside `state`'s lock.
     finalizing: Mutex<()>,
     /// Why the file is not (or no longer) used, for stats and messages.
     fallback_reason: Mutex<Option<String>>,
+    background: Background,
+}
+
+/// What the write-back thread is asked to do and has done.
+#[derive(Default)]
+struct Background {
+    state: Mutex<WriteBack>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct WriteBack {
+    /// A finalize asked for a write-back the thread has not started yet.
+    requested: bool,
+    running: bool,
+    /// The cache is closing: finish what was requested, then end.
+    stop: bool,
+    /// Bytes being written back now.
+    in_flight: u64,
+    /// Why the last write-back failed (cleared by the next that succeeds).
+    error: Option<String>,
+    /// When the last commit became durable (milliseconds since 1970), 0: none yet.
+    last_commit_unix_ms: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -208,6 +255,87 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Cache {
     pub fn open(options: &CacheOptions) -> Result<Cache> {
+        Ok(Cache { core: Arc::new(Core::open(options)?), writer: Mutex::new(None) })
+    }
+
+    /// Step 5: every page packed so far becomes clean and read-only and new
+    /// persistent entries are committed, in the background: the runtime can
+    /// run as soon as this returns (its packed weights are already in place,
+    /// in memory that the write-back later swaps for the file's pages).
+    /// [`Cache::wait`] waits for it. With `sync_writeback`, or without a
+    /// file, the work is done before returning, and its error returned.
+    pub fn finalize(&self) -> Result<()> {
+        let core = &self.core;
+        core.end_creations();
+        if core.sync_writeback || !core.has_store() {
+            return core.write_back().map(|_| ());
+        }
+        lock(&core.background.state).requested = true;
+        core.background.changed.notify_all();
+        let mut writer = lock(&self.writer);
+        if writer.is_none() {
+            let shared = Arc::clone(core);
+            match std::thread::Builder::new().name("xnncache-writeback".into()).spawn(move || shared.write_back_loop()) {
+                Ok(handle) => *writer = Some(handle),
+                Err(_) => {
+                    // No thread to be had: do the work here, as requested.
+                    lock(&core.background.state).requested = false;
+                    return core.write_back().map(|_| ());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every finalize so far has been written back and committed,
+    /// at most `timeout` (`None`: as long as it takes). `XNNCACHE_BUSY` when
+    /// the time ran out; `XNNCACHE_IO_ERROR` when the last write-back failed
+    /// (the runtime keeps its weights in memory, the file its last commit).
+    pub fn wait(&self, timeout: Option<std::time::Duration>) -> Result<()> {
+        let bg = &self.core.background;
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let mut st = lock(&bg.state);
+        while st.requested || st.running {
+            st = match deadline {
+                None => bg.changed.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = std::time::Instant::now();
+                    if now >= d {
+                        return Err(Error::new(Status::XNNCACHE_BUSY, "the write-back of packed weights is still running"));
+                    }
+                    bg.changed.wait_timeout(st, d - now).unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
+        }
+        match &st.error {
+            Some(e) => Err(Error::new(Status::XNNCACHE_IO_ERROR, e.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::ops::Deref for Cache {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl Drop for Cache {
+    /// Closing waits for the write-back in progress (it ends in a commit, so
+    /// the next launch finds this one's weights); the previous commit stays
+    /// valid whatever happens meanwhile.
+    fn drop(&mut self) {
+        lock(&self.core.background.state).stop = true;
+        self.core.background.changed.notify_all();
+        if let Some(handle) = lock(&self.writer).take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Core {
+    fn open(options: &CacheOptions) -> Result<Core> {
         let arena_options = match options.reservation {
             Some(r) => ArenaOptions::new().reservation(r),
             None => ArenaOptions::new(),
@@ -224,6 +352,7 @@ impl Cache {
             creating: HashSet::new(),
             arena_full: false,
             uncommitted: 0,
+            finalized: false,
             stats: Stats::default(),
         };
         let mut reason = None;
@@ -280,13 +409,15 @@ impl Cache {
                 }
             }
         }
-        Ok(Cache {
+        Ok(Core {
             generation: options.generation,
             path,
             compact_percent: options.compact_percent,
+            sync_writeback: options.sync_writeback,
             state: Mutex::new(state),
             finalizing: Mutex::new(()),
             fallback_reason: Mutex::new(reason),
+            background: Background::default(),
         })
     }
 
@@ -351,6 +482,7 @@ impl Cache {
     /// Step 2: `n` writable bytes to pack into, or NULL if memory ran out.
     pub fn reserve(&self, n: usize) -> *mut u8 {
         let mut st = lock(&self.state);
+        st.finalized = false;
         let me = std::thread::current().id();
         let packing_new = st.missed.remove(&me);
         if let Some(i) = st.pending.iter().position(|p| p.thread == me) {
@@ -500,34 +632,69 @@ impl Cache {
         Ok(())
     }
 
-    /// Step 5: writes back and write-protects every page packed since the last
-    /// finalize, and commits new persistent entries to the file. Space still
-    /// pending on another thread is left writable (and uncommitted).
-    pub fn finalize(&self) -> Result<()> {
+    /// The part of finalize that runs on the caller's thread: it ends the
+    /// creations before it.
+    fn end_creations(&self) {
+        let mut st = lock(&self.state);
+        st.finalized = true;
+        // XNNPACK's fp32 copies may be freed from here on (see `alias`).
+        st.aliases.clear();
+        st.creating.clear();
+        // XNNPACK reserves and inserts within one creation call on one
+        // thread: space this thread still holds was abandoned by an error
+        // path. Give it back, so that it neither blocks the seal nor a commit.
+        let me = std::thread::current().id();
+        while let Some(i) = st.pending.iter().position(|p| p.thread == me) {
+            let old = st.pending.swap_remove(i);
+            st.give_back(old.offset, old.len);
+        }
+    }
+
+    fn has_store(&self) -> bool {
+        lock(&self.state).store.is_some()
+    }
+
+    /// The write-back thread: one write-back per batch of finalize requests.
+    fn write_back_loop(&self) {
+        let bg = &self.background;
+        loop {
+            let mut st = lock(&bg.state);
+            while !st.requested && !st.stop {
+                st = bg.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            if !st.requested {
+                return; // closing, and nothing left to write
+            }
+            (st.requested, st.running) = (false, true);
+            drop(st);
+            let result = self.write_back();
+            let mut st = lock(&bg.state);
+            st.running = false;
+            st.error = result.err().map(|e| e.message.clone());
+            drop(st);
+            bg.changed.notify_all();
+        }
+    }
+
+    /// Writes back and write-protects every page packed so far, and commits
+    /// new persistent entries to the file; returns whether it committed.
+    /// Space still pending on another thread is left writable (and uncommitted).
+    fn write_back(&self) -> Result<bool> {
         let _one_at_a_time = lock(&self.finalizing);
         let (job, commit) = {
             let mut st = lock(&self.state);
-            // A finalize ends the creations before it: XNNPACK's fp32 copies
-            // may be freed from here on (see `alias`).
-            st.aliases.clear();
-            st.creating.clear();
-            // XNNPACK reserves and inserts within one creation call on one
-            // thread: space this thread still holds was abandoned by an error
-            // path. Give it back, so that it neither blocks the seal nor a commit.
-            let me = std::thread::current().id();
-            while let Some(i) = st.pending.iter().position(|p| p.thread == me) {
-                let old = st.pending.swap_remove(i);
-                st.give_back(old.offset, old.len);
-            }
             let commit = st.prepare_commit().map_err(|e| Error::io("cannot write the cache file's index", &e))?;
             let limit = st.pending.iter().filter(|p| !is_heap_offset(p.offset)).map(|p| p.offset).min();
             match st.arena.as_mut() {
                 Some(arena) => (arena.begin_seal(limit.unwrap_or(usize::MAX)), commit),
-                None => return Ok(()),
+                None => return Ok(false),
             }
         };
         let bytes = job.bytes() as u64;
-        if let Err(e) = job.run() {
+        lock(&self.background.state).in_flight = bytes;
+        let written = job.run();
+        lock(&self.background.state).in_flight = 0;
+        if let Err(e) = written {
             // The packed bytes stay valid in memory; but the file may now lack
             // some of them, so it must never be committed from here again.
             self.poison(&format!("cannot write the cache file ({e})"));
@@ -535,6 +702,7 @@ impl Cache {
         }
         let mut st = lock(&self.state);
         st.stats.sealed_bytes += bytes;
+        let committed = commit.is_some();
         if let Some(commit) = commit {
             let store = st.store.as_mut().expect("a commit needs a store");
             if let Err(e) = store.publish(commit.index_offset, &commit.index, commit.data_end) {
@@ -550,6 +718,8 @@ impl Cache {
             for &id in &commit.entries {
                 st.index.get_mut(id).committed = true;
             }
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            lock(&self.background.state).last_commit_unix_ms = now;
         }
         // Hand the file to other processes only when nothing of ours lies past
         // its newest commit: the next writer appends there.
@@ -564,7 +734,7 @@ impl Cache {
                 store.unlock();
             }
         }
-        Ok(())
+        Ok(committed)
     }
 
     /// Stops persisting: the file may lack bytes an index would name.
@@ -576,10 +746,9 @@ impl Cache {
         *lock(&self.fallback_reason) = Some(format!("{why}; nothing more is persisted"));
     }
 
-    /// True when every stored entry is in sealed (clean, read-only) pages.
-    pub fn is_sealed(&self) -> bool {
-        let st = lock(&self.state);
-        st.pending.is_empty() && st.arena.as_ref().is_none_or(|a| a.used() <= a.sealed())
+    /// True when a finalize came after the last packing.
+    pub fn is_finalized(&self) -> bool {
+        lock(&self.state).finalized
     }
 
     /// Checks every committed payload against its checksum.
@@ -649,11 +818,21 @@ impl Cache {
             _ => Backing::XNNCACHE_BACKING_HEAP,
         } as u32;
         s.abi_generation = self.generation.number();
+        // Staged bytes not yet in the file's pages: being written, or waiting
+        // for the next write-back.
+        let staged = match (&st.store, &st.arena) {
+            (Some(_), Some(a)) if a.is_file_backed() => a.used().saturating_sub(a.sealed()) as u64,
+            _ => 0,
+        };
+        drop(st);
+        let bg = lock(&self.background.state);
+        s.pending_bytes = staged + bg.in_flight;
+        s.last_commit_unix_ms = bg.last_commit_unix_ms;
         s
     }
 }
 
-impl Drop for Cache {
+impl Drop for Core {
     fn drop(&mut self) {
         if self.compact_percent > 0 && self.unreachable_percent().is_some_and(|p| p >= self.compact_percent as u64) {
             // Best effort: a busy or failing compaction leaves the file as it is.
@@ -767,7 +946,7 @@ impl State {
 
     /// Whether new weights may go into the file now: takes the writer lock
     /// if needed, and adopts what other processes committed meanwhile.
-    fn may_write_file(&mut self, cache: &Cache) -> bool {
+    fn may_write_file(&mut self, cache: &Core) -> bool {
         let Some(store) = self.store.as_mut() else { return false };
         if store.is_locked() {
             return true;
@@ -800,7 +979,7 @@ impl State {
 
     /// Where a new entry's bytes live: its reservation, or, for heap scratch
     /// when the file can take it, a copy in the file.
-    fn place(&mut self, cache: &Cache, pending: &Pending, size: usize) -> (usize, usize) {
+    fn place(&mut self, cache: &Core, pending: &Pending, size: usize) -> (usize, usize) {
         if is_heap_offset(pending.offset) && self.store.is_some() && !self.arena_full && self.may_write_file(cache) {
             if let Some((offset, addr)) = cache.allocate(self, size).filter(|(o, _)| !is_heap_offset(*o)) {
                 // SAFETY: two distinct allocations of at least `size` bytes.
@@ -888,7 +1067,7 @@ impl State {
     /// `look_up_or_insert` with a pointer we never handed out. If it is an
     /// entry's own address, that entry is the answer; otherwise the bytes are
     /// copied into fresh space and inserted like any packing.
-    fn adopt(&mut self, cache: &Cache, ptr: *const u8, size: usize) -> std::result::Result<usize, Pending> {
+    fn adopt(&mut self, cache: &Core, ptr: *const u8, size: usize) -> std::result::Result<usize, Pending> {
         let known = self.arena.as_ref().and_then(|a| a.offset_of(ptr)).or_else(|| self.heap.offset_of(ptr));
         if let Some(id) = known.and_then(|off| self.index.find_offset(off)) {
             return Ok(self.index.get(id).offset);

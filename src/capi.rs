@@ -27,7 +27,10 @@ pub const XNNCACHE_FLAG_REQUIRE_FILE: u32 = 1;
 pub const XNNCACHE_FLAG_READ_ONLY: u32 = 2;
 /// Check every payload's checksum at open (a file that fails is rebuilt).
 pub const XNNCACHE_FLAG_VERIFY: u32 = 4;
-const KNOWN_FLAGS: u32 = XNNCACHE_FLAG_REQUIRE_FILE | XNNCACHE_FLAG_READ_ONLY | XNNCACHE_FLAG_VERIFY;
+/// Write packed weights back and commit them inside `xnncache_finalize`
+/// (which then returns the write-back's status) instead of in the background.
+pub const XNNCACHE_FLAG_SYNC_WRITEBACK: u32 = 8;
+const KNOWN_FLAGS: u32 = XNNCACHE_FLAG_REQUIRE_FILE | XNNCACHE_FLAG_READ_ONLY | XNNCACHE_FLAG_VERIFY | XNNCACHE_FLAG_SYNC_WRITEBACK;
 
 /// How to open a cache. Start from `XNNCACHE_OPTIONS_INIT`, which records the
 /// sizes of XNNPACK's structs as the caller's `xnnpack.h` declares them.
@@ -221,6 +224,7 @@ fn options_from_c(o: &xnncache_options) -> Result<CacheOptions> {
         verify: o.flags & XNNCACHE_FLAG_VERIFY != 0,
         build_id,
         compact_percent: o.compact_percent,
+        sync_writeback: o.flags & XNNCACHE_FLAG_SYNC_WRITEBACK != 0,
         reservation: (o.address_space != 0).then(|| usize::try_from(o.address_space).unwrap_or(usize::MAX)),
     })
 }
@@ -259,12 +263,32 @@ pub extern "C" fn xnncache_provider(cache: *mut xnncache) -> *mut XnnWeightsCach
     })
 }
 
-/// Writes back every page packed since the last finalize and makes it
-/// read-only. Call it after `xnn_create_runtime_v4`; runtimes already created
-/// keep working, and later ones may still add weights.
+/// Ends the runtime creations before it. Call it after
+/// `xnn_create_runtime_v4`: the runtime can run as soon as it returns. In the
+/// background, a thread of the cache then writes every page packed so far to
+/// the file, waits for the disk, commits the new entries, and swaps the
+/// pages for the file's clean, read-only ones (the bytes never change under
+/// a running runtime). `xnncache_wait` waits for that. Runtimes already
+/// created keep working, and later ones may still add weights. With
+/// `XNNCACHE_FLAG_SYNC_WRITEBACK` (or without a file) the work is done before
+/// returning, and its status returned.
 #[no_mangle]
 pub extern "C" fn xnncache_finalize(cache: *mut xnncache) -> xnncache_status {
     api("xnncache_finalize", || handle(cache)?.cache.finalize())
+}
+
+/// Waits until everything finalized so far is written back and committed,
+/// at most `timeout_ms` milliseconds (`UINT32_MAX`: no limit; 0: just ask).
+/// `XNNCACHE_BUSY` if the time ran out (the write-back goes on);
+/// `XNNCACHE_IO_ERROR` if the last write-back failed (runtimes keep their
+/// weights in memory and the file keeps its previous commit; the message
+/// says why). Call it e.g. before an iOS app goes to the background.
+#[no_mangle]
+pub extern "C" fn xnncache_wait(cache: *mut xnncache, timeout_ms: u32) -> xnncache_status {
+    api("xnncache_wait", || {
+        let timeout = (timeout_ms != u32::MAX).then(|| std::time::Duration::from_millis(timeout_ms.into()));
+        handle(cache)?.cache.wait(timeout)
+    })
 }
 
 /// Gives the constant buffer `[data, data + size)` a stable identity, so that
@@ -332,7 +356,10 @@ pub extern "C" fn xnncache_stats(cache: *const xnncache, stats: *mut Stats) -> x
     })
 }
 
-/// Closes a cache. Every runtime created with its provider must be deleted first.
+/// Closes a cache. Every runtime created with its provider must be deleted
+/// first. A write-back still running is waited for (it ends in a commit that
+/// the next launch finds); call `xnncache_wait` with a timeout first if the
+/// host cannot wait that long. The previous commit is never lost.
 #[no_mangle]
 pub extern "C" fn xnncache_close(cache: *mut xnncache) {
     if !cache.is_null() {

@@ -100,12 +100,12 @@ pub extern "C" fn xnncache_finalize_weights_cache(weights_cache: *mut XnnWeights
     to_xnn_status(crate::capi::api("xnncache_finalize_weights_cache", || handle_of_provider(weights_cache)?.cache().finalize()))
 }
 
-/// Like `xnn_weights_cache_is_finalized`: true when everything packed so far
-/// is sealed.
+/// Like `xnn_weights_cache_is_finalized`: true when a finalize came after
+/// everything packed so far (its write-back may still be running).
 #[no_mangle]
 pub extern "C" fn xnncache_weights_cache_is_finalized(weights_cache: *mut XnnWeightsCacheProvider) -> bool {
     no_unwind(false, || match handle_of_provider(weights_cache) {
-        Ok(h) => h.cache().is_sealed(),
+        Ok(h) => h.cache().is_finalized(),
         Err(e) => {
             fail(e);
             false

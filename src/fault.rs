@@ -47,6 +47,22 @@ mod imp {
     pub fn passed() -> u64 {
         PASSED.load(Ordering::SeqCst)
     }
+
+    static FAIL: Mutex<Option<String>> = Mutex::new(None);
+
+    /// Makes the next [`check`] of the point `name` fail with EIO (once).
+    pub fn fail_next(name: &str) {
+        *FAIL.lock().unwrap_or_else(|e| e.into_inner()) = Some(name.to_string());
+    }
+
+    pub fn check(name: &str) -> std::io::Result<()> {
+        let mut armed = FAIL.lock().unwrap_or_else(|e| e.into_inner());
+        if armed.as_deref() == Some(name) {
+            *armed = None;
+            return Err(std::io::Error::from_raw_os_error(libc::EIO));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(not(feature = "fault-injection"))]
@@ -57,6 +73,11 @@ mod imp {
     pub fn passed() -> u64 {
         0
     }
+
+    #[inline(always)]
+    pub fn check(_name: &str) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A place where a crash must leave a usable (or rebuildable) file.
@@ -66,3 +87,8 @@ pub use imp::point;
 pub use imp::set_hook;
 /// How many points this process has passed.
 pub use imp::passed;
+/// An I/O step a test can make fail (only with `fault-injection`; otherwise Ok).
+pub use imp::check;
+/// Arms one failure of [`check`] at a named step.
+#[cfg(feature = "fault-injection")]
+pub use imp::fail_next;

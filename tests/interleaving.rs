@@ -15,8 +15,13 @@ const NOT_FOUND: usize = usize::MAX;
 /// Keys of the linked XNNPACK's layout: the caches here are opened with its sizes.
 type Key = xnnpack_sys::xnn_weights_cache_look_up_key;
 
+/// Write-back on the finalizing thread: these tests act at exact points of
+/// it, from hooks that recognise the test's own thread.
 fn open_path(path: &std::path::Path) -> Cache {
-    Cache::open(Some(path))
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let mut o = options(Some(&c));
+    o.flags |= xnncache::capi::XNNCACHE_FLAG_SYNC_WRITEBACK;
+    Cache::open_with(&o)
 }
 fn register(c: &Cache, w: &[u8], name: &str) {
     let n = CString::new(name).unwrap();

@@ -164,6 +164,7 @@ impl SealJob {
             let bytes = unsafe { core::slice::from_raw_parts(addr, len) };
             for (i, chunk) in bytes.chunks(WRITE_CHUNK).enumerate() {
                 let at = (offset + i * WRITE_CHUNK) as u64;
+                crate::fault::check("seal: write")?;
                 unix::write_all_at(fd, chunk, at)?;
                 unix::start_writeback(fd, at, chunk.len());
             }

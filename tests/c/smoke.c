@@ -74,6 +74,8 @@ int main(void) {
     run(xnncache_provider(cache), got);
     CHECK(memcmp(got, expected, sizeof(got)) == 0, "outputs differ in round %d", round);
     CHECK(xnncache_finalize(cache) == XNNCACHE_OK, "finalize: %s", xnncache_last_error());
+    /* The write-back runs in the background; wait for the commit. */
+    CHECK(xnncache_wait(cache, UINT32_MAX) == XNNCACHE_OK, "wait: %s", xnncache_last_error());
   }
   struct xnncache_stats stats;
   CHECK(xnncache_stats(cache, &stats) == XNNCACHE_OK, "stats");

@@ -614,6 +614,13 @@ impl Cache {
     }
 
     pub fn finalize(&self) {
+        self.start_finalize();
+        let s = xnncache::capi::xnncache_wait(self.0, u32::MAX);
+        assert_eq!(s, xnncache::Status::XNNCACHE_OK, "xnncache_wait: {}", last_error());
+    }
+
+    /// Finalize without waiting for the background write-back.
+    pub fn start_finalize(&self) {
         let s = xnncache::capi::xnncache_finalize(self.0);
         assert_eq!(s, xnncache::Status::XNNCACHE_OK, "xnncache_finalize: {}", last_error());
     }

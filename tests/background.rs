@@ -1,0 +1,129 @@
+//! `xnncache_finalize` returns before the write-back: runtimes run meanwhile,
+//! `xnncache_wait` and the stats tell how far it is, a failure leaves the
+//! runtime and the previous commit alone, and closing waits for the commit.
+//!
+//! One test at a time acts inside the write-back through the global fault
+//! hook, so these tests share one lock.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::sync::Mutex;
+
+use xnncache::capi::{xnncache_wait, XNNCACHE_FLAG_READ_ONLY};
+use xnncache::Status;
+use xnncache_tests::models::{conv2d, fc_f32_bias, fc_qd8_qc4w};
+use xnncache_tests::{file_mapping_usage, last_error, options, Cache, Counting, TempDir};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn is_writer_thread() -> bool {
+    std::thread::current().name() == Some("xnncache-writeback")
+}
+
+fn open_read_only(path: &std::path::Path) -> Cache {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let mut o = options(Some(&c));
+    o.flags |= XNNCACHE_FLAG_READ_ONLY;
+    Cache::open_with(&o)
+}
+
+#[test]
+fn runtimes_run_while_the_write_back_is_held() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("bg-held");
+    let path = dir.file("c.xnncache");
+    let (model, other) = (fc_qd8_qc4w(), conv2d());
+    let (expected, expected_other) = (model.run(std::ptr::null_mut()), other.run(std::ptr::null_mut()));
+    let cache = Cache::open(Some(&path));
+    model.register(&cache, true);
+    other.register(&cache, true);
+    let mut rt = model.create(cache.provider()).unwrap();
+
+    // Hold the write-back after its first piece reached the file.
+    let (reached_tx, reached) = mpsc::channel::<()>();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let (reached_tx, release_rx) = (Mutex::new(reached_tx), Mutex::new(release_rx));
+    xnncache::fault::set_hook(Some(Box::new(move |point| {
+        if is_writer_thread() && point == "seal: staged bytes written to the file" {
+            let _ = reached_tx.lock().unwrap().send(());
+            let _ = release_rx.lock().unwrap().recv();
+        }
+    })));
+    cache.start_finalize();
+    reached.recv_timeout(std::time::Duration::from_secs(120)).expect("no write-back started on the cache's background thread");
+
+    // finalize has returned; the write-back is under way and held.
+    assert_eq!(xnncache_wait(cache.0, 0), Status::XNNCACHE_BUSY);
+    let s = cache.stats();
+    assert!(s.pending_bytes > 0, "{s:?}");
+    assert_eq!((s.commits, s.last_commit_unix_ms), (0, 0), "{s:?}");
+    // The runtime runs on its packed weights, a second runtime packs and runs.
+    assert_eq!(rt.infer().unwrap(), expected, "inference during the write-back");
+    let mut counting = Counting::wrap(cache.provider());
+    assert_eq!(other.run(counting.provider()), expected_other, "a runtime created during the write-back");
+    assert!(counting.reserves.load(Ordering::Relaxed) > 0);
+
+    release.send(()).unwrap();
+    assert_eq!(xnncache_wait(cache.0, u32::MAX), Status::XNNCACHE_OK, "{}", last_error());
+    xnncache::fault::set_hook(None);
+    let s = cache.stats();
+    assert_eq!(s.commits, 1, "{s:?}");
+    assert!(s.last_commit_unix_ms > 0);
+    // The second runtime's weights wait for the next finalize.
+    assert!(s.pending_bytes > 0, "{s:?}");
+    cache.finalize();
+    let s = cache.stats();
+    assert_eq!((s.commits, s.pending_bytes), (2, 0), "{s:?}");
+    assert_eq!(rt.infer().unwrap(), expected, "inference after the pages were swapped for the file's");
+    let (_, dirty, _) = file_mapping_usage(&dir.0);
+    assert_eq!(dirty, 0, "dirty bytes in the cache file's pages after the write-back");
+    drop(rt);
+    drop(cache);
+    let next = open_read_only(&path);
+    assert_eq!(next.stats().loaded_entries, s.entries, "the next launch finds both runtimes' weights");
+}
+
+#[test]
+fn a_failed_write_back_keeps_the_runtime_and_the_last_commit() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("bg-fail");
+    let path = dir.file("c.xnncache");
+    let (first, second) = (fc_f32_bias(), conv2d());
+    let expected = second.run(std::ptr::null_mut());
+    let cache = Cache::open(Some(&path));
+    first.register(&cache, true);
+    second.register(&cache, true);
+    first.run(cache.provider());
+    cache.finalize();
+    let committed = cache.stats().entries;
+
+    let mut rt = second.create(cache.provider()).unwrap();
+    xnncache::fault::fail_next("seal: write");
+    assert_eq!(xnncache::capi::xnncache_finalize(cache.0), Status::XNNCACHE_OK, "finalize reports no write-back error");
+    assert_eq!(xnncache_wait(cache.0, u32::MAX), Status::XNNCACHE_IO_ERROR);
+    assert!(last_error().contains("cannot write the cache file"), "{}", last_error());
+    assert_eq!(rt.infer().unwrap(), expected, "the runtime keeps its weights in memory");
+    assert_eq!(cache.stats().commits, 1);
+    drop(rt);
+    drop(cache);
+    let next = open_read_only(&path);
+    let s = next.stats();
+    assert_eq!(s.file_state, xnncache::store::FileState::XNNCACHE_FILE_REUSED as u32, "{}", last_error());
+    assert_eq!(s.loaded_entries, committed, "the file keeps its last commit");
+}
+
+#[test]
+fn closing_waits_for_the_commit() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("bg-close");
+    let path = dir.file("c.xnncache");
+    let model = fc_qd8_qc4w();
+    let cache = Cache::open(Some(&path));
+    model.register(&cache, true);
+    model.run(cache.provider());
+    cache.start_finalize();
+    let entries = cache.stats().entries;
+    drop(cache); // no wait
+    let next = open_read_only(&path);
+    assert_eq!(next.stats().loaded_entries, entries);
+}
