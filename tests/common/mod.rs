@@ -619,6 +619,12 @@ impl Cache {
         assert_eq!(s, xnncache::Status::XNNCACHE_OK, "xnncache_wait: {}", last_error());
     }
 
+    /// Waits for the background write-back of every finalize so far.
+    pub fn wait(&self) {
+        let s = xnncache::capi::xnncache_wait(self.0, u32::MAX);
+        assert_eq!(s, xnncache::Status::XNNCACHE_OK, "xnncache_wait: {}", last_error());
+    }
+
     /// Finalize without waiting for the background write-back.
     pub fn start_finalize(&self) {
         let s = xnncache::capi::xnncache_finalize(self.0);
