@@ -139,7 +139,7 @@ fn child(model: &Model, strategy: &str, path: &Path, hold: bool) {
     let commit_ms = cache.as_ref().and_then(|c| {
         c.wait();
         let s = c.stats();
-        (s.commits > 0 && strategy == "cold").then(|| s.last_commit_unix_ms as f64 - start_unix_ms)
+        (s.commits > 0 && strategy == "cold").then_some(s.last_commit_unix_ms as f64 - start_unix_ms)
     });
     let (anon1, dirty1) = (rollup("Anonymous"), dirty());
     let steady = runs(STEADY_RUNS);
