@@ -66,6 +66,16 @@ typedef enum xnncache_status {
   XNNCACHE_BUSY = 8,
 } xnncache_status;
 
+// How much a message matters.
+typedef enum xnncache_log_level {
+  // Something failed; the cache fell back to a slower or less durable way.
+  XNNCACHE_LOG_ERROR = 1,
+  // A fallback that the host may want to know about (e.g. a rebuilt file).
+  XNNCACHE_LOG_WARN = 2,
+  // What the cache did (e.g. a file reused, a commit).
+  XNNCACHE_LOG_INFO = 3,
+} xnncache_log_level;
+
 // Where a cache keeps its packed bytes.
 typedef enum xnncache_backing {
   // Pages of the cache file, mapped `MAP_SHARED`.
@@ -126,6 +136,11 @@ typedef struct xnncache_options {
   // if the cache outgrows it.
   uint64_t address_space;
 } xnncache_options;
+
+// A host's log callback: `message` is valid only during the call.
+typedef void (*xnncache_log_callback)(enum xnncache_log_level level,
+                                      const char *message,
+                                      void *user_data);
 
 // What a cache has done so far.
 struct xnncache_stats {
@@ -229,6 +244,15 @@ enum xnncache_status xnncache_register_weights(struct xnncache *cache,
 enum xnncache_status xnncache_unregister_weights(struct xnncache *cache,
                                                  const void *data,
                                                  size_t size);
+
+// Installs the process's log callback (NULL removes it). xnncache prints
+// nothing by itself; it reports every fallback (heap instead of file,
+// read-only, a rebuilt file, another process's writer lock, a failed
+// write-back) here, once per cache and kind, with its reason. The callback
+// may be called from any thread, including the cache's write-back thread;
+// `message` is valid during the call only. Rust hosts get the same messages
+// through the `log` crate (target "xnncache").
+enum xnncache_status xnncache_set_log_callback(xnncache_log_callback callback, void *user_data);
 
 // Checks every committed payload of the file against its checksum:
 // `XNNCACHE_CORRUPT` if one differs.

@@ -33,6 +33,7 @@ use crate::format::{self, Compat};
 use crate::heap::{is_heap_offset, Heap};
 use crate::identity::{content_identity, Registry};
 use crate::index::{Entry, EntryId, Index, IndexKey};
+use crate::logging::Level;
 use crate::store::{FileState, Source, Store, StoreOptions};
 
 /// Alignment of every packed weight: XNNPACK's allocation alignment is 64 on
@@ -222,6 +223,8 @@ pub struct Core {
     finalizing: Mutex<()>,
     /// Why the file is not (or no longer) used, for stats and messages.
     fallback_reason: Mutex<Option<String>>,
+    /// Kinds of fallback already logged (each is logged once per cache).
+    logged: Mutex<HashSet<&'static str>>,
     background: Background,
 }
 
@@ -416,9 +419,11 @@ impl Core {
             sync_writeback: options.sync_writeback,
             state: Mutex::new(state),
             finalizing: Mutex::new(()),
-            fallback_reason: Mutex::new(reason),
+            fallback_reason: Mutex::new(None),
+            logged: Mutex::new(HashSet::new()),
             background: Background::default(),
-        })
+        }
+        .with_reason(reason))
     }
 
     pub fn generation(&self) -> Generation {
@@ -427,6 +432,28 @@ impl Core {
 
     pub fn fallback_reason(&self) -> Option<String> {
         lock(&self.fallback_reason).clone()
+    }
+
+    fn with_reason(self, reason: Option<String>) -> Core {
+        if let Some(r) = reason {
+            self.fall_back("open", Level::XNNCACHE_LOG_WARN, r);
+        }
+        self
+    }
+
+    /// Records why the cache does without (part of) its file, and logs it the
+    /// first time this kind of fallback happens to this cache.
+    fn fall_back(&self, kind: &'static str, level: Level, why: String) {
+        self.log_once(kind, level, &why);
+        *lock(&self.fallback_reason) = Some(why);
+    }
+
+    /// Logs `why` the first time `kind` happens to this cache.
+    fn log_once(&self, kind: &'static str, level: Level, why: &str) {
+        if lock(&self.logged).insert(kind) {
+            let path = self.path.as_ref().map_or("the cache's descriptor".into(), |p| p.display().to_string());
+            crate::logging::emit(level, &format!("xnncache: {path}: {why}"));
+        }
     }
 
     /// Gives `[data, data + size)` a stable identity: `name`, or a digest of its bytes.
@@ -515,7 +542,7 @@ impl Core {
                 Err(e) => {
                     let what = if arena.is_file_backed() { "the cache file" } else { "anonymous memory" };
                     st.arena_full = true;
-                    *lock(&self.fallback_reason) = Some(format!("{what} cannot grow ({e}); further packed weights go to the heap"));
+                    self.fall_back("grow", Level::XNNCACHE_LOG_ERROR, format!("{what} cannot grow ({e}); further packed weights go to the heap"));
                 }
             }
         }
@@ -743,7 +770,7 @@ impl Core {
         if let Some(store) = st.store.as_mut() {
             store.poison();
         }
-        *lock(&self.fallback_reason) = Some(format!("{why}; nothing more is persisted"));
+        self.fall_back("poison", Level::XNNCACHE_LOG_ERROR, format!("{why}; nothing more is persisted"));
     }
 
     /// True when a finalize came after the last packing.
@@ -958,7 +985,7 @@ impl State {
                     let adopted = arena.adopt_committed(header.data_end);
                     if let Err(e) = adopted {
                         store.unlock();
-                        *lock(&cache.fallback_reason) = Some(format!("cannot follow another process's commit: {e}"));
+                        cache.fall_back("follow", Level::XNNCACHE_LOG_ERROR, format!("cannot follow another process's commit: {e}"));
                         return false;
                     }
                     self.load(&index);
@@ -969,9 +996,13 @@ impl State {
                 }
                 true
             }
-            Ok(None) => false,
+            Ok(None) => {
+                let why = "another process holds the cache file's writer lock: new weights of this session stay in memory";
+                cache.log_once("busy", Level::XNNCACHE_LOG_WARN, why);
+                false
+            }
             Err(e) => {
-                *lock(&cache.fallback_reason) = Some(format!("cannot lock the cache file: {e}"));
+                cache.fall_back("lock", Level::XNNCACHE_LOG_ERROR, format!("cannot lock the cache file: {e}"));
                 false
             }
         }

@@ -328,6 +328,21 @@ pub extern "C" fn xnncache_unregister_weights(cache: *mut xnncache, data: *const
     })
 }
 
+/// Installs the process's log callback (NULL removes it). xnncache prints
+/// nothing by itself; it reports every fallback (heap instead of file,
+/// read-only, a rebuilt file, another process's writer lock, a failed
+/// write-back) here, once per cache and kind, with its reason. The callback
+/// may be called from any thread, including the cache's write-back thread;
+/// `message` is valid during the call only. Rust hosts get the same messages
+/// through the `log` crate (target "xnncache").
+#[no_mangle]
+pub extern "C" fn xnncache_set_log_callback(callback: crate::logging::xnncache_log_callback, user_data: *mut c_void) -> xnncache_status {
+    api("xnncache_set_log_callback", || {
+        crate::logging::set_callback(callback, user_data);
+        Ok(())
+    })
+}
+
 /// Checks every committed payload of the file against its checksum:
 /// `XNNCACHE_CORRUPT` if one differs.
 #[no_mangle]

@@ -24,6 +24,7 @@
 //! - [`cache`] is the provider's state machine in safe Rust.
 //! - [`provider`] is the thin `extern "C"` layer XNNPACK calls.
 //! - [`capi`] and [`dropin`] are the C API of `include/xnncache.h`.
+//! - [`logging`] sends fallbacks and their reasons to the host (`log`, or a C callback).
 
 pub mod abi;
 pub mod arena;
@@ -36,6 +37,7 @@ pub mod format;
 pub mod heap;
 pub mod identity;
 pub mod index;
+pub mod logging;
 pub mod provider;
 pub mod store;
 
