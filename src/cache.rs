@@ -456,11 +456,21 @@ impl Core {
         }
     }
 
-    /// Gives `[data, data + size)` a stable identity: `name`, or a digest of its bytes.
+    /// Gives the constant buffer `data` a stable identity: `name` (e.g.
+    /// ExecuTorch's named-data key), or with `None` a digest of its bytes. A
+    /// later process that registers the same weights under the same identity
+    /// finds their packed form by look-up. Register before creating the
+    /// runtime that uses them.
+    pub fn register(&self, data: &[u8], name: Option<&str>) {
+        // SAFETY: a slice is readable for its length.
+        unsafe { self.register_raw(data.as_ptr(), data.len(), name) }
+    }
+
+    /// [`Core::register`] for a buffer known by its address (the C API's).
     ///
     /// # Safety
     /// `data` must point to `size` readable bytes (only read when `name` is `None`).
-    pub unsafe fn register(&self, data: *const u8, size: usize, name: Option<&str>) {
+    pub unsafe fn register_raw(&self, data: *const u8, size: usize, name: Option<&str>) {
         // Hash outside the lock: it reads the whole buffer.
         // SAFETY: guaranteed by the caller.
         let identity = name.is_none().then(|| unsafe { content_identity(data, size) });

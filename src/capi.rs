@@ -305,7 +305,7 @@ pub extern "C" fn xnncache_register_weights(cache: *mut xnncache, data: *const c
         // SAFETY: a non-NULL name is a NUL-terminated string by the API contract.
         let name = (!name.is_null()).then(|| unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned());
         // SAFETY: the caller passes `size` readable bytes at `data`.
-        unsafe { h.cache.register(data as *const u8, size, name.as_deref()) };
+        unsafe { h.cache.register_raw(data as *const u8, size, name.as_deref()) };
         Ok(())
     })
 }

@@ -25,6 +25,37 @@
 //! - [`provider`] is the thin `extern "C"` layer XNNPACK calls.
 //! - [`capi`] and [`dropin`] are the C API of `include/xnncache.h`.
 //! - [`logging`] sends fallbacks and their reasons to the host (`log`, or a C callback).
+//!
+//! # From Rust
+//!
+//! The C API of `include/xnncache.h` is a thin layer over [`Cache`]; Rust
+//! hosts use it directly (the provider XNNPACK takes is made by the C API's
+//! `xnncache_provider`, which needs a handle from `xnncache_open`):
+//!
+//! ```
+//! use xnncache::abi::Generation;
+//! use xnncache::{Backing, Cache, CacheOptions};
+//!
+//! let dir = std::env::temp_dir().join(format!("xnncache-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir).unwrap();
+//! let mut options = CacheOptions::file(dir.join("model.xnncache"), Generation::V3);
+//! // What identifies the XNNPACK build (xnn_experimental_get_build_identifier_data):
+//! // without it no file is used, since another build may pack differently.
+//! options.build_id = vec![7; 32];
+//! let cache = Cache::open(&options)?;
+//! assert_eq!(cache.stats().backing, Backing::XNNCACHE_BACKING_FILE as u32);
+//!
+//! let weights = vec![0.5f32; 1024];
+//! let bytes: Vec<u8> = weights.iter().flat_map(|w| w.to_ne_bytes()).collect();
+//! cache.register(&bytes, Some("layer0.weight"));
+//! // ... XNNPACK creates runtimes through the provider ...
+//! cache.finalize()?; // returns at once: the write-back runs in the background
+//! cache.wait(Some(std::time::Duration::from_secs(10)))?;
+//! cache.unregister(bytes.as_ptr(), bytes.len()); // before freeing the weights
+//! # drop(cache);
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! # Ok::<(), xnncache::Error>(())
+//! ```
 
 pub mod abi;
 pub mod arena;
