@@ -269,7 +269,9 @@ impl Cache {
     /// file, the work is done before returning, and its error returned.
     pub fn finalize(&self) -> Result<()> {
         let core = &self.core;
-        core.end_creations();
+        if !core.end_creations() {
+            return Ok(()); // nothing new since the last write-back (a warm launch)
+        }
         if core.sync_writeback || !core.has_store() {
             return core.write_back().map(|_| ());
         }
@@ -670,8 +672,8 @@ impl Core {
     }
 
     /// The part of finalize that runs on the caller's thread: it ends the
-    /// creations before it.
-    fn end_creations(&self) {
+    /// creations before it. Returns whether a write-back has anything to do.
+    fn end_creations(&self) -> bool {
         let mut st = lock(&self.state);
         st.finalized = true;
         // XNNPACK's fp32 copies may be freed from here on (see `alias`).
@@ -685,6 +687,9 @@ impl Core {
             let old = st.pending.swap_remove(i);
             st.give_back(old.offset, old.len);
         }
+        // Staged pages to seal, entries to commit, or a writer lock to hand on.
+        let staged = st.arena.as_ref().is_some_and(|a| a.used() > a.sealed());
+        staged || st.uncommitted > 0 || st.store.as_ref().is_some_and(|s| s.is_locked() || s.generation() == 0)
     }
 
     fn has_store(&self) -> bool {
