@@ -269,11 +269,10 @@ fn print_inspect(r: &Value) {
                 "  slot {}:        valid, generation {}",
                 s["slot"], s["header"]["generation"]
             ),
-            _ => println!(
-                "  slot {}:        not valid: {}",
-                s["slot"],
-                s["reason"].as_str().unwrap_or("")
-            ),
+            _ => match s["reason"].as_str().unwrap_or("") {
+                r if r.starts_with("empty") => println!("  slot {}:        {r}", s["slot"]),
+                r => println!("  slot {}:        not valid: {r}", s["slot"]),
+            },
         }
     }
     println!("  provider ABI:  v{}", h["abi_generation"]);
@@ -432,41 +431,39 @@ fn main() -> ExitCode {
                 (r, true)
             })
         }
-        Command::Verify { build_id, .. } => verify(
-            &path,
-            build_id.as_ref().map(|b| b.0.as_slice()),
-        )
-        .map(|(r, ok)| {
-            if !json_out {
-                let n = r["payloads"].as_u64().unwrap_or(0);
-                let bad = r["bad_payloads"].as_array().map_or(0, Vec::len);
-                if bad == 0 {
-                    println!("{}: {n} payloads, every checksum matches", path.display());
-                } else {
-                    eprintln!(
-                        "xnncache: {}: {bad} of {n} payloads fail their checksum",
-                        path.display()
-                    );
-                }
-                if build_id.is_some()
-                    && !r["compatibility"]["cpu_identity_matches"]
-                        .as_bool()
-                        .unwrap_or(false)
-                {
-                    eprintln!(
-                        "xnncache: {}: built on another kind of CPU (CPU identity differs)",
-                        path.display()
-                    );
-                }
-                if r["compatibility"]["build_id_matches"].as_bool() == Some(false) {
-                    eprintln!(
+        Command::Verify { build_id, .. } => {
+            verify(&path, build_id.as_ref().map(|b| b.0.as_slice())).map(|(r, ok)| {
+                if !json_out {
+                    let n = r["payloads"].as_u64().unwrap_or(0);
+                    let bad = r["bad_payloads"].as_array().map_or(0, Vec::len);
+                    if bad == 0 {
+                        println!("{}: {n} payloads, every checksum matches", path.display());
+                    } else {
+                        eprintln!(
+                            "xnncache: {}: {bad} of {n} payloads fail their checksum",
+                            path.display()
+                        );
+                    }
+                    if build_id.is_some()
+                        && !r["compatibility"]["cpu_identity_matches"]
+                            .as_bool()
+                            .unwrap_or(false)
+                    {
+                        eprintln!(
+                            "xnncache: {}: built on another kind of CPU (CPU identity differs)",
+                            path.display()
+                        );
+                    }
+                    if r["compatibility"]["build_id_matches"].as_bool() == Some(false) {
+                        eprintln!(
                         "xnncache: {}: built by another XNNPACK build (build identifier differs)",
                         path.display()
                     );
+                    }
                 }
-            }
-            (r, ok)
-        }),
+                (r, ok)
+            })
+        }
         Command::Compact { .. } => compact(&path).map(|r| {
             if !json_out {
                 println!(
