@@ -97,8 +97,8 @@ cmake_consumer() {
     grep 'xnncache 0' "$work/$name.configure.log" || true
     nice -n 10 cmake --build "$build" >"$work/$name.build.log" 2>&1 || { cat "$work/$name.build.log"; exit 1; }
     [[ "$(cat "$build/xnncache-kind.txt")" == "$kind" ]] || { echo "test-consumers.sh: $name linked $(cat "$build/xnncache-kind.txt"), expected $kind" >&2; exit 1; }
-    check_linkage "$build/consumer" "$kind"
-    cold_and_warm "cmake-$name" "$build/consumer"
+    check_linkage "$build/app" "$kind"
+    cold_and_warm "cmake-$name" "$build/app"
 }
 cmake_consumer static static -DXNNCACHE_XNNPACK_ROOT="$xnn_root"
 cmake_consumer shared shared -DXNNCACHE_XNNPACK_ROOT="$xnn_root" -DXNNCACHE_SHARED=ON
