@@ -1,7 +1,8 @@
 //! Runs the `xnncache` binary on cache files built here with xnncache's Rust
 //! API, driving the provider's steps by hand with made-up keys (no XNNPACK):
 //! inspect, verify and compact in text and JSON, a corrupted payload (exit 1)
-//! and a missing file (exit 2, the path in the message).
+//! a missing file (exit 2, the path in the message), and compact while
+//! another writer holds the lock (exit 2, the file left alone).
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -245,4 +246,36 @@ fn a_corrupted_payload_is_exit_1_and_a_missing_file_is_exit_2() {
         run(&["inspect", p, "--build-id", "xyz"]).status.code(),
         Some(2)
     );
+}
+
+#[test]
+fn compact_refuses_while_another_process_holds_the_writer_lock() {
+    let dir = TempDir::new("busy");
+    let path = dir.0.join("model.xnncache");
+    let p = path.to_str().unwrap();
+    let w = vec![9u8; 1024];
+    session(&path, &[("w", &w, 2_000)]);
+    // Another process packing a new weight holds the writer lock from its
+    // reservation until its commit.
+    let options = CacheOptions { build_id: BUILD_ID.to_vec(), ..CacheOptions::file(&path, Generation::V1) };
+    let writer = Cache::open(&options).unwrap();
+    let v = vec![8u8; 256];
+    // SAFETY: `v` is live.
+    unsafe { writer.register(v.as_ptr(), v.len(), Some("v")) };
+    let key = Key { seed: 99, kernel: v.as_ptr() as usize, bias: 0, fingerprint: None };
+    assert_eq!(writer.look_up(key), NOT_FOUND);
+    let space = writer.reserve(300);
+    assert!(!space.is_null());
+    let out = run(&["compact", p]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains(p) && err.contains("writer lock busy"), "{err}");
+    // SAFETY: reserve gave 300 writable bytes.
+    unsafe { space.write_bytes(1, 300) };
+    assert_ne!(writer.look_up_or_insert(key, space, 300), NOT_FOUND);
+    writer.finalize().unwrap();
+    drop(writer);
+    let out = run(&["compact", p, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(json(&out)["payloads_after"], 2);
 }
