@@ -17,10 +17,11 @@ if [[ $# -ne 1 || "$1" == -* ]]; then
     echo "usage: bash scripts/install.sh PREFIX" >&2
     exit 2
 fi
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-source scripts/pin-env.sh
+# PREFIX is relative to where the script was called from.
 mkdir -p "$1"
 prefix="$(cd "$1" && pwd)"
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/pin-env.sh
 
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)"
 major="${version%%.*}"

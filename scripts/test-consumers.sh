@@ -143,6 +143,7 @@ cold_and_warm pkgconfig-static "$work/c-static"
 echo "== bin/xnncache"
 "$prefix/bin/xnncache" inspect "$work/cmake-static.xnncache"
 "$prefix/bin/xnncache" verify "$work/cmake-static.xnncache"
-"$prefix/bin/xnncache" inspect --json "$work/pkgconfig-static.xnncache" | grep -q '"cpu_identity_matches": true'
+report="$("$prefix/bin/xnncache" inspect --json "$work/pkgconfig-static.xnncache")"
+grep -q '"cpu_identity_matches": true' <<<"$report" || { echo "$report"; echo "test-consumers.sh: bin/xnncache inspect --json" >&2; exit 1; }
 
 echo "test-consumers.sh: PASS (cmake static, shared, own XNNPACK target; pkg-config shared, static; bin/xnncache) in $((SECONDS - started)) s"

@@ -28,6 +28,15 @@ use xnncache::format::{
 };
 use xnncache::store::{self, FileState, Source, Store, StoreOptions};
 
+/// `println!` that ignores a closed stdout (`xnncache inspect f | head`):
+/// the report is what it is, and the exit code must still say the result.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "xnncache",
@@ -253,31 +262,33 @@ fn inspect(path: &Path, build_id: Option<&[u8]>) -> Result<(Value, bool), Failur
 
 fn print_inspect(r: &Value) {
     let h = &r["header"];
-    println!(
+    out!(
         "{}: xnncache file, format v{}, {} bytes",
         r["file"].as_str().unwrap_or(""),
         r["format_version"],
         r["file_size"]
     );
-    println!(
+    out!(
         "  commit:        generation {} (slot {})",
-        h["generation"], r["slot_in_use"]
+        h["generation"],
+        r["slot_in_use"]
     );
     for s in r["slots"].as_array().into_iter().flatten() {
         match s["valid"].as_bool() {
-            Some(true) => println!(
+            Some(true) => out!(
                 "  slot {}:        valid, generation {}",
-                s["slot"], s["header"]["generation"]
+                s["slot"],
+                s["header"]["generation"]
             ),
             _ => match s["reason"].as_str().unwrap_or("") {
-                r if r.starts_with("empty") => println!("  slot {}:        {r}", s["slot"]),
-                r => println!("  slot {}:        not valid: {r}", s["slot"]),
+                r if r.starts_with("empty") => out!("  slot {}:        {r}", s["slot"]),
+                r => out!("  slot {}:        not valid: {r}", s["slot"]),
             },
         }
     }
-    println!("  provider ABI:  v{}", h["abi_generation"]);
-    println!("  build id:      {}", h["build_id"].as_str().unwrap_or(""));
-    println!(
+    out!("  provider ABI:  v{}", h["abi_generation"]);
+    out!("  build id:      {}", h["build_id"].as_str().unwrap_or(""));
+    out!(
         "  CPU identity:  {}",
         h["cpu_identity"].as_str().unwrap_or("")
     );
@@ -287,17 +298,19 @@ fn print_inspect(r: &Value) {
         Some(false) => "DIFFERS",
         None => "not checked (pass --build-id HEX)",
     };
-    println!(
+    out!(
         "  this machine:  CPU identity {}",
         yes_no(&c["cpu_identity_matches"])
     );
-    println!("  XNNPACK build: {}", yes_no(&c["build_id_matches"]));
-    println!(
+    out!("  XNNPACK build: {}", yes_no(&c["build_id_matches"]));
+    out!(
         "  index:         {} bytes at offset {}; data end {}",
-        h["index_size"], h["index_offset"], h["data_end"]
+        h["index_size"],
+        h["index_offset"],
+        h["data_end"]
     );
     let entries = r["entries"].as_array().cloned().unwrap_or_default();
-    println!(
+    out!(
         "  entries:       {} payloads, {} keys, {} bytes",
         entries.len(),
         r["keys"],
@@ -305,7 +318,7 @@ fn print_inspect(r: &Value) {
     );
     for e in &entries {
         let keys = e["keys"].as_array().map_or(0, Vec::len);
-        println!(
+        out!(
             "    @{:<10} {:>12} bytes  xxh3 {}  {}",
             e["offset"].as_u64().unwrap_or(0),
             e["size"].as_u64().unwrap_or(0),
@@ -317,9 +330,11 @@ fn print_inspect(r: &Value) {
             }
         );
     }
-    println!(
+    out!(
         "  unreachable:   {} bytes, {} of them past the data end (compacted size {})",
-        r["unreachable_bytes"], r["bytes_past_data_end"], r["compacted_size"]
+        r["unreachable_bytes"],
+        r["bytes_past_data_end"],
+        r["compacted_size"]
     );
 }
 
@@ -437,7 +452,7 @@ fn main() -> ExitCode {
                     let n = r["payloads"].as_u64().unwrap_or(0);
                     let bad = r["bad_payloads"].as_array().map_or(0, Vec::len);
                     if bad == 0 {
-                        println!("{}: {n} payloads, every checksum matches", path.display());
+                        out!("{}: {n} payloads, every checksum matches", path.display());
                     } else {
                         eprintln!(
                             "xnncache: {}: {bad} of {n} payloads fail their checksum",
@@ -466,7 +481,7 @@ fn main() -> ExitCode {
         }
         Command::Compact { .. } => compact(&path).map(|r| {
             if !json_out {
-                println!(
+                out!(
                     "{}: compacted from {} to {} bytes ({} of {} payloads kept, {} keys)",
                     path.display(),
                     r["size_before"],
@@ -482,7 +497,7 @@ fn main() -> ExitCode {
     match result {
         Ok((report, ok)) => {
             if json_out {
-                println!("{report:#}");
+                out!("{report:#}");
             }
             if ok {
                 ExitCode::SUCCESS
@@ -497,7 +512,7 @@ fn main() -> ExitCode {
             };
             eprintln!("xnncache: {}: {reason}", path.display());
             if json_out {
-                println!(
+                out!(
                     "{:#}",
                     json!({ "file": path.display().to_string(), "ok": false, "error": kind, "reason": reason })
                 );

@@ -1,6 +1,6 @@
 //! Runs the `xnncache` binary on cache files built here with xnncache's Rust
 //! API, driving the provider's steps by hand with made-up keys (no XNNPACK):
-//! inspect, verify and compact in text and JSON, a corrupted payload (exit 1)
+//! inspect, verify and compact in text and JSON, a corrupted payload (exit 1),
 //! a missing file (exit 2, the path in the message), and compact while
 //! another writer holds the lock (exit 2, the file left alone).
 
@@ -128,6 +128,15 @@ fn inspect_verify_and_compact_a_file_with_two_commits() {
         "the first commit's index is unreachable: {r}"
     );
     let size_before = r["file_size"].as_u64().unwrap();
+
+    // A reader that stops early (`| head`, `| grep -q`) does not change the exit code.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xnncache"))
+        .args(["inspect", p])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
 
     let out = run(&["inspect", p, "--json", "--build-id", "cd"]);
     assert_eq!(json(&out)["compatibility"]["build_id_matches"], false);
@@ -257,12 +266,20 @@ fn compact_refuses_while_another_process_holds_the_writer_lock() {
     session(&path, &[("w", &w, 2_000)]);
     // Another process packing a new weight holds the writer lock from its
     // reservation until its commit.
-    let options = CacheOptions { build_id: BUILD_ID.to_vec(), ..CacheOptions::file(&path, Generation::V1) };
+    let options = CacheOptions {
+        build_id: BUILD_ID.to_vec(),
+        ..CacheOptions::file(&path, Generation::V1)
+    };
     let writer = Cache::open(&options).unwrap();
     let v = vec![8u8; 256];
     // SAFETY: `v` is live.
     unsafe { writer.register(v.as_ptr(), v.len(), Some("v")) };
-    let key = Key { seed: 99, kernel: v.as_ptr() as usize, bias: 0, fingerprint: None };
+    let key = Key {
+        seed: 99,
+        kernel: v.as_ptr() as usize,
+        bias: 0,
+        fingerprint: None,
+    };
     assert_eq!(writer.look_up(key), NOT_FOUND);
     let space = writer.reserve(300);
     assert!(!space.is_null());
