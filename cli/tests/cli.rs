@@ -8,8 +8,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use xnncache::abi::{Generation, Key};
-use xnncache::{Cache, CacheOptions};
+use std::ffi::CString;
+
+use xnncache::abi::{Key, KeyV1, ProviderV1};
+use xnncache::capi::{xnncache_close, xnncache_open, xnncache_options, xnncache_register_weights};
+use xnncache::{Cache, Status};
 
 /// What look_up answers for a miss (XNNPACK's SIZE_MAX).
 const NOT_FOUND: usize = usize::MAX;
@@ -33,17 +36,57 @@ impl Drop for TempDir {
     }
 }
 
+/// A cache opened and fed through the C API (as an app would, for a v1
+/// XNNPACK), whose provider steps the tests drive through its Rust `Cache`.
+struct Handle(*mut xnncache::capi::xnncache);
+
+impl Handle {
+    fn open(path: &Path) -> Handle {
+        let c_path = CString::new(path.to_str().unwrap()).unwrap();
+        let options = xnncache_options {
+            options_size: std::mem::size_of::<xnncache_options>() as u32,
+            key_size: std::mem::size_of::<KeyV1>() as u32,
+            provider_size: std::mem::size_of::<ProviderV1>() as u32,
+            flags: 0,
+            path: c_path.as_ptr(),
+            fd: -1,
+            compact_percent: 0,
+            build_id: BUILD_ID.as_ptr().cast(),
+            build_id_size: BUILD_ID.len(),
+            address_space: 0,
+        };
+        let mut raw = std::ptr::null_mut();
+        assert_eq!(xnncache_open(&options, &mut raw), Status::XNNCACHE_OK);
+        Handle(raw)
+    }
+
+    fn register(&self, w: &[u8], name: &str) {
+        let name = CString::new(name).unwrap();
+        assert_eq!(
+            xnncache_register_weights(self.0, w.as_ptr().cast(), w.len(), name.as_ptr()),
+            Status::XNNCACHE_OK
+        );
+    }
+
+    fn cache(&self) -> &Cache {
+        // SAFETY: an open handle, closed only by drop.
+        unsafe { &*self.0 }.cache()
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        xnncache_close(self.0);
+    }
+}
+
 /// One session: registers each weight by name, then packs it the way
 /// XNNPACK does (look up; on a miss reserve, fill, insert), and commits.
 fn session(path: &Path, weights: &[(&str, &[u8], usize)]) {
-    let options = CacheOptions {
-        build_id: BUILD_ID.to_vec(),
-        ..CacheOptions::file(path, Generation::V1)
-    };
-    let cache = Cache::open(&options).expect("the cache opens");
+    let handle = Handle::open(path);
+    let cache = handle.cache();
     for (i, (name, w, packed)) in weights.iter().enumerate() {
-        // SAFETY: `w` is a live slice of w.len() bytes.
-        unsafe { cache.register(w.as_ptr(), w.len(), Some(name)) };
+        handle.register(w, name);
         let key = Key {
             seed: 7 + i as u32,
             kernel: w.as_ptr() as usize,
@@ -167,14 +210,10 @@ fn inspect_verify_and_compact_a_file_with_two_commits() {
     let r = json(&run(&["inspect", p, "--json"]));
     assert_eq!(r["unreachable_bytes"], 0);
     assert_eq!(r["entries"].as_array().unwrap().len(), 3);
-    let options = CacheOptions {
-        build_id: BUILD_ID.to_vec(),
-        ..CacheOptions::file(&path, Generation::V1)
-    };
-    let cache = Cache::open(&options).unwrap();
+    let handle = Handle::open(&path);
+    let cache = handle.cache();
     assert_eq!(cache.stats().loaded_entries, 3);
-    // SAFETY: `a` is live.
-    unsafe { cache.register(a.as_ptr(), a.len(), Some("layer0.weight")) };
+    handle.register(&a, "layer0.weight");
     assert_ne!(
         cache.look_up(Key {
             seed: 7,
@@ -184,7 +223,7 @@ fn inspect_verify_and_compact_a_file_with_two_commits() {
         }),
         NOT_FOUND
     );
-    drop(cache);
+    drop(handle);
 
     let out = run(&["compact", p]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -266,14 +305,10 @@ fn compact_refuses_while_another_process_holds_the_writer_lock() {
     session(&path, &[("w", &w, 2_000)]);
     // Another process packing a new weight holds the writer lock from its
     // reservation until its commit.
-    let options = CacheOptions {
-        build_id: BUILD_ID.to_vec(),
-        ..CacheOptions::file(&path, Generation::V1)
-    };
-    let writer = Cache::open(&options).unwrap();
+    let handle = Handle::open(&path);
+    let writer = handle.cache();
     let v = vec![8u8; 256];
-    // SAFETY: `v` is live.
-    unsafe { writer.register(v.as_ptr(), v.len(), Some("v")) };
+    handle.register(&v, "v");
     let key = Key {
         seed: 99,
         kernel: v.as_ptr() as usize,
@@ -291,7 +326,7 @@ fn compact_refuses_while_another_process_holds_the_writer_lock() {
     unsafe { space.write_bytes(1, 300) };
     assert_ne!(writer.look_up_or_insert(key, space, 300), NOT_FOUND);
     writer.finalize().unwrap();
-    drop(writer);
+    drop(handle);
     let out = run(&["compact", p, "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(json(&out)["payloads_after"], 2);
