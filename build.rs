@@ -10,6 +10,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-env-changed=CI");
+    soname();
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("xnncache.h");
     let config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml is valid");
@@ -42,4 +43,19 @@ fn untypedef_stats(header: &std::path::Path) {
         .replacen("} xnncache_stats;", "};", 1);
     assert!(fixed.len() + 23 == text.len(), "cbindgen's output changed shape around xnncache_stats");
     std::fs::write(header, fixed).expect("OUT_DIR is writable");
+}
+
+/// The shared library's soname, `libxnncache.so.<major>`: programs linked
+/// against the installed `libxnncache.so` record it and load
+/// `libxnncache.so.0` (a link to `libxnncache.so.0.1.0`, see
+/// scripts/install.sh), so an incompatible release can be installed beside
+/// them. ELF targets only. Loading cargo's own `target/*/libxnncache.so` by
+/// path (dlopen) is unchanged; a program linked against it needs a
+/// `libxnncache.so.0` beside it, which is what the install provides.
+fn soname() {
+    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    if matches!(os.as_str(), "linux" | "android" | "freebsd" | "netbsd" | "openbsd" | "dragonfly") {
+        let major = std::env::var("CARGO_PKG_VERSION_MAJOR").expect("cargo sets CARGO_PKG_VERSION_MAJOR");
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libxnncache.so.{major}");
+    }
 }
