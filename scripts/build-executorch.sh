@@ -11,12 +11,14 @@
 #                    the sha256 of the tarballs' hashes, the CMake flags, the
 #                    compiler and RECIPE below: editing the replacement class
 #                    does not rebuild ExecuTorch.
-#   variant/<key>/   integrations/executorch/XNNWeightsCache.cpp compiled with
-#                    the exact command ExecuTorch's build used for the stock
-#                    file (compile_commands.json), plus xnncache's include
-#                    folder, and libxnnpack_backend.a with that one object
-#                    swapped (a few seconds). The key adds the replacement's
-#                    source, include/xnncache.h and libxnncache.a.
+#   variant/<key>/   ExecuTorch configured again with the README's CMake
+#                    lines (integrations/executorch/hook.cmake, which
+#                    includes xnncache.cmake); of that tree only the
+#                    replacement XNNWeightsCache.cpp is compiled, with the
+#                    exact command it generates, and libxnnpack_backend.a
+#                    is the stock archive with that one object swapped
+#                    (about 30 s). The key adds the replacement, the CMake
+#                    files, include/xnncache.h and libxnncache.a.
 #
 # Both appear by rename of a finished temporary folder, under flock(2) on
 # executorch/lock, so concurrent callers build once. libxnncache.a comes from
@@ -133,9 +135,11 @@ xnncache_lib="$target_dir/release/libxnncache.a"
 [[ -f "$xnncache_lib" ]] || { log "no $xnncache_lib"; exit 1; }
 
 replacement="$repo/integrations/executorch/XNNWeightsCache.cpp"
+snippet="$repo/integrations/executorch/xnncache.cmake"
+hook="$repo/integrations/executorch/hook.cmake"
 variant_key=$( {
-  echo "$base_key"
-  sha256sum "$replacement" "$repo/include/xnncache.h" "$xnncache_lib" | cut -d' ' -f1
+  echo "$base_key $repo"
+  sha256sum "$replacement" "$snippet" "$hook" "$repo/include/xnncache.h" "$xnncache_lib" | cut -d' ' -f1
 } | sha256sum | cut -c1-16)
 variant="$root/variant/$variant_key"
 
@@ -143,34 +147,27 @@ if [[ ! -f "$variant/done" ]]; then
   tmp="$variant.tmp-$$"
   rm -rf "$tmp"; mkdir -p "$tmp/lib"
   trap 'rm -rf "$tmp"' EXIT
-  # ExecuTorch's own compile command for the stock file, pointed at ours.
-  python3 - "$base/build/compile_commands.json" "$replacement" "$repo/include" "$tmp/XNNWeightsCache.cpp.o" >"$tmp/compile.sh" <<'EOF'
-import json, shlex, sys
-db, src, inc, out = sys.argv[1:]
-for e in json.load(open(db)):
-    if e["file"].endswith("backends/xnnpack/runtime/XNNWeightsCache.cpp"):
-        args = shlex.split(e["command"])
-        o = args.index("-o")
-        args[o + 1] = out
-        args = [a for a in args if a != e["file"]]
-        if "-c" in args:
-            args.remove("-c")
-        args += ["-I" + inc, "-c", src]
-        print("cd " + shlex.quote(e["directory"]) + " && " + shlex.join(args))
-        break
-else:
-    sys.exit("XNNWeightsCache.cpp is not in " + db)
-EOF
+  # Configure ExecuTorch again with the README's CMake lines (hook.cmake ->
+  # xnncache.cmake): that tree's compile command for xnnpack_backend's
+  # weights-cache source is what a user's build runs. Only that one file is
+  # compiled; generated headers come from the base build.
+  log "configuring ExecuTorch with integrations/executorch/hook.cmake (log: $tmp/configure.log)"
+  if ! cmake -S "$base/src/executorch" -B "$tmp/configure" "${cmake_flags[@]}" \
+      -DCMAKE_PROJECT_executorch_INCLUDE="$hook" -DXNNCACHE_LIBRARY="$xnncache_lib" >"$tmp/configure.log" 2>&1; then
+    tail -40 "$tmp/configure.log" >&2; exit 1
+  fi
+  grep -q "xnncache: xnnpack_backend builds" "$tmp/configure.log" || { log "hook.cmake did not run"; exit 1; }
+  python3 "$repo/scripts/executorch-compile-command.py" "$tmp/configure/compile_commands.json" "$replacement" \
+      "$repo/include" "$tmp/configure" "$base/build" "$tmp/XNNWeightsCache.cpp.o" >"$tmp/compile.sh"
   log "compiling the replacement class"
   bash "$tmp/compile.sh" >&2
   # The stock archive with its XNNWeightsCache.cpp.o replaced by ours.
-  stock_ar="$base/build/backends/xnnpack/libxnnpack_backend.a"
-  cp "$stock_ar" "$tmp/lib/libxnnpack_backend.a"
-  member=$(ar t "$tmp/lib/libxnnpack_backend.a" | grep -x 'XNNWeightsCache.cpp.o')
-  ar d "$tmp/lib/libxnnpack_backend.a" "$member"
-  cp "$tmp/XNNWeightsCache.cpp.o" "$tmp/$member"
-  (cd "$tmp" && ar rcs lib/libxnnpack_backend.a "$member")
+  cp "$base/build/backends/xnnpack/libxnnpack_backend.a" "$tmp/lib/libxnnpack_backend.a"
+  ar t "$tmp/lib/libxnnpack_backend.a" | grep -qx 'XNNWeightsCache.cpp.o' || { log "no XNNWeightsCache.cpp.o in libxnnpack_backend.a"; exit 1; }
+  ar d "$tmp/lib/libxnnpack_backend.a" XNNWeightsCache.cpp.o
+  (cd "$tmp" && ar rcs lib/libxnnpack_backend.a XNNWeightsCache.cpp.o)
   cp "$xnncache_lib" "$tmp/lib/libxnncache.a"
+  rm -rf "$tmp/configure"
   echo "$variant_key" >"$tmp/done"
   trap - EXIT
   mv "$tmp" "$variant"
