@@ -19,9 +19,13 @@
 // the xnncache handle lives in a table keyed by the instance, since the
 // header has no member for it.
 //
-// XNNCACHE_ET_STATS=1 in the environment prints one line of xnncache stats
-// per cache to stderr when the cache is destroyed:
-//   xnncache-executorch: {"path":"...","entries":...,...}
+// Environment:
+//   XNNCACHE_ET_STATS=1   prints one line of xnncache stats per cache to
+//                         stderr when the cache is destroyed:
+//                         xnncache-executorch: {"path":"...","entries":...,...}
+//   XNNCACHE_ET_VERIFY=1  checks every payload checksum when a cache file is
+//                         opened (a file that fails is rebuilt); without it
+//                         the header and index are checked, payloads are not.
 
 #include <executorch/backends/xnnpack/runtime/XNNWeightsCache.h>
 #include <executorch/runtime/core/error.h>
@@ -201,6 +205,11 @@ Error XNNWeightsCache::initialize_for_runtime(
 
   xnncache_options options = XNNCACHE_OPTIONS_INIT;
   options.path = packed_cache_path_.empty() ? nullptr : packed_cache_path_.c_str();
+  const char* verify = std::getenv("XNNCACHE_ET_VERIFY");
+  if (verify != nullptr && verify[0] != '\0' && std::strcmp(verify, "0") != 0) {
+    // Check every payload's checksum at open (reads the whole file once).
+    options.flags |= XNNCACHE_FLAG_VERIFY;
+  }
   xnncache_status status = xnncache_open(&options, &st->cache);
   if (status != XNNCACHE_OK && options.path != nullptr) {
     ET_LOG(

@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# ExecuTorch with xnncache, for real: builds ExecuTorch's runtime and XNNPACK
+# backend from the offline tarballs (scripts/build-executorch.sh, cached), the
+# runner (integrations/executorch/runner.cpp) against ExecuTorch's own
+# weights cache and against xnncache's replacement, then for every program in
+# shared/executorch (XNNCACHE_ET_PROGRAMS) runs fresh processes:
+#
+#   none         xnncache build, weight cache off         (the reference output)
+#   stock-cold   ExecuTorch's own class, new cache file
+#   stock-warm   ExecuTorch's own class, that file
+#   cold         xnncache, new cache file
+#   warm, warm2  xnncache, that file
+#
+# and asserts: every output is byte-identical to `none` and to the program's
+# expected.bin; a warm process packs nothing (xnncache's packed_bytes 0, from
+# the runner's JSON and from the class's XNNCACHE_ET_STATS line); the cache
+# file does not change between the warm processes. Then compiles ExecuTorch's
+# own tests of the class (backends/xnnpack/test/runtime/
+# test_xnn_weights_cache*.cpp, gtest) against both classes, and
+# integrations/executorch/test_xnncache_equivalents.cpp (the replacements of
+# the stock tests that read ExecuTorch's file format) against ours.
+#
+# Options (environment): XNNCACHE_ET_PROGRAMS=dir, XNNCACHE_ET_ONLY="fc_stack cnn",
+# XNNCACHE_ET_RUNS=N (timed executes per process, default 10),
+# XNNCACHE_ET_SKIP_GTEST=1.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo=$(pwd)
+started=$SECONDS
+log() { echo "test-executorch: $*" >&2; }
+
+if ! dpkg -s libgtest-dev >/dev/null 2>&1; then
+  sudo=(); [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+  log "apt-get install libgtest-dev"
+  "${sudo[@]}" apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends libgtest-dev >&2
+fi
+
+eval "$(bash scripts/build-executorch.sh)"
+log "ExecuTorch ready after $((SECONDS - started)) s ($ET_BASE, $ET_VARIANT)"
+
+programs="${XNNCACHE_ET_PROGRAMS:-$(dirname "$repo")/shared/executorch}"
+[[ -d "$programs" ]] || { log "no programs folder $programs (set XNNCACHE_ET_PROGRAMS)"; exit 1; }
+work=$(mktemp -d "${TMPDIR:-/tmp}/xnncache-et.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+B="$ET_BASE/build"
+S="$ET_SRC"
+# The preprocessor definitions ExecuTorch compiled its module extension with
+# (paths in compile_commands.json name the temporary folder the tree was
+# built in; only the -D flags are taken).
+mapfile -t defines < <(python3 - "$B/compile_commands.json" <<'EOF'
+import json, shlex, sys
+for e in json.load(open(sys.argv[1])):
+    if e["file"].endswith("extension/module/module.cpp"):
+        for a in shlex.split(e["command"]):
+            if a.startswith("-D"):
+                print(a)
+        break
+EOF
+)
+cxxflags=(-std=c++17 -O2 -pthread "${defines[@]}"
+  -I"$S/.." -I"$S/runtime/core/portable_type/c10" -I"$B/include" -I"$B/schema/include"
+  -I"$S/third-party/flatbuffers/include"
+  -I"$S/backends/xnnpack/third-party/XNNPACK/include"
+  -I"$S/backends/xnnpack/third-party/pthreadpool/include"
+  -I"$S/backends/xnnpack/third-party/cpuinfo/include"
+  -I"$repo/include")
+# Every library of the build except the backend, which each variant brings.
+mapfile -t et_libs < <(find "$B" -name '*.a' ! -name 'libxnnpack_backend.a' ! -name 'libgflags*' | sort)
+whole=()
+for l in "${et_libs[@]}"; do
+  case "$(basename "$l")" in libexecutorch.a|libexecutorch_core.a) whole+=("$l") ;; esac
+done
+link_stock=(-Wl,--whole-archive "$B/backends/xnnpack/libxnnpack_backend.a" "${whole[@]}" -Wl,--no-whole-archive
+  -Wl,--start-group "${et_libs[@]}" -Wl,--end-group -pthread -ldl -lm)
+# What integrations/executorch/xnncache.cmake adds: libxnncache.a and its system libraries.
+link_xnncache=(-Wl,--whole-archive "$ET_VARIANT/lib/libxnnpack_backend.a" "${whole[@]}" -Wl,--no-whole-archive
+  -Wl,--start-group "${et_libs[@]}" "$ET_VARIANT/lib/libxnncache.a" -Wl,--end-group -pthread -ldl -lm -lrt -lutil)
+
+t=$SECONDS
+mkdir -p "$work/bin"
+g++ "${cxxflags[@]}" -c integrations/executorch/runner.cpp -o "$work/runner.o"
+g++ "$work/runner.o" -o "$work/bin/runner-stock" "${link_stock[@]}" &
+g++ "$work/runner.o" -o "$work/bin/runner-xnncache" "${link_xnncache[@]}"
+wait $!
+log "runners built in $((SECONDS - t)) s"
+
+runs="${XNNCACHE_ET_RUNS:-10}"
+only="${XNNCACHE_ET_ONLY:-llm_q4 fc_stack fc_qd8 cnn}"
+failures=0
+fail() { log "FAIL: $*"; failures=$((failures + 1)); }
+
+# json FIELD FILE: one field of the runner's JSON line (dotted for nested).
+json() {
+  python3 - "$1" "$2" <<'EOF'
+import json, sys
+v = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])
+for k in sys.argv[1].split("."):
+    v = None if v is None else v.get(k)
+print("null" if v is None else (str(v).lower() if isinstance(v, bool) else v))
+EOF
+}
+
+# run NAME BINARY MODE [PATH]: one fresh process; its JSON goes to $work/NAME.json.
+run() {
+  local name=$1 bin=$2 mode=$3 path=${4:-} rc=0
+  local args=("$programs/$prog.pte" "$programs/$prog.input.bin" "$programs/$prog.expected.bin" "$mode")
+  [[ -n "$path" ]] && args+=("$path")
+  XNNCACHE_ET_STATS=1 "$work/bin/$bin" "${args[@]}" --runs "$runs" --out "$work/$prog.$name.out" \
+      >"$work/$prog.$name.json" 2>"$work/$prog.$name.err" || rc=$?
+  if [[ $rc -ne 0 ]]; then
+    fail "$prog $name: runner exited $rc: $(tail -3 "$work/$prog.$name.err" | tr '\n' ' ') $(cat "$work/$prog.$name.json")"
+  fi
+}
+
+file_id() {  # size, mtime (ns), inode and hash: any write or replacement changes it
+  if [[ -f "$1" ]]; then echo "$(stat -c '%s_%.9Y_%i' "$1")_$(sha256sum "$1" | cut -c1-16)"; else echo missing; fi
+}
+
+summary="$work/summary.txt"
+printf '%-9s %-11s %10s %10s %10s %9s %12s %12s %s\n' program run load_method first_exec steady_exec rss_MiB packed_bytes found_bytes output >"$summary"
+row() {
+  local name=$1 f="$work/$prog.$1.json"
+  [[ -s "$f" ]] || { printf '%-9s %-11s (no result)\n' "$prog" "$name" >>"$summary"; return; }
+  local rss packed found same
+  rss=$(python3 -c "print(round($(json peak_rss_kib "$f") / 1024, 1))")
+  packed=$(json xnncache.packed_bytes "$f"); found=$(json xnncache.found_bytes "$f")
+  if cmp -s "$work/$prog.$name.out" "$work/$prog.none.out"; then same=identical; else same=DIFFERENT; fi
+  printf '%-9s %-11s %10.3f %10.3f %10.3f %9s %12s %12s %s\n' "$prog" "$name" \
+    "$(json load_method_ms "$f")" "$(json first_execute_ms "$f")" "$(json steady_execute_ms "$f")" \
+    "$rss" "${packed/null/-}" "${found/null/-}" "$same" >>"$summary"
+}
+
+for prog in $only; do
+  [[ -f "$programs/$prog.pte" ]] || { fail "$programs/$prog.pte missing"; continue; }
+  stock_file="$work/$prog.stock.cache"
+  ours="$work/$prog.xnncache"
+  run none runner-xnncache none
+  run stock-cold runner-stock file "$stock_file"
+  run stock-warm runner-stock file "$stock_file"
+  run cold runner-xnncache file "$ours"
+  id_cold=$(file_id "$ours")
+  run warm runner-xnncache file "$ours"
+  id_warm=$(file_id "$ours")
+  run warm2 runner-xnncache file "$ours"
+  id_warm2=$(file_id "$ours")
+
+  for name in none stock-cold stock-warm cold warm warm2; do
+    [[ -f "$work/$prog.$name.out" ]] || continue
+    cmp -s "$work/$prog.$name.out" "$programs/$prog.expected.bin" || fail "$prog $name: output differs from $prog.expected.bin"
+    cmp -s "$work/$prog.$name.out" "$work/$prog.none.out" || fail "$prog $name: output differs from the run without a cache"
+    row "$name"
+  done
+  [[ "$(json xnncache.packed_bytes "$work/$prog.cold.json")" =~ ^[1-9] ]] || fail "$prog cold: xnncache packed nothing (is the replacement linked?)"
+  [[ "$(json xnncache.backing "$work/$prog.cold.json")" == 0 ]] || fail "$prog cold: cache not backed by its file"
+  for name in warm warm2; do
+    [[ "$(json xnncache.packed_bytes "$work/$prog.$name.json")" == 0 ]] || fail "$prog $name: packed $(json xnncache.packed_bytes "$work/$prog.$name.json") bytes"
+    grep -q '^xnncache-executorch: .*"packed_bytes":0,' "$work/$prog.$name.err" || fail "$prog $name: the class's XNNCACHE_ET_STATS line does not say packed_bytes 0"
+  done
+  [[ "$id_warm" == "$id_warm2" ]] || fail "$prog: the cache file changed between the warm runs ($id_warm -> $id_warm2)"
+  [[ "$id_cold" == "$id_warm" ]] || log "note: $prog: the cache file changed between the cold and the first warm run ($id_cold -> $id_warm)"
+  if grep -q "errno=11" "$work/$prog.stock-warm.err"; then
+    log "$prog: ExecuTorch's own class on its warm load: $(grep -m1 -o 'flock([^)]*) failed (errno=11)' "$work/$prog.stock-warm.err" | sed "s|$work/||")"
+  fi
+done
+echo "== ExecuTorch + XNNPACK: fresh processes, ms (load_method builds the XNNPACK runtime), runner: $runs timed executes" >&2
+column -t "$summary" >&2 2>/dev/null || cat "$summary" >&2
+
+# --- ExecuTorch's tests of the class, against both -------------------------
+if [[ -z "${XNNCACHE_ET_SKIP_GTEST:-}" ]]; then
+  t=$SECONDS
+  tests="$S/backends/xnnpack/test/runtime"
+  gtest_libs=(-lgtest -lgtest_main)
+  for f in test_xnn_weights_cache test_xnn_weights_cache_manager; do
+    g++ "${cxxflags[@]}" -c "$tests/$f.cpp" -o "$work/$f.o"
+  done
+  g++ "${cxxflags[@]}" -DXNNCACHE_ET_PROGRAMS="\"$programs\"" -c integrations/executorch/test_xnncache_equivalents.cpp -o "$work/equiv.o"
+  g++ "$work/test_xnn_weights_cache.o" -o "$work/bin/cache-stock" "${link_stock[@]}" "${gtest_libs[@]}"
+  g++ "$work/test_xnn_weights_cache_manager.o" -o "$work/bin/manager-stock" "${link_stock[@]}" "${gtest_libs[@]}"
+  g++ "$work/test_xnn_weights_cache.o" -o "$work/bin/cache-xnncache" "${link_xnncache[@]}" "${gtest_libs[@]}"
+  g++ "$work/test_xnn_weights_cache_manager.o" -o "$work/bin/manager-xnncache" "${link_xnncache[@]}" "${gtest_libs[@]}"
+  g++ "$work/equiv.o" -o "$work/bin/equivalents-xnncache" "${link_xnncache[@]}" "${gtest_libs[@]}"
+  log "gtest programs built in $((SECONDS - t)) s"
+  # ExecuTorch's tests that read ExecuTorch's own file format (or expect
+  # names read from it at initialize_for_runtime), replaced for xnncache by
+  # integrations/executorch/test_xnncache_equivalents.cpp:
+  replaced="XNNWeightsCacheTest.SavePackedIndex_EntryFormatIncludesSeed"
+  replaced+=":XNNWeightsCacheTest.LoadPackedCache_CorruptedSeed_ProducesCorrectOutput"
+  replaced+=":XNNWeightsCacheTest.SaveAndLoad_PreservesInferenceOutput"
+  replaced+=":XNNWeightsCacheTest.MultiSessionLoad_DoesNotGrowCacheFile"
+  replaced+=":XNNWeightsCacheTest.DeletePackedData_OnFromLoadEntries_PreservesMetadata"
+  gt() {  # gt LABEL BINARY [FILTER]
+    local label=$1 bin=$2 filter=${3:-*} out="$work/gtest.$1.log"
+    if (cd "$work" && "$work/bin/$bin" --gtest_filter="$filter" >"$out" 2>&1); then
+      log "gtest $label: $(grep -E '^\[  PASSED  \]' "$out")"
+    else
+      fail "gtest $label: $(grep -E '^\[  FAILED  \]' "$out" | tr '\n' ' ')"
+    fi
+  }
+  gt "ExecuTorch's test_xnn_weights_cache, stock class" cache-stock
+  gt "ExecuTorch's test_xnn_weights_cache_manager, stock class" manager-stock
+  gt "ExecuTorch's test_xnn_weights_cache, xnncache class (5 replaced)" cache-xnncache "-$replaced"
+  gt "ExecuTorch's test_xnn_weights_cache_manager, xnncache class" manager-xnncache
+  gt "test_xnncache_equivalents, xnncache class" equivalents-xnncache
+fi
+
+log "done in $((SECONDS - started)) s"
+if [[ $failures -ne 0 ]]; then
+  log "$failures failure(s)"
+  exit 1
+fi
