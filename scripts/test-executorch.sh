@@ -22,7 +22,9 @@
 #
 # Options (environment): XNNCACHE_ET_PROGRAMS=dir, XNNCACHE_ET_ONLY="fc_stack cnn",
 # XNNCACHE_ET_RUNS=N (timed executes per process, default 10),
-# XNNCACHE_ET_SKIP_GTEST=1.
+# XNNCACHE_ET_REPEAT=N (each row: N fresh processes, median; default 3),
+# XNNCACHE_ET_SKIP_GTEST=1, XNNCACHE_ET_KEEP=1 (keep the work folder: binaries,
+# outputs, logs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$(pwd)
@@ -42,7 +44,7 @@ log "ExecuTorch ready after $((SECONDS - started)) s ($ET_BASE, $ET_VARIANT)"
 programs="${XNNCACHE_ET_PROGRAMS:-$(dirname "$repo")/shared/executorch}"
 [[ -d "$programs" ]] || { log "no programs folder $programs (set XNNCACHE_ET_PROGRAMS)"; exit 1; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/xnncache-et.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+if [[ -n "${XNNCACHE_ET_KEEP:-}" ]]; then log "keeping $work"; else trap 'rm -rf "$work"' EXIT; fi
 
 B="$ET_BASE/build"
 S="$ET_SRC"
@@ -59,7 +61,7 @@ for e in json.load(open(sys.argv[1])):
         break
 EOF
 )
-cxxflags=(-std=c++17 -O2 -pthread "${defines[@]}"
+cxxflags=(-std=c++17 -O2 -pthread -Wno-deprecated-declarations "${defines[@]}"
   -I"$S/.." -I"$S/runtime/core/portable_type/c10" -I"$B/include" -I"$B/schema/include"
   -I"$S/third-party/flatbuffers/include"
   -I"$S/backends/xnnpack/third-party/XNNPACK/include"
@@ -118,54 +120,73 @@ file_id() {  # size, mtime (ns), inode and hash: any write or replacement change
   if [[ -f "$1" ]]; then echo "$(stat -c '%s_%.9Y_%i' "$1")_$(sha256sum "$1" | cut -c1-16)"; else echo missing; fi
 }
 
-summary="$work/summary.txt"
-printf '%-9s %-11s %10s %10s %10s %9s %12s %12s %s\n' program run load_method first_exec steady_exec rss_MiB packed_bytes found_bytes output >"$summary"
-row() {
-  local name=$1 f="$work/$prog.$1.json"
-  [[ -s "$f" ]] || { printf '%-9s %-11s (no result)\n' "$prog" "$name" >>"$summary"; return; }
-  local rss packed found same
-  rss=$(python3 -c "print(round($(json peak_rss_kib "$f") / 1024, 1))")
-  packed=$(json xnncache.packed_bytes "$f"); found=$(json xnncache.found_bytes "$f")
-  if cmp -s "$work/$prog.$name.out" "$work/$prog.none.out"; then same=identical; else same=DIFFERENT; fi
-  printf '%-9s %-11s %10.3f %10.3f %10.3f %9s %12s %12s %s\n' "$prog" "$name" \
-    "$(json load_method_ms "$f")" "$(json first_execute_ms "$f")" "$(json steady_execute_ms "$f")" \
-    "$rss" "${packed/null/-}" "${found/null/-}" "$same" >>"$summary"
-}
-
+reps="${XNNCACHE_ET_REPEAT:-3}"
 for prog in $only; do
   [[ -f "$programs/$prog.pte" ]] || { fail "$programs/$prog.pte missing"; continue; }
-  stock_file="$work/$prog.stock.cache"
-  ours="$work/$prog.xnncache"
-  run none runner-xnncache none
-  run stock-cold runner-stock file "$stock_file"
-  run stock-warm runner-stock file "$stock_file"
-  run cold runner-xnncache file "$ours"
-  id_cold=$(file_id "$ours")
-  run warm runner-xnncache file "$ours"
-  id_warm=$(file_id "$ours")
-  run warm2 runner-xnncache file "$ours"
-  id_warm2=$(file_id "$ours")
+  for rep in $(seq 1 "$reps"); do
+    stock_file="$work/$prog.stock.cache"
+    ours="$work/$prog.xnncache"
+    rm -f "$stock_file" "$ours"
+    run "none.$rep" runner-xnncache none
+    run "stock-cold.$rep" runner-stock file "$stock_file"
+    run "stock-warm.$rep" runner-stock file "$stock_file"
+    run "cold.$rep" runner-xnncache file "$ours"
+    id_cold=$(file_id "$ours")
+    run "warm.$rep" runner-xnncache file "$ours"
+    id_warm=$(file_id "$ours")
+    run "warm2.$rep" runner-xnncache file "$ours"
+    id_warm2=$(file_id "$ours")
 
-  for name in none stock-cold stock-warm cold warm warm2; do
-    [[ -f "$work/$prog.$name.out" ]] || continue
-    cmp -s "$work/$prog.$name.out" "$programs/$prog.expected.bin" || fail "$prog $name: output differs from $prog.expected.bin"
-    cmp -s "$work/$prog.$name.out" "$work/$prog.none.out" || fail "$prog $name: output differs from the run without a cache"
-    row "$name"
+    for name in none stock-cold stock-warm cold warm warm2; do
+      out="$work/$prog.$name.$rep.out"
+      [[ -f "$out" ]] || continue
+      cmp -s "$out" "$programs/$prog.expected.bin" || fail "$prog $name ($rep): output differs from $prog.expected.bin"
+      cmp -s "$out" "$work/$prog.none.1.out" || fail "$prog $name ($rep): output differs from the run without a cache"
+    done
+    [[ "$(json xnncache.packed_bytes "$work/$prog.cold.$rep.json")" =~ ^[1-9] ]] || fail "$prog cold ($rep): xnncache packed nothing (is the replacement linked?)"
+    [[ "$(json xnncache.backing "$work/$prog.cold.$rep.json")" == 0 ]] || fail "$prog cold ($rep): cache not backed by its file"
+    for name in warm warm2; do
+      f="$work/$prog.$name.$rep"
+      [[ "$(json xnncache.packed_bytes "$f.json")" == 0 ]] || fail "$prog $name ($rep): packed $(json xnncache.packed_bytes "$f.json") bytes"
+      [[ "$(json xnncache.file_state "$f.json")" == 2 ]] || fail "$prog $name ($rep): the cache file was not reused"
+      grep -q '^xnncache-executorch: .*"packed_bytes":0,' "$f.err" || fail "$prog $name ($rep): the class's XNNCACHE_ET_STATS line does not say packed_bytes 0"
+    done
+    [[ "$id_warm" == "$id_warm2" ]] || fail "$prog ($rep): the cache file changed between the warm runs ($id_warm -> $id_warm2)"
+    [[ "$id_cold" == "$id_warm" ]] || fail "$prog ($rep): the cache file changed between the cold and the first warm run ($id_cold -> $id_warm)"
+    if [[ $rep == 1 ]] && grep -q "errno=11" "$work/$prog.stock-warm.$rep.err"; then
+      log "$prog: ExecuTorch's own class on its warm load logs: $(grep -m1 -o 'flock([^)]*) failed (errno=11)' "$work/$prog.stock-warm.$rep.err" | sed "s|$work/||")"
+    fi
   done
-  [[ "$(json xnncache.packed_bytes "$work/$prog.cold.json")" =~ ^[1-9] ]] || fail "$prog cold: xnncache packed nothing (is the replacement linked?)"
-  [[ "$(json xnncache.backing "$work/$prog.cold.json")" == 0 ]] || fail "$prog cold: cache not backed by its file"
-  for name in warm warm2; do
-    [[ "$(json xnncache.packed_bytes "$work/$prog.$name.json")" == 0 ]] || fail "$prog $name: packed $(json xnncache.packed_bytes "$work/$prog.$name.json") bytes"
-    grep -q '^xnncache-executorch: .*"packed_bytes":0,' "$work/$prog.$name.err" || fail "$prog $name: the class's XNNCACHE_ET_STATS line does not say packed_bytes 0"
-  done
-  [[ "$id_warm" == "$id_warm2" ]] || fail "$prog: the cache file changed between the warm runs ($id_warm -> $id_warm2)"
-  [[ "$id_cold" == "$id_warm" ]] || log "note: $prog: the cache file changed between the cold and the first warm run ($id_cold -> $id_warm)"
-  if grep -q "errno=11" "$work/$prog.stock-warm.err"; then
-    log "$prog: ExecuTorch's own class on its warm load: $(grep -m1 -o 'flock([^)]*) failed (errno=11)' "$work/$prog.stock-warm.err" | sed "s|$work/||")"
-  fi
 done
-echo "== ExecuTorch + XNNPACK: fresh processes, ms (load_method builds the XNNPACK runtime), runner: $runs timed executes" >&2
-column -t "$summary" >&2 2>/dev/null || cat "$summary" >&2
+echo "== ExecuTorch + XNNPACK, median of $reps fresh processes per row; ms; load_method builds the XNNPACK runtime;" \
+     "steady = median of $runs executes after the first; packed/found = xnncache's bytes" >&2
+python3 - "$work" "$only" "$reps" >&2 <<'EOF'
+import json, os, statistics, sys
+work, only, reps = sys.argv[1], sys.argv[2].split(), int(sys.argv[3])
+cols = ("program", "run", "load_method", "first_exec", "steady_exec", "peak_rss_MiB", "packed_bytes", "found_bytes")
+rows = [cols]
+for prog in only:
+    for name in ("none", "stock-cold", "stock-warm", "cold", "warm", "warm2"):
+        runs = []
+        for rep in range(1, reps + 1):
+            p = os.path.join(work, f"{prog}.{name}.{rep}.json")
+            try:
+                runs.append(json.loads(open(p).read().strip().splitlines()[-1]))
+            except (OSError, ValueError, IndexError):
+                pass
+        if not runs:
+            rows.append((prog, name, "-", "-", "-", "-", "-", "-"))
+            continue
+        med = lambda k: statistics.median(r[k] for r in runs)
+        x = [r["xnncache"] for r in runs if r.get("xnncache")]
+        xm = lambda k: str(int(statistics.median(s[k] for s in x))) if x else "-"
+        rows.append((prog, name, f"{med('load_method_ms'):.3f}", f"{med('first_execute_ms'):.3f}",
+                     f"{med('steady_execute_ms'):.3f}", f"{med('peak_rss_kib') / 1024:.1f}",
+                     xm("packed_bytes"), xm("found_bytes")))
+w = [max(len(str(r[i])) for r in rows) for i in range(len(cols))]
+for r in rows:
+    print("  ".join(str(v).rjust(w[i]) if i > 1 else str(v).ljust(w[i]) for i, v in enumerate(r)))
+EOF
 
 # --- ExecuTorch's tests of the class, against both -------------------------
 if [[ -z "${XNNCACHE_ET_SKIP_GTEST:-}" ]]; then
