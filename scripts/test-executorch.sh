@@ -14,7 +14,8 @@
 # and asserts: every output is byte-identical to `none` and to the program's
 # expected.bin; a warm process packs nothing (xnncache's packed_bytes 0, from
 # the runner's JSON and from the class's XNNCACHE_ET_STATS line); the cache
-# file does not change between the warm processes. Then compiles ExecuTorch's
+# file does not change between the warm processes. With root, runs fc_stack
+# with its cache on a 3 MiB tmpfs (a full disk) with both classes. Then compiles ExecuTorch's
 # own tests of the class (backends/xnnpack/test/runtime/
 # test_xnn_weights_cache*.cpp, gtest) against both classes, and
 # integrations/executorch/test_xnncache_equivalents.cpp (the replacements of
@@ -23,7 +24,7 @@
 # Options (environment): XNNCACHE_ET_PROGRAMS=dir, XNNCACHE_ET_ONLY="fc_stack cnn",
 # XNNCACHE_ET_RUNS=N (timed executes per process, default 10),
 # XNNCACHE_ET_REPEAT=N (each row: N fresh processes, median; default 3),
-# XNNCACHE_ET_SKIP_GTEST=1, XNNCACHE_ET_KEEP=1 (keep the work folder: binaries,
+# XNNCACHE_ET_SKIP_GTEST=1, XNNCACHE_ET_SKIP_FULL_DISK=1, XNNCACHE_ET_KEEP=1 (keep the work folder: binaries,
 # outputs, logs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -187,6 +188,36 @@ w = [max(len(str(r[i])) for r in rows) for i in range(len(cols))]
 for r in rows:
     print("  ".join(str(v).rjust(w[i]) if i > 1 else str(v).ljust(w[i]) for i, v in enumerate(r)))
 EOF
+
+# --- A full disk: a 3 MiB tmpfs for fc_stack's 6 MiB of packed weights ------
+# (needs mount(2), i.e. root; skipped otherwise). ExecuTorch's own class packs
+# through a MAP_SHARED mapping of a sparse file and dies of SIGBUS when the
+# filesystem cannot back a page; xnncache reserves blocks first and puts what
+# does not fit on the heap.
+small="$work/small-disk"
+mkdir -p "$small"
+if [[ -z "${XNNCACHE_ET_SKIP_FULL_DISK:-}" ]] && mount -t tmpfs -o size=3m tmpfs "$small" 2>/dev/null; then
+  trap 'umount "$small" 2>/dev/null; rm -rf "$work"' EXIT
+  [[ -n "${XNNCACHE_ET_KEEP:-}" ]] && trap 'umount "$small" 2>/dev/null' EXIT
+  prog=fc_stack
+  rc=0
+  "$work/bin/runner-stock" "$programs/$prog.pte" "$programs/$prog.input.bin" "$programs/$prog.expected.bin" \
+      file "$small/stock.cache" >"$work/full-stock.json" 2>"$work/full-stock.err" || rc=$?
+  log "full disk, ExecuTorch's own class: exit status $rc$([[ $rc -eq 135 ]] && echo ' (SIGBUS)')"
+  rm -f "$small"/*
+  rc=0
+  "$work/bin/runner-xnncache" "$programs/$prog.pte" "$programs/$prog.input.bin" "$programs/$prog.expected.bin" \
+      file "$small/xnncache.cache" >"$work/full-xnncache.json" 2>"$work/full-xnncache.err" || rc=$?
+  if [[ $rc -ne 0 ]]; then
+    fail "full disk, xnncache: runner exited $rc"
+  else
+    log "full disk, xnncache: exit 0, output identical, $(json xnncache.heap_fallback_bytes "$work/full-xnncache.json") bytes on the heap, backing $(json xnncache.backing "$work/full-xnncache.json") (2 = heap)"
+    [[ "$(json xnncache.heap_fallback_bytes "$work/full-xnncache.json")" =~ ^[1-9] ]] || fail "full disk, xnncache: no heap fallback reported"
+  fi
+  umount "$small"
+else
+  log "full-disk check skipped (mounting a small tmpfs needs root)"
+fi
 
 # --- ExecuTorch's tests of the class, against both -------------------------
 if [[ -z "${XNNCACHE_ET_SKIP_GTEST:-}" ]]; then
