@@ -197,8 +197,8 @@ EOF
 small="$work/small-disk"
 mkdir -p "$small"
 if [[ -z "${XNNCACHE_ET_SKIP_FULL_DISK:-}" ]] && mount -t tmpfs -o size=3m tmpfs "$small" 2>/dev/null; then
-  trap 'umount "$small" 2>/dev/null; rm -rf "$work"' EXIT
-  [[ -n "${XNNCACHE_ET_KEEP:-}" ]] && trap 'umount "$small" 2>/dev/null' EXIT
+  trap 'umount "$small" 2>/dev/null || true; rm -rf "$work"' EXIT
+  [[ -n "${XNNCACHE_ET_KEEP:-}" ]] && trap 'umount "$small" 2>/dev/null || true' EXIT
   prog=fc_stack
   rc=0
   "$work/bin/runner-stock" "$programs/$prog.pte" "$programs/$prog.input.bin" "$programs/$prog.expected.bin" \
