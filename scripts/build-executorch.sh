@@ -171,6 +171,8 @@ if [[ ! -f "$variant/done" ]]; then
   echo "$variant_key" >"$tmp/done"
   trap - EXIT
   mv "$tmp" "$variant"
+  # Variants are cheap to rebuild: keep the four most recent.
+  ls -1dt "$root"/variant/*/ 2>/dev/null | tail -n +5 | while read -r old; do rm -rf "$old"; done
 fi
 flock -u 9
 
