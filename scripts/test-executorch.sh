@@ -14,7 +14,9 @@
 # and asserts: every output is byte-identical to `none` and to the program's
 # expected.bin; a warm process packs nothing (xnncache's packed_bytes 0, from
 # the runner's JSON and from the class's XNNCACHE_ET_STATS line); the cache
-# file does not change between the warm processes. With root, runs fc_stack
+# file does not change between the warm processes. Two processes loading
+# fc_stack onto one new file at once both give the right output and the
+# next process packs nothing. With root, runs fc_stack
 # with its cache on a 3 MiB tmpfs (a full disk) with both classes. Then compiles ExecuTorch's
 # own tests of the class (backends/xnnpack/test/runtime/
 # test_xnn_weights_cache*.cpp, gtest) against both classes, and
@@ -188,6 +190,25 @@ w = [max(len(str(r[i])) for r in rows) for i in range(len(cols))]
 for r in rows:
     print("  ".join(str(v).rjust(w[i]) if i > 1 else str(v).ljust(w[i]) for i, v in enumerate(r)))
 EOF
+
+# --- Two processes loading the same program onto one new cache file at once -
+prog=fc_stack
+shared_file="$work/$prog.shared.xnncache"
+pids=()
+for i in 1 2; do
+  XNNCACHE_ET_STATS=1 "$work/bin/runner-xnncache" "$programs/$prog.pte" "$programs/$prog.input.bin" \
+      "$programs/$prog.expected.bin" file "$shared_file" --out "$work/$prog.shared$i.out" \
+      >"$work/$prog.shared$i.json" 2>"$work/$prog.shared$i.err" &
+  pids+=($!)
+done
+for i in 1 2; do
+  wait "${pids[$((i - 1))]}" || fail "$prog: concurrent cold process $i exited $?"
+  cmp -s "$work/$prog.shared$i.out" "$programs/$prog.expected.bin" || fail "$prog: concurrent cold process $i: output differs"
+done
+run shared-warm runner-xnncache file "$shared_file"
+[[ "$(json xnncache.packed_bytes "$work/$prog.shared-warm.json")" == 0 ]] || fail "$prog: warm after two concurrent cold processes packed $(json xnncache.packed_bytes "$work/$prog.shared-warm.json") bytes"
+cmp -s "$work/$prog.shared-warm.out" "$programs/$prog.expected.bin" || fail "$prog: warm after two concurrent cold processes: output differs"
+log "two concurrent cold processes on one file: packed $(json xnncache.packed_bytes "$work/$prog.shared1.json") and $(json xnncache.packed_bytes "$work/$prog.shared2.json") bytes, both outputs identical; the next process packed $(json xnncache.packed_bytes "$work/$prog.shared-warm.json")"
 
 # --- A full disk: a 3 MiB tmpfs for fc_stack's 6 MiB of packed weights ------
 # (needs mount(2), i.e. root; skipped otherwise). ExecuTorch's own class packs
