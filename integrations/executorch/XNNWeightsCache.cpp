@@ -59,6 +59,8 @@ struct CacheState {
   xnn_weights_cache_provider* real = nullptr;
   std::string path;
   bool open_attempted = false;
+  // Heap-fallback bytes already logged.
+  uint64_t reported_heap_bytes = 0;
 };
 
 std::mutex& states_mutex() {
@@ -298,8 +300,19 @@ Result<std::vector<std::string>> XNNWeightsCache::finalize_for_runtime() {
           xnncache_last_error());
     } else {
       struct xnncache_stats s {};
-      persisted = xnncache_stats(st->cache, &s) == XNNCACHE_OK &&
-          s.backing == XNNCACHE_BACKING_FILE;
+      if (xnncache_stats(st->cache, &s) == XNNCACHE_OK) {
+        persisted = s.backing == XNNCACHE_BACKING_FILE;
+        if (s.heap_fallback_bytes > st->reported_heap_bytes && !st->path.empty()) {
+          // E.g. a full disk: the runtime is fine, the next process packs
+          // these weights again.
+          ET_LOG(
+              Error,
+              "xnncache: %" PRIu64 " packed bytes could not go to %s and stay on the heap",
+              s.heap_fallback_bytes,
+              st->path.c_str());
+          st->reported_heap_bytes = s.heap_fallback_bytes;
+        }
+      }
     }
   }
 
