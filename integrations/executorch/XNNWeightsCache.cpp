@@ -59,6 +59,8 @@ struct CacheState {
   xnn_weights_cache_provider* real = nullptr;
   std::string path;
   bool open_attempted = false;
+  // XNNPACK's own cache, only when xnncache could not open at all.
+  xnn_weights_cache_t xnnpack_fallback = nullptr;
   // Heap-fallback bytes already logged.
   uint64_t reported_heap_bytes = 0;
 };
@@ -173,6 +175,9 @@ XNNWeightsCache::~XNNWeightsCache() {
   if (st && st->cache != nullptr) {
     xnncache_close(st->cache);
   }
+  if (st && st->xnnpack_fallback != nullptr) {
+    xnn_delete_weights_cache(st->xnnpack_fallback);
+  }
 }
 
 void XNNWeightsCache::set_packed_cache_path(const std::string& path) {
@@ -199,8 +204,8 @@ Error XNNWeightsCache::initialize_for_runtime(
   if (st == nullptr) {
     return Error::Internal;
   }
-  if (st->cache != nullptr || st->open_attempted) {
-    return st->cache != nullptr ? Error::Ok : Error::Internal;
+  if (st->open_attempted) {
+    return st->real != nullptr ? Error::Ok : Error::Internal;
   }
   st->open_attempted = true;
   st->path = packed_cache_path_;
@@ -224,13 +229,20 @@ Error XNNWeightsCache::initialize_for_runtime(
     status = xnncache_open(&options, &st->cache);
   }
   if (status != XNNCACHE_OK) {
+    // Not even memory (an XNNPACK whose provider ABI xnncache does not
+    // know, or no memory): pack with XNNPACK's own in-memory cache.
     ET_LOG(
         Error,
-        "xnncache: open failed: %s: %s",
+        "xnncache: open failed: %s: %s; using XNNPACK's weights cache",
         xnncache_status_name(status),
         xnncache_last_error());
     st->cache = nullptr;
-    return Error::Internal;
+    if (xnn_create_weights_cache(&st->xnnpack_fallback) != xnn_status_success) {
+      st->xnnpack_fallback = nullptr;
+      return Error::Internal;
+    }
+    st->real = st->xnnpack_fallback;
+    return Error::Ok;
   }
   const char* warning = xnncache_last_error();
   if (warning != nullptr && warning[0] != '\0') {
