@@ -154,6 +154,15 @@ for prog in $only; do
       [[ "$(json xnncache.file_state "$f.json")" == 2 ]] || fail "$prog $name ($rep): the cache file was not reused"
       grep -q '^xnncache-executorch: .*"packed_bytes":0,' "$f.err" || fail "$prog $name ($rep): the class's XNNCACHE_ET_STATS line does not say packed_bytes 0"
     done
+    for name in cold warm warm2; do
+      f="$work/$prog.$name.$rep"
+      maps=$(json cache_file_maps "$f.json")
+      [[ -n "$maps" && "$maps" != *w* ]] || fail "$prog $name ($rep): cache file mapped '$maps' (expected read-only pages)"
+      ! grep -q '^E ' "$f.err" || fail "$prog $name ($rep): errors logged: $(grep -m2 '^E ' "$f.err" | tr '\n' ' ')"
+    done
+    if [[ $rep == 1 ]]; then
+      log "$prog: cache file mappings after load: stock cold '$(json cache_file_maps "$work/$prog.stock-cold.1.json")', stock warm '$(json cache_file_maps "$work/$prog.stock-warm.1.json")', xnncache cold '$(json cache_file_maps "$work/$prog.cold.1.json")', warm '$(json cache_file_maps "$work/$prog.warm.1.json")'"
+    fi
     [[ "$id_warm" == "$id_warm2" ]] || fail "$prog ($rep): the cache file changed between the warm runs ($id_warm -> $id_warm2)"
     [[ "$id_cold" == "$id_warm" ]] || fail "$prog ($rep): the cache file changed between the cold and the first warm run ($id_cold -> $id_warm)"
     if [[ $rep == 1 ]] && grep -q "errno=11" "$work/$prog.stock-warm.$rep.err"; then
@@ -237,7 +246,7 @@ if [[ -z "${XNNCACHE_ET_SKIP_FULL_DISK:-}" ]] && mount -t tmpfs -o size=3m tmpfs
   fi
   umount "$small"
 else
-  log "full-disk check skipped (mounting a small tmpfs needs root)"
+  log "full-disk check skipped (XNNCACHE_ET_SKIP_FULL_DISK set, or no permission to mount a tmpfs)"
 fi
 
 # --- ExecuTorch's tests of the class, against both -------------------------

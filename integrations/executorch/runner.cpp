@@ -4,7 +4,10 @@
 //
 //   {"program":...,"mode":...,"load_ms":...,"load_method_ms":...,
 //    "first_execute_ms":...,"steady_execute_ms":...,"peak_rss_kib":...,
-//    "identical":true,"xnncache":{...}}
+//    "identical":true,"cache_file_maps":"r--s","xnncache":{...}}
+//
+// cache_file_maps: the permissions of the cache file's mappings after the
+// runs (from /proc/self/maps).
 //
 // Usage: runner PROGRAM.pte INPUT.bin EXPECTED.bin MODE [PATH] [--runs N] [--out FILE]
 //   MODE none   XNNPACK's weights cache off (weight_cache_enabled=false)
@@ -27,6 +30,8 @@
 #include <xnncache.h>
 
 #include <sys/resource.h>
+
+#include <climits>
 
 #include <algorithm>
 #include <chrono>
@@ -218,6 +223,27 @@ int main(int argc, char** argv) {
   std::sort(steady.begin(), steady.end());
   const double steady_ms = steady[steady.size() / 2];
 
+  // How the cache file is mapped now (after the runs): the distinct
+  // permissions of its mappings in /proc/self/maps, e.g. "r--s".
+  std::string maps;
+  if (!cache_path.empty()) {
+    char resolved[PATH_MAX];
+    const std::string target = realpath(cache_path.c_str(), resolved) != nullptr ? resolved : cache_path;
+    std::ifstream m("/proc/self/maps");
+    std::string line;
+    while (std::getline(m, line)) {
+      const size_t slash = line.find('/');
+      if (slash == std::string::npos || line.compare(slash, std::string::npos, target) != 0) {
+        continue;
+      }
+      const size_t sp = line.find(' ');
+      const std::string perms = line.substr(sp + 1, 4);
+      if (maps.find(perms) == std::string::npos) {
+        maps += (maps.empty() ? "" : ",") + perms;
+      }
+    }
+  }
+
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);
 
@@ -240,11 +266,11 @@ int main(int argc, char** argv) {
   std::printf(
       "{\"program\":\"%s\",\"mode\":\"%s\",\"class\":\"%s\",\"load_ms\":%.3f,\"load_method_ms\":%.3f,"
       "\"first_execute_ms\":%.3f,\"steady_execute_ms\":%.3f,\"peak_rss_kib\":%ld,"
-      "\"identical\":%s,\"max_abs_diff\":%g,\"xnncache\":%s}\n",
+      "\"identical\":%s,\"max_abs_diff\":%g,\"cache_file_maps\":\"%s\",\"xnncache\":%s}\n",
       json_escape(program).c_str(), mode.c_str(),
       xnncache_executorch_stats != nullptr ? "xnncache" : "stock",
       load_ms, load_method_ms, execute_ms[0], steady_ms, usage.ru_maxrss,
-      identical ? "true" : "false", max_abs_diff, stats.c_str());
+      identical ? "true" : "false", max_abs_diff, maps.c_str(), stats.c_str());
   std::fflush(stdout);
   return identical ? 0 : 1;
 }
