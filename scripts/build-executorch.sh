@@ -17,7 +17,10 @@
 #                    replacement XNNWeightsCache.cpp is compiled, with the
 #                    exact command it generates, and libxnnpack_backend.a
 #                    is the stock archive with that one object swapped
-#                    (about 30 s). The key adds the replacement, the CMake
+#                    (about 30 s). A project that add_subdirectory()s
+#                    ExecuTorch and includes xnncache.cmake is configured
+#                    too: its program must link libxnncache.a and the system
+#                    libraries. The key adds the replacement, the CMake
 #                    files, include/xnncache.h and libxnncache.a.
 #
 # Both appear by rename of a finished temporary folder, under flock(2) on
@@ -139,7 +142,8 @@ snippet="$repo/integrations/executorch/xnncache.cmake"
 hook="$repo/integrations/executorch/hook.cmake"
 variant_key=$( {
   echo "$base_key $repo"
-  sha256sum "$replacement" "$snippet" "$hook" "$repo/include/xnncache.h" "$xnncache_lib" | cut -d' ' -f1
+  sha256sum "$replacement" "$snippet" "$hook" "$repo/include/xnncache.h" "$xnncache_lib" \
+    "$repo/scripts/build-executorch.sh" "$repo/scripts/executorch-compile-command.py" | cut -d' ' -f1
 } | sha256sum | cut -c1-16)
 variant="$root/variant/$variant_key"
 
@@ -159,6 +163,26 @@ if [[ ! -f "$variant/done" ]]; then
   grep -q "xnncache: xnnpack_backend builds" "$tmp/configure.log" || { log "hook.cmake did not run"; exit 1; }
   python3 "$repo/scripts/executorch-compile-command.py" "$tmp/configure/compile_commands.json" "$replacement" \
       "$repo/include" "$tmp/configure" "$base/build" "$tmp/XNNWeightsCache.cpp.o" >"$tmp/compile.sh"
+  # The README's other form: a project that add_subdirectory()s ExecuTorch
+  # and includes xnncache.cmake; a program linking xnnpack_backend must get
+  # libxnncache.a and its system libraries (configure only).
+  mkdir -p "$tmp/user"
+  printf '%s\n' 'cmake_minimum_required(VERSION 3.24)' 'project(xnncache_et_user C CXX)' \
+    "add_subdirectory(\"$base/src/executorch\" executorch)" "include(\"$snippet\")" \
+    'add_executable(app main.cpp)' 'target_link_libraries(app xnnpack_backend)' >"$tmp/user/CMakeLists.txt"
+  echo 'int main() { return 0; }' >"$tmp/user/main.cpp"
+  log "configuring a project that add_subdirectory()s ExecuTorch and includes xnncache.cmake"
+  if ! cmake -S "$tmp/user" -B "$tmp/user/build" "${cmake_flags[@]}" -DXNNCACHE_LIBRARY="$xnncache_lib" \
+      >"$tmp/user.log" 2>&1; then
+    tail -40 "$tmp/user.log" >&2; exit 1
+  fi
+  grep -q "\"file\": \"$replacement\"" "$tmp/user/build/compile_commands.json" \
+    || { log "include(xnncache.cmake) did not put $replacement into xnnpack_backend"; exit 1; }
+  link_line=$(grep -A8 '^build app:' "$tmp/user/build/build.ninja" | grep 'LINK_LIBRARIES')
+  for want in "$xnncache_lib" -lpthread -ldl -lm -lrt -lutil; do
+    [[ " $link_line " == *" $want "* ]] || { log "a program linking xnnpack_backend does not get $want"; exit 1; }
+  done
+  rm -rf "$tmp/user"
   log "compiling the replacement class"
   bash "$tmp/compile.sh" >&2
   # The stock archive with its XNNWeightsCache.cpp.o replaced by ours.
