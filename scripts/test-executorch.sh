@@ -14,7 +14,8 @@
 # and asserts: every output is byte-identical to `none` and to the program's
 # expected.bin; a warm process packs nothing (xnncache's packed_bytes 0, from
 # the runner's JSON and from the class's XNNCACHE_ET_STATS line); the cache
-# file does not change between the warm processes. Two processes loading
+# file does not change between the warm processes. fc_stack then fc_qd8 on
+# one file: the second adds its weights, then neither packs. Two processes loading
 # fc_stack onto one new file at once both give the right output and the
 # next process packs nothing. With root, runs fc_stack
 # with its cache on a 3 MiB tmpfs (a full disk) with both classes. Then compiles ExecuTorch's
@@ -199,6 +200,29 @@ w = [max(len(str(r[i])) for r in rows) for i in range(len(cols))]
 for r in rows:
     print("  ".join(str(v).rjust(w[i]) if i > 1 else str(v).ljust(w[i]) for i, v in enumerate(r)))
 EOF
+
+# --- Two programs, one cache file: the second adds its weights, then neither packs
+multi="$work/multi.xnncache"
+for step in fc_stack:cold fc_qd8:cold fc_stack:warm fc_qd8:warm; do
+  prog=${step%%:*}
+  run "multi-${step#*:}" runner-xnncache file "$multi"
+  cmp -s "$work/$prog.multi-${step#*:}.out" "$programs/$prog.expected.bin" || fail "$prog on a shared file (${step#*:}): output differs"
+done
+[[ "$(json xnncache.loaded_entries "$work/fc_qd8.multi-cold.json")" =~ ^[1-9] ]] || fail "fc_qd8 did not load fc_stack's entries from the shared file"
+[[ "$(json xnncache.packed_bytes "$work/fc_qd8.multi-cold.json")" =~ ^[1-9] ]] || fail "fc_qd8 packed nothing on the shared file"
+for prog in fc_stack fc_qd8; do
+  [[ "$(json xnncache.packed_bytes "$work/$prog.multi-warm.json")" == 0 ]] || fail "$prog on a shared file (warm): packed $(json xnncache.packed_bytes "$work/$prog.multi-warm.json") bytes"
+done
+# The same with ExecuTorch's own class, for the record: the file's size after each step.
+stock_multi="$work/multi.stock.cache"
+sizes=()
+for step in fc_stack:cold fc_qd8:cold fc_qd8:warm; do
+  prog=${step%%:*}
+  run "stock-multi-${step#*:}" runner-stock file "$stock_multi"
+  sizes+=("$prog ${step#*:} $(stat -c %s "$stock_multi" 2>/dev/null || echo 0) bytes, load_method $(json load_method_ms "$work/$prog.stock-multi-${step#*:}.json") ms")
+done
+log "ExecuTorch's own class, fc_stack then fc_qd8 on one file: $(IFS=';'; echo "${sizes[*]}")"
+log "xnncache, fc_stack then fc_qd8 on one file: fc_qd8 added $(json xnncache.packed_bytes "$work/fc_qd8.multi-cold.json") bytes to $(json xnncache.loaded_entries "$work/fc_qd8.multi-cold.json") loaded entries (file $(stat -c %s "$multi") bytes); warm, both packed 0 (fc_qd8 load_method $(json load_method_ms "$work/fc_qd8.multi-warm.json") ms)"
 
 # --- Two processes loading the same program onto one new cache file at once -
 prog=fc_stack
