@@ -255,9 +255,9 @@ if [[ -z "${XNNCACHE_ET_SKIP_FULL_DISK:-}" ]] && mount -t tmpfs -o size=3m tmpfs
   [[ -n "${XNNCACHE_ET_KEEP:-}" ]] && trap 'umount "$small" 2>/dev/null || true' EXIT
   prog=fc_stack
   rc=0
-  # (in a subshell whose own "Bus error" report goes nowhere: the status says it)
-  ( "$work/bin/runner-stock" "$programs/$prog.pte" "$programs/$prog.input.bin" "$programs/$prog.expected.bin" \
-      file "$small/stock.cache" >"$work/full-stock.json" 2>"$work/full-stock.err" ) 2>/dev/null || rc=$?
+  # (under an inner shell whose "Bus error" report goes nowhere: the status says it)
+  bash -c '"$@" >"$0.json" 2>"$0.err"; exit $?' "$work/full-stock" "$work/bin/runner-stock" "$programs/$prog.pte" \
+      "$programs/$prog.input.bin" "$programs/$prog.expected.bin" file "$small/stock.cache" 2>/dev/null || rc=$?
   log "full disk, ExecuTorch's own class: exit status $rc$([[ $rc -eq 135 ]] && echo ' (SIGBUS)')"
   rm -f "$small"/*
   rc=0
