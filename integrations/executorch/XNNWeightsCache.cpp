@@ -1,0 +1,546 @@
+// A drop-in replacement for ExecuTorch's
+// backends/xnnpack/runtime/XNNWeightsCache.cpp that keeps the class and its
+// header (XNNWeightsCache.h) exactly as ExecuTorch ships them and hands the
+// packed weights to xnncache (include/xnncache.h in the xnncache repository).
+//
+// What changes for ExecuTorch:
+//   - packed weights live in xnncache's cache file (the `packed_cache_path`
+//     backend option) or, without a path, in anonymous memory;
+//   - every constant ExecuTorch loads by name (load_unpacked_data) is
+//     registered with xnncache under that name, so the next process finds
+//     its packed form by look-up and packs nothing;
+//   - finalize_for_runtime commits new entries (crash-safe) and turns the
+//     packed pages into clean, read-only file pages; if that fails the
+//     runtime keeps working from memory and the failure is logged.
+//
+// The class's private members are used as ExecuTorch's own file uses them
+// where the header's inline functions read them (unpacked_data_,
+// unpacked_data_to_name_, name_to_packed_data_metadata_, weights_cache_);
+// the xnncache handle lives in a table keyed by the instance, since the
+// header has no member for it.
+//
+// Environment:
+//   XNNCACHE_ET_STATS=1   prints one line of xnncache stats per cache to
+//                         stderr when the cache is destroyed:
+//                         xnncache-executorch: {"path":"...","entries":...,...}
+//   XNNCACHE_ET_VERIFY=1  checks every payload checksum when a cache file is
+//                         opened (a file that fails is rebuilt); without it
+//                         the header and index are checked, payloads are not.
+
+#include <executorch/backends/xnnpack/runtime/XNNWeightsCache.h>
+#include <executorch/runtime/core/error.h>
+#include <executorch/runtime/platform/log.h>
+
+#include <xnncache.h>
+#include <xnnpack.h>
+
+#include <cinttypes>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace executorch {
+namespace backends {
+namespace xnnpack {
+namespace delegate {
+
+namespace {
+
+// What an instance keeps besides the header's members.
+struct CacheState {
+  xnncache* cache = nullptr;
+  // xnncache's own provider; weights_cache_ forwards to it.
+  xnn_weights_cache_provider* real = nullptr;
+  std::string path;
+  bool open_attempted = false;
+  // XNNPACK's own cache, only when xnncache could not open at all.
+  xnn_weights_cache_t xnnpack_fallback = nullptr;
+  // Heap-fallback bytes already logged.
+  uint64_t reported_heap_bytes = 0;
+};
+
+std::mutex& states_mutex() {
+  static std::mutex mu;
+  return mu;
+}
+
+std::unordered_map<const void*, std::unique_ptr<CacheState>>& states() {
+  static auto* table =
+      new std::unordered_map<const void*, std::unique_ptr<CacheState>>();
+  return *table;
+}
+
+CacheState* state_of(const void* instance) {
+  std::lock_guard<std::mutex> lock(states_mutex());
+  auto it = states().find(instance);
+  return it == states().end() ? nullptr : it->second.get();
+}
+
+// XNNPACK calls alias_data (provider ABI v3) when it converts an fp16/bf16
+// constant to an fp32 copy; xnncache then answers look-ups of the copy
+// through the registered original.
+enum xnn_status forward_alias_data(void* context, void* alias, void* original) {
+  CacheState* st = state_of(context);
+  if (st == nullptr || st->real == nullptr || st->real->alias_data == nullptr) {
+    return xnn_status_success;
+  }
+  return st->real->alias_data(st->real->context, alias, original);
+}
+
+void print_stats(const CacheState& st) {
+  struct xnncache_stats s {};
+  if (st.cache == nullptr || xnncache_stats(st.cache, &s) != XNNCACHE_OK) {
+    return;
+  }
+  std::fprintf(
+      stderr,
+      "xnncache-executorch: {\"path\":\"%s\",\"entries\":%" PRIu64
+      ",\"stored_bytes\":%" PRIu64 ",\"packed_bytes\":%" PRIu64
+      ",\"look_ups\":%" PRIu64 ",\"hits\":%" PRIu64 ",\"found_bytes\":%" PRIu64
+      ",\"heap_fallback_bytes\":%" PRIu64 ",\"file_size\":%" PRIu64
+      ",\"sealed_bytes\":%" PRIu64 ",\"loaded_entries\":%" PRIu64
+      ",\"not_persisted\":%" PRIu64 ",\"commits\":%" PRIu64
+      ",\"backing\":%u,\"file_state\":%u}\n",
+      st.path.c_str(),
+      s.entries,
+      s.stored_bytes,
+      s.packed_bytes,
+      s.look_ups,
+      s.hits,
+      s.found_bytes,
+      s.heap_fallback_bytes,
+      s.file_size,
+      s.sealed_bytes,
+      s.loaded_entries,
+      s.not_persisted,
+      s.commits,
+      s.backing,
+      s.file_state);
+}
+
+} // namespace
+
+XNNWeightsCache::XNNWeightsCache()
+    : runtime_allocator_(nullptr),
+      named_data_map_(nullptr),
+      is_finalized_(false) {
+  std::memset(&weights_cache_, 0, sizeof(weights_cache_));
+  weights_cache_.context = this;
+  weights_cache_.look_up = (size_t(*)(
+      void*, const xnn_weights_cache_look_up_key*))XNNWeightsCache::look_up;
+  weights_cache_.reserve_space =
+      (void* (*)(void*, size_t))XNNWeightsCache::reserve_space;
+  weights_cache_.look_up_or_insert =
+      (size_t(*)(void*, const xnn_weights_cache_look_up_key*, void*, size_t))
+          XNNWeightsCache::look_up_or_insert;
+  weights_cache_.is_finalized = (bool (*)(void*))XNNWeightsCache::is_finalized;
+  weights_cache_.offset_to_addr =
+      (void* (*)(void*, size_t))XNNWeightsCache::offset_to_addr;
+  weights_cache_.delete_cache =
+      (enum xnn_status(*)(void*))XNNWeightsCache::delete_cache;
+  weights_cache_.alias_data = forward_alias_data;
+  std::lock_guard<std::mutex> lock(states_mutex());
+  states()[this] = std::make_unique<CacheState>();
+}
+
+XNNWeightsCache::~XNNWeightsCache() {
+  std::unique_ptr<CacheState> st;
+  {
+    std::lock_guard<std::mutex> lock(states_mutex());
+    auto it = states().find(this);
+    if (it != states().end()) {
+      st = std::move(it->second);
+      states().erase(it);
+    }
+  }
+  if (st && st->cache != nullptr) {
+    const char* env = std::getenv("XNNCACHE_ET_STATS");
+    if (env != nullptr && env[0] != '\0' && std::strcmp(env, "0") != 0) {
+      print_stats(*st);
+    }
+    for (FreeableBuffer& buffer : unpacked_data_) {
+      xnncache_unregister_weights(st->cache, buffer.data(), buffer.size());
+    }
+  }
+  for (FreeableBuffer& buffer : unpacked_data_) {
+    buffer.Free();
+  }
+  unpacked_data_.clear();
+  if (st && st->cache != nullptr) {
+    xnncache_close(st->cache);
+  }
+  if (st && st->xnnpack_fallback != nullptr) {
+    xnn_delete_weights_cache(st->xnnpack_fallback);
+  }
+}
+
+void XNNWeightsCache::set_packed_cache_path(const std::string& path) {
+  CacheState* st = state_of(this);
+  if (st != nullptr && st->cache != nullptr && path != packed_cache_path_) {
+    ET_LOG(
+        Error,
+        "xnncache: set_packed_cache_path(%s) after the cache was opened on '%s'; ignored",
+        path.c_str(),
+        packed_cache_path_.c_str());
+    return;
+  }
+  packed_cache_path_ = path;
+}
+
+Error XNNWeightsCache::initialize_for_runtime(
+    MemoryAllocator* runtime_allocator,
+    const NamedDataMap* named_data_map) {
+  runtime_allocator_ = runtime_allocator;
+  named_data_map_ = named_data_map;
+  is_finalized_ = false;
+
+  CacheState* st = state_of(this);
+  if (st == nullptr) {
+    return Error::Internal;
+  }
+  if (st->open_attempted) {
+    return st->real != nullptr ? Error::Ok : Error::Internal;
+  }
+  st->open_attempted = true;
+  st->path = packed_cache_path_;
+
+  xnncache_options options = XNNCACHE_OPTIONS_INIT;
+  options.path = packed_cache_path_.empty() ? nullptr : packed_cache_path_.c_str();
+  const char* verify = std::getenv("XNNCACHE_ET_VERIFY");
+  if (verify != nullptr && verify[0] != '\0' && std::strcmp(verify, "0") != 0) {
+    // Check every payload's checksum at open (reads the whole file once).
+    options.flags |= XNNCACHE_FLAG_VERIFY;
+  }
+  xnncache_status status = xnncache_open(&options, &st->cache);
+  if (status != XNNCACHE_OK && options.path != nullptr) {
+    ET_LOG(
+        Error,
+        "xnncache: open(%s) failed: %s: %s; packing into memory",
+        packed_cache_path_.c_str(),
+        xnncache_status_name(status),
+        xnncache_last_error());
+    options.path = nullptr;
+    status = xnncache_open(&options, &st->cache);
+  }
+  if (status != XNNCACHE_OK) {
+    // Not even memory (an XNNPACK whose provider ABI xnncache does not
+    // know, or no memory): pack with XNNPACK's own in-memory cache.
+    ET_LOG(
+        Error,
+        "xnncache: open failed: %s: %s; using XNNPACK's weights cache",
+        xnncache_status_name(status),
+        xnncache_last_error());
+    st->cache = nullptr;
+    if (xnn_create_weights_cache(&st->xnnpack_fallback) != xnn_status_success) {
+      st->xnnpack_fallback = nullptr;
+      return Error::Internal;
+    }
+    st->real = st->xnnpack_fallback;
+    return Error::Ok;
+  }
+  const char* warning = xnncache_last_error();
+  if (warning != nullptr && warning[0] != '\0') {
+    ET_LOG(Info, "xnncache: %s", warning);
+  }
+  st->real = xnncache_provider(st->cache);
+
+  struct xnncache_stats s {};
+  if (xnncache_stats(st->cache, &s) == XNNCACHE_OK && options.path != nullptr) {
+    ET_LOG(
+        Info,
+        "xnncache: opened %s (file state %u, %" PRIu64 " entries loaded)",
+        packed_cache_path_.c_str(),
+        s.file_state,
+        s.loaded_entries);
+  }
+  return Error::Ok;
+}
+
+Result<const uint8_t*> XNNWeightsCache::load_unpacked_data(
+    const std::string& name) {
+  if (named_data_map_ == nullptr) {
+    return Error::InvalidState;
+  }
+  Result<FreeableBuffer> named_data = named_data_map_->get_data(name.c_str());
+  if (!named_data.ok()) {
+    ET_LOG(Error, "Failed to load constant data for key %s", name.c_str());
+    return Error::InvalidExternalData;
+  }
+  const uint8_t* data_pointer =
+      static_cast<const uint8_t*>(named_data.get().data());
+  const size_t size = named_data.get().size();
+  CacheState* st = state_of(this);
+  if (st != nullptr && st->cache != nullptr) {
+    xnncache_status status =
+        xnncache_register_weights(st->cache, data_pointer, size, name.c_str());
+    if (status != XNNCACHE_OK) {
+      // Still usable within this process; only not found by name next time.
+      ET_LOG(
+          Error,
+          "xnncache: register_weights(%s) failed: %s: %s",
+          name.c_str(),
+          xnncache_status_name(status),
+          xnncache_last_error());
+    }
+  }
+  unpacked_data_.push_back(std::move(named_data.get()));
+  unpacked_data_to_name_[data_pointer] = name;
+  return data_pointer;
+}
+
+Result<std::vector<std::string>> XNNWeightsCache::finalize_for_runtime() {
+  is_finalized_ = true;
+  CacheState* st = state_of(this);
+
+  // Commit what this runtime packed and seal its pages. A failure here
+  // (disk full, read-only folder, ...) leaves the packed weights valid in
+  // memory: the runtime works, only the next process packs again.
+  bool persisted = false;
+  if (st != nullptr && st->cache != nullptr) {
+    xnncache_status status = xnncache_finalize(st->cache);
+    if (status != XNNCACHE_OK) {
+      ET_LOG(
+          Error,
+          "xnncache: finalize failed: %s: %s; packed weights stay in memory",
+          xnncache_status_name(status),
+          xnncache_last_error());
+    } else {
+      struct xnncache_stats s {};
+      if (xnncache_stats(st->cache, &s) == XNNCACHE_OK) {
+        persisted = s.backing == XNNCACHE_BACKING_FILE;
+        if (s.heap_fallback_bytes > st->reported_heap_bytes && !st->path.empty()) {
+          // E.g. a full disk: the runtime is fine, the next process packs
+          // these weights again.
+          ET_LOG(
+              Error,
+              "xnncache: %" PRIu64 " packed bytes could not go to %s and stay on the heap",
+              s.heap_fallback_bytes,
+              st->path.c_str());
+          st->reported_heap_bytes = s.heap_fallback_bytes;
+        }
+      }
+    }
+  }
+
+  // The packed runtime no longer needs the unpacked constants. Tell
+  // xnncache before their memory goes back to the allocator.
+  for (FreeableBuffer& buffer : unpacked_data_) {
+    if (st != nullptr && st->cache != nullptr) {
+      xnncache_unregister_weights(st->cache, buffer.data(), buffer.size());
+    }
+    buffer.Free();
+  }
+  unpacked_data_.clear();
+  unpacked_data_to_name_.clear();
+
+  std::vector<std::string> packed_data_names;
+  for (auto& entry : name_to_packed_data_metadata_) {
+    if (entry.second.in_current_runtime) {
+      entry.second.ref_count++;
+      entry.second.in_current_runtime = false;
+      if (persisted) {
+        entry.second.from_load = true;
+      }
+      packed_data_names.push_back(entry.first);
+    }
+  }
+  return packed_data_names;
+}
+
+Error XNNWeightsCache::delete_packed_data(
+    const std::vector<std::string>& packed_data_names) {
+  if (!is_finalized_) {
+    ET_LOG(Error, "delete_packed_data called before finalize_for_runtime");
+    return Error::InvalidArgument;
+  }
+  for (const std::string& name : packed_data_names) {
+    auto entry = name_to_packed_data_metadata_.find(name);
+    if (entry == name_to_packed_data_metadata_.end()) {
+      ET_LOG(Error, "delete_packed_data: '%s' not found", name.c_str());
+      return Error::InvalidArgument;
+    }
+    if (entry->second.ref_count > 0) {
+      --entry->second.ref_count;
+    }
+    if (entry->second.ref_count > 0 || entry->second.from_load) {
+      // Still used, or committed to the file: kept, as ExecuTorch's class
+      // keeps entries its file holds.
+      continue;
+    }
+    // The packed bytes themselves belong to xnncache and are released when
+    // the cache closes (when the last runtime using this instance is gone).
+    name_to_packed_data_metadata_.erase(entry);
+  }
+  return Error::Ok;
+}
+
+Error XNNWeightsCache::save_packed_index() {
+  // xnncache commits at every finalize; this seals and commits whatever a
+  // runtime packed since then. With nothing new it writes nothing.
+  CacheState* st = state_of(this);
+  if (st == nullptr || st->cache == nullptr) {
+    return Error::Ok;
+  }
+  xnncache_status status = xnncache_finalize(st->cache);
+  if (status != XNNCACHE_OK) {
+    ET_LOG(
+        Error,
+        "xnncache: save failed: %s: %s",
+        xnncache_status_name(status),
+        xnncache_last_error());
+    return Error::Internal;
+  }
+  return Error::Ok;
+}
+
+// --- XNNPACK's provider callbacks: forwarded to xnncache's provider, with
+// --- the names of what this runtime uses recorded for finalize_for_runtime.
+
+namespace {
+
+// The name ExecuTorch's class gives a packed weight: the weight's name
+// followed by the bias's (when the bias is named too). Empty when XNNPACK
+// names memory that was not loaded through load_unpacked_data.
+std::string packed_name(
+    const std::unordered_map<const void*, std::string>& names,
+    const xnn_weights_cache_look_up_key* key) {
+  auto weight = names.find(key->kernel);
+  if (weight == names.end()) {
+    return std::string();
+  }
+  std::string name = weight->second;
+  if (key->bias != nullptr) {
+    auto bias = names.find(key->bias);
+    if (bias != names.end()) {
+      name.append(bias->second);
+    }
+  }
+  return name;
+}
+
+} // namespace
+
+size_t XNNWeightsCache::look_up(
+    XNNWeightsCache* context,
+    const xnn_weights_cache_look_up_key* cache_key) {
+  CacheState* st = state_of(context);
+  if (st == nullptr || st->real == nullptr) {
+    return SIZE_MAX;
+  }
+  size_t offset = st->real->look_up(st->real->context, cache_key);
+  if (offset != SIZE_MAX) {
+    std::string name = packed_name(context->unpacked_data_to_name_, cache_key);
+    if (!name.empty()) {
+      PackedDataMeta& meta = context->name_to_packed_data_metadata_[name];
+      meta.offset = offset;
+      meta.seed = cache_key->seed;
+      meta.in_current_runtime = true;
+    }
+  }
+  return offset;
+}
+
+void* XNNWeightsCache::reserve_space(XNNWeightsCache* context, size_t n) {
+  CacheState* st = state_of(context);
+  if (st == nullptr || st->real == nullptr) {
+    return nullptr;
+  }
+  return st->real->reserve_space(st->real->context, n);
+}
+
+void* XNNWeightsCache::reserve_space_heap(size_t n) {
+  // Not used: xnncache places every packed weight (and falls back to the
+  // heap itself when its file cannot grow).
+  return reserve_space(this, n);
+}
+
+size_t XNNWeightsCache::look_up_or_insert(
+    XNNWeightsCache* context,
+    const xnn_weights_cache_look_up_key* cache_key,
+    void* ptr,
+    size_t size) {
+  CacheState* st = state_of(context);
+  if (st == nullptr || st->real == nullptr) {
+    return SIZE_MAX;
+  }
+  size_t offset =
+      st->real->look_up_or_insert(st->real->context, cache_key, ptr, size);
+  if (offset != SIZE_MAX) {
+    std::string name = packed_name(context->unpacked_data_to_name_, cache_key);
+    if (!name.empty()) {
+      PackedDataMeta& meta = context->name_to_packed_data_metadata_[name];
+      meta.offset = offset;
+      if (size != 0) {
+        meta.data_size = size;
+      }
+      meta.seed = cache_key->seed;
+      meta.in_current_runtime = true;
+    }
+  }
+  return offset;
+}
+
+bool XNNWeightsCache::is_finalized(XNNWeightsCache* context) {
+  CacheState* st = state_of(context);
+  if (st == nullptr || st->real == nullptr) {
+    return context->is_finalized_;
+  }
+  return st->real->is_finalized(st->real->context);
+}
+
+void* XNNWeightsCache::offset_to_addr(XNNWeightsCache* context, size_t offset) {
+  CacheState* st = state_of(context);
+  if (st == nullptr || st->real == nullptr) {
+    return nullptr;
+  }
+  return st->real->offset_to_addr(st->real->context, offset);
+}
+
+enum xnn_status XNNWeightsCache::delete_cache(XNNWeightsCache* context) {
+  // The instance owns the xnncache handle and closes it in its destructor.
+  (void)context;
+  return xnn_status_success;
+}
+
+// Unused by this replacement (declared by the header for ExecuTorch's own
+// file format); defined so that every declared member exists.
+bool XNNWeightsCache::load_packed_cache() {
+  return false;
+}
+void XNNWeightsCache::reset_for_fresh_write() {}
+void XNNWeightsCache::release_entry(void* packed_data_ptr) {
+  (void)packed_data_ptr;
+}
+void XNNWeightsCache::full_unload() {}
+
+} // namespace delegate
+} // namespace xnnpack
+} // namespace backends
+} // namespace executorch
+
+// xnncache's statistics for the live ExecuTorch weights cache on `path`
+// ("" for the one without a file), for tools and tests built against this
+// replacement (declare it weak to run against ExecuTorch's own class too).
+extern "C" int xnncache_executorch_stats(
+    const char* path,
+    struct xnncache_stats* out) {
+  using executorch::backends::xnnpack::delegate::states;
+  using executorch::backends::xnnpack::delegate::states_mutex;
+  if (path == nullptr || out == nullptr) {
+    return XNNCACHE_INVALID_ARGUMENT;
+  }
+  std::lock_guard<std::mutex> lock(states_mutex());
+  for (auto& entry : states()) {
+    const auto& st = *entry.second;
+    if (st.cache != nullptr && st.path == path) {
+      return xnncache_stats(st.cache, out);
+    }
+  }
+  return XNNCACHE_INVALID_STATE;
+}

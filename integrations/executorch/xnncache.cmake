@@ -1,0 +1,39 @@
+# Builds ExecuTorch's XNNPACK backend with xnncache's XNNWeightsCache.cpp in
+# place of ExecuTorch's own, and links libxnncache.a into every program that
+# links the backend. ExecuTorch's header (XNNWeightsCache.h) is unchanged.
+#
+# Include it once the `xnnpack_backend` target exists, e.g. after
+# add_subdirectory(executorch) in your CMakeLists.txt:
+#
+#   set(XNNCACHE_LIBRARY /path/to/xnncache/target/release/libxnncache.a)  # optional
+#   include(/path/to/xnncache/integrations/executorch/xnncache.cmake)
+#
+# or, building ExecuTorch's own top-level CMakeLists.txt, pass
+#   -DCMAKE_PROJECT_executorch_INCLUDE=/path/to/xnncache/integrations/executorch/hook.cmake
+#
+# XNNCACHE_LIBRARY defaults to target/release/libxnncache.a of the xnncache
+# repository this file belongs to (`cargo build --release -p xnncache`).
+
+if(NOT TARGET xnnpack_backend)
+  message(FATAL_ERROR "xnncache.cmake: include it after ExecuTorch defines xnnpack_backend "
+                      "(EXECUTORCH_BUILD_XNNPACK=ON, EXECUTORCH_XNNPACK_ENABLE_WEIGHT_CACHE=ON)")
+endif()
+
+get_filename_component(_xnncache_root "${CMAKE_CURRENT_LIST_DIR}/../.." ABSOLUTE)
+if(NOT XNNCACHE_LIBRARY)
+  set(XNNCACHE_LIBRARY "${_xnncache_root}/target/release/libxnncache.a")
+endif()
+
+# 1. The replacement source file.
+get_target_property(_xnncache_et_srcs xnnpack_backend SOURCES)
+list(FILTER _xnncache_et_srcs EXCLUDE REGEX "backends/xnnpack/runtime/XNNWeightsCache\\.cpp$")
+list(APPEND _xnncache_et_srcs "${_xnncache_root}/integrations/executorch/XNNWeightsCache.cpp")
+set_property(TARGET xnnpack_backend PROPERTY SOURCES ${_xnncache_et_srcs})
+
+# 2. xnncache.h.
+target_include_directories(xnnpack_backend PRIVATE "${_xnncache_root}/include")
+
+# 3. libxnncache.a and the system libraries a Rust static library needs.
+target_link_libraries(xnnpack_backend PUBLIC "${XNNCACHE_LIBRARY}" pthread dl m rt util)
+
+message(STATUS "xnncache: xnnpack_backend builds ${_xnncache_root}/integrations/executorch/XNNWeightsCache.cpp and links ${XNNCACHE_LIBRARY}")

@@ -1,0 +1,319 @@
+#!/usr/bin/env bash
+# ExecuTorch with xnncache, for real: builds ExecuTorch's runtime and XNNPACK
+# backend from the offline tarballs (scripts/build-executorch.sh, cached), the
+# runner (integrations/executorch/runner.cpp) against ExecuTorch's own
+# weights cache and against xnncache's replacement, then for every program in
+# shared/executorch (XNNCACHE_ET_PROGRAMS) runs fresh processes:
+#
+#   none         xnncache build, weight cache off         (the reference output)
+#   stock-cold   ExecuTorch's own class, new cache file
+#   stock-warm   ExecuTorch's own class, that file
+#   cold         xnncache, new cache file
+#   warm, warm2  xnncache, that file
+#
+# and asserts: every output is byte-identical to `none` and to the program's
+# expected.bin; a warm process packs nothing (xnncache's packed_bytes 0, from
+# the runner's JSON and from the class's XNNCACHE_ET_STATS line); the cache
+# file does not change between the warm processes. fc_stack then fc_qd8 on
+# one file: the second adds its weights, then neither packs. Two processes loading
+# fc_stack onto one new file at once both give the right output and the
+# next process packs nothing. With root, runs fc_stack
+# with its cache on a 3 MiB tmpfs (a full disk) with both classes. Then compiles ExecuTorch's
+# own tests of the class (backends/xnnpack/test/runtime/
+# test_xnn_weights_cache*.cpp, gtest) against both classes, and
+# integrations/executorch/test_xnncache_equivalents.cpp (the replacements of
+# the stock tests that read ExecuTorch's file format) against ours.
+#
+# Options (environment): XNNCACHE_ET_PROGRAMS=dir, XNNCACHE_ET_ONLY="fc_stack cnn",
+# XNNCACHE_ET_RUNS=N (timed executes per process, default 10),
+# XNNCACHE_ET_REPEAT=N (each row: N fresh processes, median; default 3),
+# XNNCACHE_ET_SKIP_GTEST=1, XNNCACHE_ET_SKIP_FULL_DISK=1, XNNCACHE_ET_KEEP=1 (keep the work folder: binaries,
+# outputs, logs).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo=$(pwd)
+started=$SECONDS
+log() { echo "test-executorch: $*" >&2; }
+
+if ! dpkg -s libgtest-dev >/dev/null 2>&1; then
+  sudo=(); [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+  log "apt-get install libgtest-dev"
+  "${sudo[@]}" apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends libgtest-dev >&2
+fi
+
+eval "$(bash scripts/build-executorch.sh)"
+log "ExecuTorch ready after $((SECONDS - started)) s ($ET_BASE, $ET_VARIANT)"
+
+programs="${XNNCACHE_ET_PROGRAMS:-$(dirname "$repo")/shared/executorch}"
+[[ -d "$programs" ]] || { log "no programs folder $programs (set XNNCACHE_ET_PROGRAMS)"; exit 1; }
+work=$(mktemp -d "${TMPDIR:-/tmp}/xnncache-et.XXXXXX")
+if [[ -n "${XNNCACHE_ET_KEEP:-}" ]]; then log "keeping $work"; else trap 'rm -rf "$work"' EXIT; fi
+
+B="$ET_BASE/build"
+S="$ET_SRC"
+# The preprocessor definitions ExecuTorch compiled its module extension with
+# (paths in compile_commands.json name the temporary folder the tree was
+# built in; only the -D flags are taken).
+mapfile -t defines < <(python3 - "$B/compile_commands.json" <<'EOF'
+import json, shlex, sys
+for e in json.load(open(sys.argv[1])):
+    if e["file"].endswith("extension/module/module.cpp"):
+        for a in shlex.split(e["command"]):
+            if a.startswith("-D"):
+                print(a)
+        break
+EOF
+)
+cxxflags=(-std=c++17 -O2 -pthread -Wno-deprecated-declarations "${defines[@]}"
+  -I"$S/.." -I"$S/runtime/core/portable_type/c10" -I"$B/include" -I"$B/schema/include"
+  -I"$S/third-party/flatbuffers/include"
+  -I"$S/backends/xnnpack/third-party/XNNPACK/include"
+  -I"$S/backends/xnnpack/third-party/pthreadpool/include"
+  -I"$S/backends/xnnpack/third-party/cpuinfo/include"
+  -I"$repo/include")
+# Every library of the build except the backend, which each variant brings.
+mapfile -t et_libs < <(find "$B" -name '*.a' ! -name 'libxnnpack_backend.a' ! -name 'libgflags*' | sort)
+whole=()
+for l in "${et_libs[@]}"; do
+  case "$(basename "$l")" in libexecutorch.a|libexecutorch_core.a) whole+=("$l") ;; esac
+done
+link_stock=(-Wl,--whole-archive "$B/backends/xnnpack/libxnnpack_backend.a" "${whole[@]}" -Wl,--no-whole-archive
+  -Wl,--start-group "${et_libs[@]}" -Wl,--end-group -pthread -ldl -lm)
+# What integrations/executorch/xnncache.cmake adds: libxnncache.a and its system libraries.
+link_xnncache=(-Wl,--whole-archive "$ET_VARIANT/lib/libxnnpack_backend.a" "${whole[@]}" -Wl,--no-whole-archive
+  -Wl,--start-group "${et_libs[@]}" "$ET_VARIANT/lib/libxnncache.a" -Wl,--end-group -pthread -ldl -lm -lrt -lutil)
+
+t=$SECONDS
+mkdir -p "$work/bin"
+g++ "${cxxflags[@]}" -c integrations/executorch/runner.cpp -o "$work/runner.o"
+g++ "$work/runner.o" -o "$work/bin/runner-stock" "${link_stock[@]}" &
+g++ "$work/runner.o" -o "$work/bin/runner-xnncache" "${link_xnncache[@]}"
+wait $!
+log "runners built in $((SECONDS - t)) s"
+
+runs="${XNNCACHE_ET_RUNS:-10}"
+only="${XNNCACHE_ET_ONLY:-llm_q4 fc_stack fc_qd8 cnn}"
+failures=0
+fail() { log "FAIL: $*"; failures=$((failures + 1)); }
+
+# json FIELD FILE: one field of the runner's JSON line (dotted for nested).
+json() {
+  python3 - "$1" "$2" <<'EOF'
+import json, sys
+v = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])
+for k in sys.argv[1].split("."):
+    v = None if v is None else v.get(k)
+print("null" if v is None else (str(v).lower() if isinstance(v, bool) else v))
+EOF
+}
+
+# run NAME BINARY MODE [PATH]: one fresh process; its JSON goes to $work/NAME.json.
+run() {
+  local name=$1 bin=$2 mode=$3 path=${4:-} rc=0
+  local args=("$programs/$prog.pte" "$programs/$prog.input.bin" "$programs/$prog.expected.bin" "$mode")
+  [[ -n "$path" ]] && args+=("$path")
+  XNNCACHE_ET_STATS=1 "$work/bin/$bin" "${args[@]}" --runs "$runs" --out "$work/$prog.$name.out" \
+      >"$work/$prog.$name.json" 2>"$work/$prog.$name.err" || rc=$?
+  if [[ $rc -ne 0 ]]; then
+    fail "$prog $name: runner exited $rc: $(tail -3 "$work/$prog.$name.err" | tr '\n' ' ') $(cat "$work/$prog.$name.json")"
+  fi
+}
+
+file_id() {  # size, mtime (ns), inode and hash: any write or replacement changes it
+  if [[ -f "$1" ]]; then echo "$(stat -c '%s_%.9Y_%i' "$1")_$(sha256sum "$1" | cut -c1-16)"; else echo missing; fi
+}
+
+reps="${XNNCACHE_ET_REPEAT:-3}"
+for prog in $only; do
+  [[ -f "$programs/$prog.pte" ]] || { fail "$programs/$prog.pte missing"; continue; }
+  for rep in $(seq 1 "$reps"); do
+    stock_file="$work/$prog.stock.cache"
+    ours="$work/$prog.xnncache"
+    rm -f "$stock_file" "$ours"
+    run "none.$rep" runner-xnncache none
+    run "stock-cold.$rep" runner-stock file "$stock_file"
+    run "stock-warm.$rep" runner-stock file "$stock_file"
+    run "cold.$rep" runner-xnncache file "$ours"
+    id_cold=$(file_id "$ours")
+    run "warm.$rep" runner-xnncache file "$ours"
+    id_warm=$(file_id "$ours")
+    run "warm2.$rep" runner-xnncache file "$ours"
+    id_warm2=$(file_id "$ours")
+
+    for name in none stock-cold stock-warm cold warm warm2; do
+      out="$work/$prog.$name.$rep.out"
+      [[ -f "$out" ]] || continue
+      cmp -s "$out" "$programs/$prog.expected.bin" || fail "$prog $name ($rep): output differs from $prog.expected.bin"
+      cmp -s "$out" "$work/$prog.none.1.out" || fail "$prog $name ($rep): output differs from the run without a cache"
+    done
+    [[ "$(json xnncache.packed_bytes "$work/$prog.cold.$rep.json")" =~ ^[1-9] ]] || fail "$prog cold ($rep): xnncache packed nothing (is the replacement linked?)"
+    [[ "$(json xnncache.backing "$work/$prog.cold.$rep.json")" == 0 ]] || fail "$prog cold ($rep): cache not backed by its file"
+    for name in warm warm2; do
+      f="$work/$prog.$name.$rep"
+      [[ "$(json xnncache.packed_bytes "$f.json")" == 0 ]] || fail "$prog $name ($rep): packed $(json xnncache.packed_bytes "$f.json") bytes"
+      [[ "$(json xnncache.file_state "$f.json")" == 2 ]] || fail "$prog $name ($rep): the cache file was not reused"
+      grep -q '^xnncache-executorch: .*"packed_bytes":0,' "$f.err" || fail "$prog $name ($rep): the class's XNNCACHE_ET_STATS line does not say packed_bytes 0"
+    done
+    for name in cold warm warm2; do
+      f="$work/$prog.$name.$rep"
+      maps=$(json cache_file_maps "$f.json")
+      [[ -n "$maps" && "$maps" != *w* ]] || fail "$prog $name ($rep): cache file mapped '$maps' (expected read-only pages)"
+      ! grep -q '^E ' "$f.err" || fail "$prog $name ($rep): errors logged: $(grep -m2 '^E ' "$f.err" | tr '\n' ' ')"
+    done
+    if [[ $rep == 1 ]]; then
+      log "$prog: cache file mappings after load: stock cold '$(json cache_file_maps "$work/$prog.stock-cold.1.json")', stock warm '$(json cache_file_maps "$work/$prog.stock-warm.1.json")', xnncache cold '$(json cache_file_maps "$work/$prog.cold.1.json")', warm '$(json cache_file_maps "$work/$prog.warm.1.json")'"
+    fi
+    [[ "$id_warm" == "$id_warm2" ]] || fail "$prog ($rep): the cache file changed between the warm runs ($id_warm -> $id_warm2)"
+    [[ "$id_cold" == "$id_warm" ]] || fail "$prog ($rep): the cache file changed between the cold and the first warm run ($id_cold -> $id_warm)"
+    if [[ $rep == 1 ]] && grep -q "errno=11" "$work/$prog.stock-warm.$rep.err"; then
+      log "$prog: ExecuTorch's own class on its warm load logs: $(grep -m1 -o 'flock([^)]*) failed (errno=11)' "$work/$prog.stock-warm.$rep.err" | sed "s|$work/||")"
+    fi
+  done
+done
+echo "== ExecuTorch + XNNPACK, median of $reps fresh processes per row; ms; load_method builds the XNNPACK runtime;" \
+     "steady = median of $runs executes after the first; packed/found = xnncache's bytes" >&2
+python3 - "$work" "$only" "$reps" >&2 <<'EOF'
+import json, os, statistics, sys
+work, only, reps = sys.argv[1], sys.argv[2].split(), int(sys.argv[3])
+cols = ("program", "run", "load_method", "first_exec", "steady_exec", "peak_rss_MiB", "packed_bytes", "found_bytes")
+rows = [cols]
+for prog in only:
+    for name in ("none", "stock-cold", "stock-warm", "cold", "warm", "warm2"):
+        runs = []
+        for rep in range(1, reps + 1):
+            p = os.path.join(work, f"{prog}.{name}.{rep}.json")
+            try:
+                runs.append(json.loads(open(p).read().strip().splitlines()[-1]))
+            except (OSError, ValueError, IndexError):
+                pass
+        if not runs:
+            rows.append((prog, name, "-", "-", "-", "-", "-", "-"))
+            continue
+        med = lambda k: statistics.median(r[k] for r in runs)
+        x = [r["xnncache"] for r in runs if r.get("xnncache")]
+        xm = lambda k: str(int(statistics.median(s[k] for s in x))) if x else "-"
+        rows.append((prog, name, f"{med('load_method_ms'):.3f}", f"{med('first_execute_ms'):.3f}",
+                     f"{med('steady_execute_ms'):.3f}", f"{med('peak_rss_kib') / 1024:.1f}",
+                     xm("packed_bytes"), xm("found_bytes")))
+w = [max(len(str(r[i])) for r in rows) for i in range(len(cols))]
+for r in rows:
+    print("  ".join(str(v).rjust(w[i]) if i > 1 else str(v).ljust(w[i]) for i, v in enumerate(r)))
+EOF
+
+# --- Two programs, one cache file: the second adds its weights, then neither packs
+multi="$work/multi.xnncache"
+for step in fc_stack:cold fc_qd8:cold fc_stack:warm fc_qd8:warm; do
+  prog=${step%%:*}
+  run "multi-${step#*:}" runner-xnncache file "$multi"
+  cmp -s "$work/$prog.multi-${step#*:}.out" "$programs/$prog.expected.bin" || fail "$prog on a shared file (${step#*:}): output differs"
+done
+[[ "$(json xnncache.loaded_entries "$work/fc_qd8.multi-cold.json")" =~ ^[1-9] ]] || fail "fc_qd8 did not load fc_stack's entries from the shared file"
+[[ "$(json xnncache.packed_bytes "$work/fc_qd8.multi-cold.json")" =~ ^[1-9] ]] || fail "fc_qd8 packed nothing on the shared file"
+for prog in fc_stack fc_qd8; do
+  [[ "$(json xnncache.packed_bytes "$work/$prog.multi-warm.json")" == 0 ]] || fail "$prog on a shared file (warm): packed $(json xnncache.packed_bytes "$work/$prog.multi-warm.json") bytes"
+done
+# The same with ExecuTorch's own class, for the record: the file's size after each step.
+stock_multi="$work/multi.stock.cache"
+sizes=()
+for step in fc_stack:cold fc_qd8:cold fc_qd8:warm; do
+  prog=${step%%:*}
+  run "stock-multi-${step#*:}" runner-stock file "$stock_multi"
+  sizes+=("$prog ${step#*:} $(stat -c %s "$stock_multi" 2>/dev/null || echo 0) bytes, load_method $(json load_method_ms "$work/$prog.stock-multi-${step#*:}.json") ms")
+done
+log "ExecuTorch's own class, fc_stack then fc_qd8 on one file: $(IFS=';'; echo "${sizes[*]}")"
+log "xnncache, fc_stack then fc_qd8 on one file: fc_qd8 added $(json xnncache.packed_bytes "$work/fc_qd8.multi-cold.json") bytes to $(json xnncache.loaded_entries "$work/fc_qd8.multi-cold.json") loaded entries (file $(stat -c %s "$multi") bytes); warm, both packed 0 (fc_qd8 load_method $(json load_method_ms "$work/fc_qd8.multi-warm.json") ms)"
+
+# --- Two processes loading the same program onto one new cache file at once -
+prog=fc_stack
+shared_file="$work/$prog.shared.xnncache"
+pids=()
+for i in 1 2; do
+  XNNCACHE_ET_STATS=1 "$work/bin/runner-xnncache" "$programs/$prog.pte" "$programs/$prog.input.bin" \
+      "$programs/$prog.expected.bin" file "$shared_file" --out "$work/$prog.shared$i.out" \
+      >"$work/$prog.shared$i.json" 2>"$work/$prog.shared$i.err" &
+  pids+=($!)
+done
+for i in 1 2; do
+  wait "${pids[$((i - 1))]}" || fail "$prog: concurrent cold process $i exited $?"
+  cmp -s "$work/$prog.shared$i.out" "$programs/$prog.expected.bin" || fail "$prog: concurrent cold process $i: output differs"
+done
+run shared-warm runner-xnncache file "$shared_file"
+[[ "$(json xnncache.packed_bytes "$work/$prog.shared-warm.json")" == 0 ]] || fail "$prog: warm after two concurrent cold processes packed $(json xnncache.packed_bytes "$work/$prog.shared-warm.json") bytes"
+cmp -s "$work/$prog.shared-warm.out" "$programs/$prog.expected.bin" || fail "$prog: warm after two concurrent cold processes: output differs"
+log "two concurrent cold processes on one file: packed $(json xnncache.packed_bytes "$work/$prog.shared1.json") and $(json xnncache.packed_bytes "$work/$prog.shared2.json") bytes, both outputs identical; the next process packed $(json xnncache.packed_bytes "$work/$prog.shared-warm.json")"
+
+# --- A full disk: a 3 MiB tmpfs for fc_stack's 6 MiB of packed weights ------
+# (needs mount(2), i.e. root; skipped otherwise). ExecuTorch's own class packs
+# through a MAP_SHARED mapping of a sparse file and dies of SIGBUS when the
+# filesystem cannot back a page; xnncache reserves blocks first and puts what
+# does not fit on the heap.
+small="$work/small-disk"
+mkdir -p "$small"
+if [[ -z "${XNNCACHE_ET_SKIP_FULL_DISK:-}" ]] && mount -t tmpfs -o size=3m tmpfs "$small" 2>/dev/null; then
+  trap 'umount "$small" 2>/dev/null || true; rm -rf "$work"' EXIT
+  [[ -n "${XNNCACHE_ET_KEEP:-}" ]] && trap 'umount "$small" 2>/dev/null || true' EXIT
+  prog=fc_stack
+  rc=0
+  # (under an inner shell whose "Bus error" report goes nowhere: the status says it)
+  bash -c '"$@" >"$0.json" 2>"$0.err"; exit $?' "$work/full-stock" "$work/bin/runner-stock" "$programs/$prog.pte" \
+      "$programs/$prog.input.bin" "$programs/$prog.expected.bin" file "$small/stock.cache" 2>/dev/null || rc=$?
+  log "full disk, ExecuTorch's own class: exit status $rc$([[ $rc -eq 135 ]] && echo ' (SIGBUS)')"
+  rm -f "$small"/*
+  rc=0
+  "$work/bin/runner-xnncache" "$programs/$prog.pte" "$programs/$prog.input.bin" "$programs/$prog.expected.bin" \
+      file "$small/xnncache.cache" >"$work/full-xnncache.json" 2>"$work/full-xnncache.err" || rc=$?
+  if [[ $rc -ne 0 ]]; then
+    fail "full disk, xnncache: runner exited $rc"
+  else
+    log "full disk, xnncache: exit 0, output identical, $(json xnncache.heap_fallback_bytes "$work/full-xnncache.json") bytes on the heap, backing $(json xnncache.backing "$work/full-xnncache.json") (2 = heap)"
+    [[ "$(json xnncache.heap_fallback_bytes "$work/full-xnncache.json")" =~ ^[1-9] ]] || fail "full disk, xnncache: no heap fallback reported"
+  fi
+  umount "$small"
+else
+  log "full-disk check skipped (XNNCACHE_ET_SKIP_FULL_DISK set, or no permission to mount a tmpfs)"
+fi
+
+# --- ExecuTorch's tests of the class, against both -------------------------
+if [[ -z "${XNNCACHE_ET_SKIP_GTEST:-}" ]]; then
+  t=$SECONDS
+  tests="$S/backends/xnnpack/test/runtime"
+  gtest_libs=(-lgtest -lgtest_main)
+  for f in test_xnn_weights_cache test_xnn_weights_cache_manager; do
+    g++ "${cxxflags[@]}" -c "$tests/$f.cpp" -o "$work/$f.o"
+  done
+  g++ "${cxxflags[@]}" -DXNNCACHE_ET_PROGRAMS="\"$programs\"" -c integrations/executorch/test_xnncache_equivalents.cpp -o "$work/equiv.o"
+  g++ "$work/test_xnn_weights_cache.o" -o "$work/bin/cache-stock" "${link_stock[@]}" "${gtest_libs[@]}"
+  g++ "$work/test_xnn_weights_cache_manager.o" -o "$work/bin/manager-stock" "${link_stock[@]}" "${gtest_libs[@]}"
+  g++ "$work/test_xnn_weights_cache.o" -o "$work/bin/cache-xnncache" "${link_xnncache[@]}" "${gtest_libs[@]}"
+  g++ "$work/test_xnn_weights_cache_manager.o" -o "$work/bin/manager-xnncache" "${link_xnncache[@]}" "${gtest_libs[@]}"
+  g++ "$work/equiv.o" -o "$work/bin/equivalents-xnncache" "${link_xnncache[@]}" "${gtest_libs[@]}"
+  log "gtest programs built in $((SECONDS - t)) s"
+  # ExecuTorch's tests that read ExecuTorch's own file format (or expect
+  # names read from it at initialize_for_runtime), replaced for xnncache by
+  # integrations/executorch/test_xnncache_equivalents.cpp:
+  replaced="XNNWeightsCacheTest.SavePackedIndex_EntryFormatIncludesSeed"
+  replaced+=":XNNWeightsCacheTest.LoadPackedCache_CorruptedSeed_ProducesCorrectOutput"
+  replaced+=":XNNWeightsCacheTest.SaveAndLoad_PreservesInferenceOutput"
+  replaced+=":XNNWeightsCacheTest.MultiSessionLoad_DoesNotGrowCacheFile"
+  replaced+=":XNNWeightsCacheTest.DeletePackedData_OnFromLoadEntries_PreservesMetadata"
+  gt() {  # gt LABEL BINARY [FILTER]
+    local label=$1 bin=$2 filter=${3:-*} out="$work/gtest.$1.log"
+    if (cd "$work" && "$work/bin/$bin" --gtest_filter="$filter" >"$out" 2>&1); then
+      log "gtest $label: $(grep -E '^\[  PASSED  \]' "$out")"
+    else
+      fail "gtest $label: $(grep -E '^\[  FAILED  \]' "$out" | tr '\n' ' ')"
+    fi
+  }
+  gt "ExecuTorch's test_xnn_weights_cache, stock class" cache-stock
+  gt "ExecuTorch's test_xnn_weights_cache_manager, stock class" manager-stock
+  gt "ExecuTorch's test_xnn_weights_cache, xnncache class (5 replaced)" cache-xnncache "-$replaced"
+  gt "ExecuTorch's test_xnn_weights_cache_manager, xnncache class" manager-xnncache
+  gt "test_xnncache_equivalents, xnncache class" equivalents-xnncache
+fi
+
+log "done in $((SECONDS - started)) s"
+if [[ $failures -ne 0 ]]; then
+  log "$failures failure(s)"
+  exit 1
+fi
