@@ -25,21 +25,6 @@
 // (which then returns the write-back's status) instead of in the background.
 #define XNNCACHE_FLAG_SYNC_WRITEBACK 8
 
-#define FORMAT_VERSION 1
-
-// Written in native order: reads back as this value only in the same order.
-#define BYTE_ORDER_MARK 16909060
-
-#define HEADER_SIZE 256
-
-// Payloads start here: a multiple of every common page size (4, 16, 64 KiB),
-// so the payload region can be mapped on any of them.
-#define DATA_START (64 << 10)
-
-#define PAYLOAD_ALIGN 64
-
-#define BUILD_ID_MAX 64
-
 
 
 // What an `xnncache_*` function reports. `XNNCACHE_OK` is 0; every other
@@ -187,8 +172,6 @@ struct xnncache_stats {
 };
 
 
-
-#define SLOT_OFFSETS { 0, 2048, }
 
 #ifdef __cplusplus
 extern "C" {

@@ -255,7 +255,8 @@ TEST_F(XnncacheEquivalents, CorruptHeaderIsRebuiltWithCorrectOutput) {
 TEST_F(XnncacheEquivalents, CorruptPayloadIsCaughtWithVerify) {
   const std::vector<float> expected = baseline();
   seed();
-  overwrite(DATA_START + 128, 64, 0x5A);  // inside the first packed weight
+  // Payloads start 64 KiB into the file (docs/FORMAT.md): inside the first packed weight.
+  overwrite((64 << 10) + 128, 64, 0x5A);
   ::setenv("XNNCACHE_ET_VERIFY", "1", 1);
   XNNWeightsCache cache;
   cache.set_packed_cache_path(path_);
