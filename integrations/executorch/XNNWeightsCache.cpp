@@ -65,6 +65,16 @@ struct CacheState {
   uint64_t reported_heap_bytes = 0;
 };
 
+// xnncache's fallbacks (heap instead of file, a rebuilt file, another
+// process's writer lock, a failed background write-back), once each.
+void log_to_executorch(xnncache_log_level level, const char* message, void*) {
+  if (level == XNNCACHE_LOG_ERROR) {
+    ET_LOG(Error, "%s", message);
+  } else {
+    ET_LOG(Info, "%s", message);
+  }
+}
+
 std::mutex& states_mutex() {
   static std::mutex mu;
   return mu;
@@ -217,6 +227,16 @@ Error XNNWeightsCache::initialize_for_runtime(
     // Check every payload's checksum at open (reads the whole file once).
     options.flags |= XNNCACHE_FLAG_VERIFY;
   }
+  const char* sync = std::getenv("XNNCACHE_ET_SYNC_WRITEBACK");
+  if (sync != nullptr && sync[0] != '\0' && std::strcmp(sync, "0") != 0) {
+    // finalize_for_runtime returns once the file is written and committed
+    // (ExecuTorch's own class does that; its tests expect it). By default
+    // the write-back runs in the background and a cold load does not wait
+    // for the disk; the file is complete when the cache instance goes.
+    options.flags |= XNNCACHE_FLAG_SYNC_WRITEBACK;
+  }
+  static std::once_flag log_once;
+  std::call_once(log_once, [] { xnncache_set_log_callback(log_to_executorch, nullptr); });
   xnncache_status status = xnncache_open(&options, &st->cache);
   if (status != XNNCACHE_OK && options.path != nullptr) {
     ET_LOG(
@@ -382,12 +402,16 @@ Error XNNWeightsCache::delete_packed_data(
 
 Error XNNWeightsCache::save_packed_index() {
   // xnncache commits at every finalize; this seals and commits whatever a
-  // runtime packed since then. With nothing new it writes nothing.
+  // runtime packed since then, and waits until that is durable (an explicit
+  // save). With nothing new it writes nothing.
   CacheState* st = state_of(this);
   if (st == nullptr || st->cache == nullptr) {
     return Error::Ok;
   }
   xnncache_status status = xnncache_finalize(st->cache);
+  if (status == XNNCACHE_OK) {
+    status = xnncache_wait(st->cache, UINT32_MAX);
+  }
   if (status != XNNCACHE_OK) {
     ET_LOG(
         Error,
@@ -527,6 +551,26 @@ void XNNWeightsCache::full_unload() {}
 // xnncache's statistics for the live ExecuTorch weights cache on `path`
 // ("" for the one without a file), for tools and tests built against this
 // replacement (declare it weak to run against ExecuTorch's own class too).
+// Waits for the background write-back of the live cache on `path`
+// (xnncache_wait). For hosts and tests that need the file durable now.
+extern "C" int xnncache_executorch_wait(const char* path, uint32_t timeout_ms) {
+  using executorch::backends::xnnpack::delegate::states;
+  using executorch::backends::xnnpack::delegate::states_mutex;
+  if (path == nullptr) {
+    return XNNCACHE_INVALID_ARGUMENT;
+  }
+  xnncache* cache = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(states_mutex());
+    for (auto& entry : states()) {
+      if (entry.second->cache != nullptr && entry.second->path == path) {
+        cache = entry.second->cache;
+      }
+    }
+  }
+  return cache != nullptr ? xnncache_wait(cache, timeout_ms) : XNNCACHE_INVALID_STATE;
+}
+
 extern "C" int xnncache_executorch_stats(
     const char* path,
     struct xnncache_stats* out) {

@@ -46,6 +46,8 @@
 
 extern "C" int xnncache_executorch_stats(const char* path, struct xnncache_stats* out)
     __attribute__((weak));
+extern "C" int xnncache_executorch_wait(const char* path, uint32_t timeout_ms)
+    __attribute__((weak));
 
 namespace {
 
@@ -222,6 +224,12 @@ int main(int argc, char** argv) {
   std::vector<double> steady(execute_ms.begin() + 1, execute_ms.end());
   std::sort(steady.begin(), steady.end());
   const double steady_ms = steady[steady.size() / 2];
+
+  // xnncache writes the file in the background: wait for that commit before
+  // looking at the file's mappings (the runs above did not wait for it).
+  if (xnncache_executorch_wait != nullptr && !cache_path.empty()) {
+    xnncache_executorch_wait(cache_path.c_str(), UINT32_MAX);
+  }
 
   // How the cache file is mapped now (after the runs): the distinct
   // permissions of its mappings in /proc/self/maps, e.g. "r--s".
