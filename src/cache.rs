@@ -426,7 +426,7 @@ impl Cache {
     /// Step 4: the address of an offset this cache returned, or NULL.
     pub fn offset_to_addr(&self, offset: usize) -> *mut u8 {
         let st = lock(&self.state);
-        addr_of(st.arena.as_ref(), &st.heap, offset).unwrap_or(core::ptr::null_mut())
+        addr_of(st.arena.as_ref(), &st.heap, offset).unwrap_or_else(core::ptr::null_mut)
     }
 
     /// `alias_data`: from now on a key naming `alias` means `original`.

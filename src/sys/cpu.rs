@@ -42,6 +42,7 @@ fn xcr0() -> u64 {
 /// Arm on Linux and Android: the kernel's hardware capabilities and, where
 /// readable, the main ID register (XNNPACK also picks kernels by core).
 #[cfg(all(any(target_arch = "aarch64", target_arch = "arm"), any(target_os = "linux", target_os = "android")))]
+#[allow(clippy::unnecessary_cast)] // c_ulong is 64 bits on aarch64, 32 on arm
 pub(crate) fn cpu_words() -> Vec<u64> {
     // SAFETY: getauxval only reads the auxiliary vector.
     let (hwcap, hwcap2) = unsafe { (libc::getauxval(libc::AT_HWCAP), libc::getauxval(libc::AT_HWCAP2)) };

@@ -63,11 +63,17 @@ pub(crate) fn too_large(n: u64) -> io::Error {
     io::Error::new(io::ErrorKind::FileTooLarge, format!("{n} bytes do not fit a {}-bit address space", usize::BITS))
 }
 
-thread_local! {
-    /// Tests run the arena and the store with larger pages than the
-    /// machine's (16 KiB as on Apple silicon and some Android devices).
-    static GRANULARITY_OVERRIDE: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+// The initializer is const; clippy misreads the macro's expansion when std
+// is built from source (-Zbuild-std, as scripts/check-targets.sh does).
+#[allow(clippy::missing_const_for_thread_local)]
+mod granularity_override {
+    thread_local! {
+        /// Tests run the arena and the store with larger pages than the
+        /// machine's (16 KiB as on Apple silicon and some Android devices).
+        pub(super) static GRANULARITY_OVERRIDE: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    }
 }
+use granularity_override::GRANULARITY_OVERRIDE;
 
 /// What the arena aligns its mappings and seals to: the OS's mapping
 /// granularity, or a larger power of two a test asked for on this thread.
