@@ -5,8 +5,8 @@
 #              with the matching standard-library source, so that
 #              -Zbuild-std can build std for targets rustup would have to
 #              download (no download but the package registries here)
-#   i686       gcc-i686-linux-gnu, libc6-dev-i386-cross, libc6-i386: link and
-#              run 32-bit tests (gcc-multilib would conflict with the aarch64
+#   i686       gcc-i686-linux-gnu, libc6-dev-i386-cross: link and run
+#              32-bit tests (with the cross tree's loader) (gcc-multilib would conflict with the aarch64
 #              cross compiler)
 #   aarch64    gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, qemu-user
 #   windows    gcc-mingw-w64-x86-64, wine64
@@ -21,7 +21,7 @@ want=()
 for g in "${groups[@]}"; do
     case "$g" in
         toolchain) want+=(rustc-web cargo-web rust-web-src rust-web-clippy) ;;
-        i686) want+=(gcc-i686-linux-gnu libc6-dev-i386-cross libc6-i386) ;;
+        i686) want+=(gcc-i686-linux-gnu libc6-dev-i386-cross) ;;
         aarch64) want+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user) ;;
         windows) want+=(gcc-mingw-w64-x86-64 wine64) ;;
         *) echo "install-platform-deps: unknown group $g" >&2; exit 2 ;;

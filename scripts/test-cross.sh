@@ -26,6 +26,9 @@ case "$kind" in
     i686)
         target=i686-unknown-linux-gnu
         export CARGO_TARGET_I686_UNKNOWN_LINUX_GNU_LINKER=i686-linux-gnu-gcc
+        # The cross tree's own loader and libraries (mixing its libc with
+        # another build's loader hangs in pthread_create).
+        export CARGO_TARGET_I686_UNKNOWN_LINUX_GNU_RUNNER="/usr/i686-linux-gnu/lib/ld-linux.so.2 --library-path /usr/i686-linux-gnu/lib"
         ;;
     aarch64)
         target=aarch64-unknown-linux-gnu

@@ -635,8 +635,13 @@ mod tests {
         }
         assert!(grows <= 6, "{grows} growths for 12 MB");
         let used = a.used();
-        a.trim_file().unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, round_up(used, sys::arena_granularity()));
+        match a.trim_file() {
+            Ok(()) => assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, round_up(used, sys::arena_granularity())),
+            // Wine refuses to shorten a file while any view of it is mapped:
+            // the slack stays, as it does when close cannot trim.
+            Err(e) if sys::is_mapped_file_error(&e) => {}
+            Err(e) => panic!("trim: {e}"),
+        }
         // Growth after a trim maps fresh, backed pages again.
         let more = a.alloc(3 * MIN_GROWTH, 64).unwrap();
         // SAFETY: freshly allocated and mapped.

@@ -4,9 +4,16 @@
 //! `MAP_FIXED`), so stable addresses come from *placeholders* (Windows 10
 //! 1803 on): a file arena's reservation is one placeholder, split off piece
 //! by piece and replaced by views of the file (`VirtualAlloc2`,
-//! `MapViewOfFile3`, `UnmapViewOfFile2`). These three are looked up at run
-//! time: where they are missing, reserving a file arena fails, the cache
-//! opens with its weights on the heap, and `stats.backing` says so.
+//! `MapViewOfFile3`, `UnmapViewOfFile2`), looked up at run time.
+//!
+//! Where placeholders are missing (Windows before 1803; Wine 8), a file
+//! arena's reservation is a plain reservation covering its unmapped tail:
+//! growth releases the tail, maps views at their exact addresses
+//! (`MapViewOfFileEx`) and reserves the rest again. Another thread of the
+//! process could allocate into the tail during those few calls; then mapping
+//! fails (growth reports an error and new weights go to the heap, counted in
+//! `stats.heap_fallback_bytes`), and memory that is not ours is never
+//! touched: what the arena owns is recorded in `TAILS`.
 //!
 //! Staging differs from POSIX: new space is a writable view of the file
 //! itself (its disk blocks are allocated first by extending the file), so
@@ -24,8 +31,9 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::windows::fs::{FileExt, OpenOptionsExt};
 use std::os::windows::io::{AsRawHandle, FromRawHandle};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use windows_sys::core::BOOL;
 use windows_sys::Win32::Foundation::{CloseHandle, ERROR_LOCK_VIOLATION, GENERIC_READ, GENERIC_WRITE, HANDLE, INVALID_HANDLE_VALUE};
@@ -35,7 +43,7 @@ use windows_sys::Win32::Storage::FileSystem::{
 };
 use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleW, GetProcAddress, LoadLibraryW};
 use windows_sys::Win32::System::Memory::{
-    CreateFileMappingW, FlushViewOfFile, VirtualAlloc, VirtualFree, VirtualProtect, VirtualQuery, MEMORY_BASIC_INFORMATION, MEM_COMMIT,
+    CreateFileMappingW, FlushViewOfFile, MapViewOfFileEx, UnmapViewOfFile, VirtualAlloc, FILE_MAP_READ, FILE_MAP_WRITE, MEMORY_MAPPED_VIEW_ADDRESS, VirtualFree, VirtualProtect, VirtualQuery, MEMORY_BASIC_INFORMATION, MEM_COMMIT,
     MEM_DECOMMIT, MEM_MAPPED, MEM_PRESERVE_PLACEHOLDER, MEM_RELEASE, MEM_REPLACE_PLACEHOLDER, MEM_RESERVE, MEM_RESERVE_PLACEHOLDER,
     PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE,
 };
@@ -125,10 +133,58 @@ fn placeholders() -> io::Result<&'static Placeholders> {
     .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "this Windows has no memory placeholders (VirtualAlloc2, MapViewOfFile3): Windows 10 1803 or later maps the cache file"))
 }
 
+/// Whether this Windows can replace placeholders (probed once).
+fn use_placeholders() -> bool {
+    static PROBE: OnceLock<bool> = OnceLock::new();
+    *PROBE.get_or_init(|| {
+        let Ok(api) = placeholders() else { return false };
+        // SAFETY: a new placeholder at an address the system picks, freed at once.
+        let p = unsafe { (api.virtual_alloc2)(core::ptr::null_mut(), core::ptr::null(), map_granularity(), MEM_RESERVE | MEM_RESERVE_PLACEHOLDER, PAGE_NOACCESS, core::ptr::null_mut(), 0) };
+        if p.is_null() {
+            return false;
+        }
+        // SAFETY: the placeholder just made.
+        unsafe { VirtualFree(p, 0, MEM_RELEASE) };
+        true
+    })
+}
+
+/// Without placeholders: the unmapped tail `[start, end)` of a file arena's
+/// reservation; `owned` is false once a race lost it to another allocation.
+/// Views in `[base, start)` are the arena's.
+#[derive(Clone, Copy)]
+struct Tail {
+    start: usize,
+    end: usize,
+    owned: bool,
+}
+
+/// Reservations by base address (placeholder-less file arenas only).
+static TAILS: Mutex<BTreeMap<usize, Tail>> = Mutex::new(BTreeMap::new());
+
+fn tails() -> std::sync::MutexGuard<'static, BTreeMap<usize, Tail>> {
+    TAILS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The reservation holding `addr`: its base and tail.
+fn tail_of(map: &BTreeMap<usize, Tail>, addr: usize) -> io::Result<(usize, Tail)> {
+    map.range(..=addr)
+        .next_back()
+        .filter(|(_, t)| addr <= t.end)
+        .map(|(&b, &t)| (b, t))
+        .ok_or_else(|| io::Error::other("address outside every file arena reservation"))
+}
+
+fn reserve_at(addr: usize, len: usize) -> bool {
+    // SAFETY: reserves free address space at `addr`, or fails.
+    let p = unsafe { VirtualAlloc(addr as *const c_void, len, MEM_RESERVE, PAGE_NOACCESS) };
+    p as usize == addr
+}
+
 /// Reserves address space: a placeholder for a file arena (views of the file
-/// replace pieces of it), a plain reservation for anonymous memory.
+/// replace pieces of it), a plain reservation otherwise.
 pub fn reserve(len: usize, file_backed: bool) -> io::Result<*mut u8> {
-    let p = if file_backed {
+    let p = if file_backed && use_placeholders() {
         let api = placeholders()?;
         // SAFETY: a new placeholder at an address the system picks.
         unsafe { (api.virtual_alloc2)(core::ptr::null_mut(), core::ptr::null(), len, MEM_RESERVE | MEM_RESERVE_PLACEHOLDER, PAGE_NOACCESS, core::ptr::null_mut(), 0) }
@@ -137,10 +193,92 @@ pub fn reserve(len: usize, file_backed: bool) -> io::Result<*mut u8> {
         unsafe { VirtualAlloc(core::ptr::null(), len, MEM_RESERVE, PAGE_NOACCESS) }
     };
     if p.is_null() {
-        Err(last_error())
-    } else {
-        Ok(p as *mut u8)
+        return Err(last_error());
     }
+    if file_backed && !use_placeholders() {
+        tails().insert(p as usize, Tail { start: p as usize, end: p as usize + len, owned: true });
+    }
+    Ok(p as *mut u8)
+}
+
+/// Without placeholders: maps views of `file` over `[addr, addr + len)`, the
+/// start of a reservation's tail, in pieces of `piece` bytes (the last view
+/// stops at `file_end`), and reserves the rest of the tail again.
+fn map_into_tail(addr: usize, len: usize, piece: usize, file: &File, offset: u64, file_end: u64, writable: bool) -> io::Result<()> {
+    let mut map = tails();
+    let (base, tail) = tail_of(&map, addr)?;
+    if !tail.owned || tail.start != addr || addr + len > tail.end {
+        return Err(io::Error::other("the arena's reserved address space was lost to another allocation"));
+    }
+    // SAFETY: our own reservation, holding nothing.
+    ok(unsafe { VirtualFree(tail.start as *mut c_void, 0, MEM_RELEASE) })?;
+    let mut done = 0;
+    let mut result = Ok(());
+    while done < len {
+        let at = offset + done as u64;
+        let section_end = (at + piece.min(len - done) as u64).min(file_end);
+        if section_end <= at {
+            break; // past the end of a read-only file: left unmapped
+        }
+        let n = (section_end - at) as usize;
+        if let Err(e) = map_view_at(addr + done, n, file, at, writable) {
+            result = Err(e);
+            break;
+        }
+        done += piece.min(len - done);
+    }
+    if let Err(e) = result {
+        // Give back what was mapped, and take the whole tail again.
+        // SAFETY: views we just made, unused.
+        let _ = unsafe { unmap_views(addr, done) };
+        let owned = reserve_at(addr, tail.end - addr);
+        map.insert(base, Tail { owned, ..tail });
+        return Err(e);
+    }
+    let rest = addr + len;
+    let owned = rest == tail.end || reserve_at(rest, tail.end - rest);
+    map.insert(base, Tail { start: rest, end: tail.end, owned });
+    Ok(())
+}
+
+/// A view of `len` bytes of `file` from `offset` at exactly `addr`, whose
+/// section ends at `offset + len`.
+fn map_view_at(addr: usize, len: usize, file: &File, offset: u64, writable: bool) -> io::Result<()> {
+    let size = offset + len as u64;
+    let (prot, access) = if writable { (PAGE_READWRITE, FILE_MAP_READ | FILE_MAP_WRITE) } else { (PAGE_READONLY, FILE_MAP_READ) };
+    // SAFETY: a section of our own file handle; no name, default security.
+    let section = unsafe { CreateFileMappingW(handle(file), core::ptr::null(), prot, (size >> 32) as u32, size as u32, core::ptr::null()) };
+    if section.is_null() {
+        return Err(last_error());
+    }
+    // SAFETY: maps at free address space the caller just released.
+    let view = unsafe { MapViewOfFileEx(section, access, (offset >> 32) as u32, offset as u32, len, addr as *const c_void) };
+    let err = last_error();
+    // SAFETY: the view keeps the section alive.
+    unsafe { CloseHandle(section) };
+    if view.Value.is_null() {
+        return Err(err);
+    }
+    if view.Value as usize != addr {
+        // SAFETY: the view just made, elsewhere.
+        unsafe { UnmapViewOfFile(view) };
+        return Err(io::Error::other("the view landed at another address"));
+    }
+    Ok(())
+}
+
+/// Unmaps every view that starts in `[addr, addr + len)`.
+///
+/// # Safety
+/// The views there must be the arena's own, unused.
+unsafe fn unmap_views(addr: usize, len: usize) -> io::Result<()> {
+    for_each_region(addr as *mut u8, len, |q, _, _| {
+        if q.State == MEM_COMMIT && q.Type == MEM_MAPPED && q.AllocationBase as usize >= addr {
+            // SAFETY: as guaranteed by the caller.
+            ok(unsafe { UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS { Value: q.AllocationBase }) })?;
+        }
+        Ok(())
+    })
 }
 
 fn query(addr: usize) -> io::Result<MEMORY_BASIC_INFORMATION> {
@@ -151,6 +289,11 @@ fn query(addr: usize) -> io::Result<MEMORY_BASIC_INFORMATION> {
         return Err(last_error());
     }
     Ok(q)
+}
+
+/// The base of the placeholder-less file reservation holding `addr`, or 0.
+fn tail_base(addr: usize) -> usize {
+    tail_of(&tails(), addr).map_or(0, |(b, _)| b)
 }
 
 /// Calls `f(region, lo, hi)` for each region of uniform state that
@@ -190,6 +333,16 @@ pub unsafe fn release(addr: *mut u8, len: usize, file_backed: bool) {
     if !file_backed {
         // SAFETY: our own reservation, dead.
         unsafe { VirtualFree(addr as *mut c_void, 0, MEM_RELEASE) };
+        return;
+    }
+    if !use_placeholders() {
+        let Some(tail) = tails().remove(&(addr as usize)) else { return };
+        // SAFETY: the views below the tail are ours and dead.
+        let _ = unsafe { unmap_views(addr as usize, tail.start - addr as usize) };
+        if tail.owned && tail.start < tail.end {
+            // SAFETY: our own reservation of the tail.
+            unsafe { VirtualFree(tail.start as *mut c_void, 0, MEM_RELEASE) };
+        }
         return;
     }
     let Ok(api) = placeholders() else { return };
@@ -258,6 +411,9 @@ unsafe fn map_view(addr: *mut u8, len: usize, file: &File, offset: u64, writable
 /// The range must be unused placeholder space of a file arena's reservation.
 pub unsafe fn stage(addr: *mut u8, len: usize, file: &File, offset: u64) -> io::Result<()> {
     let g = map_granularity();
+    if !use_placeholders() {
+        return map_into_tail(addr as usize, len, g, file, offset, u64::MAX, true);
+    }
     let mut done = 0;
     while done < len {
         let n = g.min(len - done);
@@ -307,6 +463,11 @@ pub unsafe fn map_file(addr: *mut u8, len: usize, file: &File, offset: u64) -> i
         return Ok(());
     }
     let size_end = (offset + n as u64).min(file_len);
+    if !use_placeholders() {
+        // One view up to the file's end; the rest of the range (less than a
+        // granule) cannot be reserved by anyone else.
+        return map_into_tail(addr as usize, len, len, file, offset, file_len, false);
+    }
     // The section is sized to the file's end; the view covers whole pages.
     let api = placeholders()?;
     // SAFETY: placeholder space of our own reservation (see map_view).
@@ -346,6 +507,21 @@ pub unsafe fn protect_readonly(addr: *mut u8, len: usize) -> io::Result<()> {
 /// The range must lie inside the arena's own reservation, start on a view
 /// boundary, and no one may use any address in it any more.
 pub unsafe fn unmap_to_reserved(addr: *mut u8, len: usize) -> io::Result<()> {
+    let in_file_arena = !use_placeholders() && tail_base(addr as usize) != 0;
+    if in_file_arena {
+        let mut map = tails();
+        let (base, tail) = tail_of(&map, addr as usize)?;
+        // SAFETY: the caller's dead range of our own views.
+        unsafe { unmap_views(addr as usize, len)? };
+        if tail.owned && tail.start < tail.end {
+            // SAFETY: our own reservation of the tail.
+            unsafe { VirtualFree(tail.start as *mut c_void, 0, MEM_RELEASE) };
+        }
+        let start = addr as usize;
+        let owned = reserve_at(start, tail.end - start);
+        map.insert(base, Tail { start, end: tail.end, owned });
+        return Ok(());
+    }
     for_each_region(addr, len, |q, lo, hi| {
         if q.State != MEM_COMMIT {
             return Ok(());
@@ -395,6 +571,13 @@ pub fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
 /// Sets the file's length (fails while a view maps past it: then the slack stays).
 pub fn set_len(file: &File, len: u64) -> io::Result<()> {
     file.set_len(len)
+}
+
+/// Whether `e` is ERROR_USER_MAPPED_FILE: the file cannot be shortened while
+/// a view maps it (Wine refuses whenever any view exists).
+#[cfg(test)]
+pub fn is_mapped_file_error(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(windows_sys::Win32::Foundation::ERROR_USER_MAPPED_FILE as i32)
 }
 
 /// `FlushFileBuffers`: data and metadata on stable storage.
