@@ -7,13 +7,13 @@
 //! `MapViewOfFile3`, `UnmapViewOfFile2`), looked up at run time.
 //!
 //! Where placeholders are missing (Windows before 1803; Wine 8), a file
-//! arena's reservation is a plain reservation covering its unmapped tail:
-//! growth releases the tail, maps views at their exact addresses
-//! (`MapViewOfFileEx`) and reserves the rest again. Another thread of the
-//! process could allocate into the tail during those few calls; then mapping
-//! fails (growth reports an error and new weights go to the heap, counted in
-//! `stats.heap_fallback_bytes`), and memory that is not ours is never
-//! touched: what the arena owns is recorded in `TAILS`.
+//! arena's reservation is one plain reservation per 64 KiB granule (its
+//! segments are then at most 256 MiB): mapping a granule releases just it
+//! and maps the view at its exact address (`MapViewOfFileEx`). Another
+//! thread allocating into that one granule between the two calls makes the
+//! mapping fail (growth reports an error and new weights go to the heap,
+//! counted in `stats.heap_fallback_bytes`); memory that is not ours is never
+//! touched: what the arena owns is recorded in `SPANS`.
 //!
 //! Staging differs from POSIX: new space is a writable view of the file
 //! itself (its disk blocks are allocated first by extending the file), so
@@ -149,30 +149,32 @@ fn use_placeholders() -> bool {
     })
 }
 
-/// Without placeholders: the unmapped tail `[start, end)` of a file arena's
-/// reservation; `owned` is false once a race lost it to another allocation.
-/// Views in `[base, start)` are the arena's.
-#[derive(Clone, Copy)]
-struct Tail {
-    start: usize,
-    end: usize,
-    owned: bool,
+/// Without placeholders, each 64 KiB granule of a file arena's reservation
+/// is a reservation of its own (or a view, or lost to a race), so that
+/// mapping one frees only that granule, for two system calls.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Granule {
+    Reserved,
+    View,
+    /// Taken by another allocation between our calls: never touched again.
+    Lost,
 }
 
-/// Reservations by base address (placeholder-less file arenas only).
-static TAILS: Mutex<BTreeMap<usize, Tail>> = Mutex::new(BTreeMap::new());
+/// Placeholder-less file arena reservations by base address.
+static SPANS: Mutex<BTreeMap<usize, Vec<Granule>>> = Mutex::new(BTreeMap::new());
 
-fn tails() -> std::sync::MutexGuard<'static, BTreeMap<usize, Tail>> {
-    TAILS.lock().unwrap_or_else(|e| e.into_inner())
+/// One reservation per granule costs a system call each: without
+/// placeholders the arena's segments stay at most this large (it halves
+/// its request until it fits, and adds segments as it grows).
+const MAX_GRANULAR_RESERVATION: usize = 256 << 20;
+
+fn spans() -> std::sync::MutexGuard<'static, BTreeMap<usize, Vec<Granule>>> {
+    SPANS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The reservation holding `addr`: its base and tail.
-fn tail_of(map: &BTreeMap<usize, Tail>, addr: usize) -> io::Result<(usize, Tail)> {
-    map.range(..=addr)
-        .next_back()
-        .filter(|(_, t)| addr <= t.end)
-        .map(|(&b, &t)| (b, t))
-        .ok_or_else(|| io::Error::other("address outside every file arena reservation"))
+/// The span holding `addr`: its base, if any.
+fn span_base(map: &BTreeMap<usize, Vec<Granule>>, addr: usize) -> Option<usize> {
+    map.range(..=addr).next_back().filter(|(&b, g)| addr < b + g.len() * map_granularity()).map(|(&b, _)| b)
 }
 
 fn reserve_at(addr: usize, len: usize) -> bool {
@@ -181,10 +183,42 @@ fn reserve_at(addr: usize, len: usize) -> bool {
     p as usize == addr
 }
 
+/// Reserves `len` bytes as one reservation per granule.
+fn reserve_granules(len: usize) -> io::Result<*mut u8> {
+    if len > MAX_GRANULAR_RESERVATION {
+        return Err(io::Error::new(io::ErrorKind::OutOfMemory, "without placeholders a file reservation is at most 256 MiB"));
+    }
+    let g = map_granularity();
+    let n = len.div_ceil(g);
+    for _ in 0..4 {
+        // Find room, then take it granule by granule.
+        // SAFETY: a new reservation at an address the system picks, released at once.
+        let p = unsafe { VirtualAlloc(core::ptr::null(), n * g, MEM_RESERVE, PAGE_NOACCESS) } as usize;
+        if p == 0 {
+            return Err(last_error());
+        }
+        // SAFETY: the reservation just made.
+        unsafe { VirtualFree(p as *mut c_void, 0, MEM_RELEASE) };
+        let taken = (0..n).take_while(|&i| reserve_at(p + i * g, g)).count();
+        if taken == n {
+            spans().insert(p, vec![Granule::Reserved; n]);
+            return Ok(p as *mut u8);
+        }
+        for i in 0..taken {
+            // SAFETY: granules we reserved just now.
+            unsafe { VirtualFree((p + i * g) as *mut c_void, 0, MEM_RELEASE) };
+        }
+    }
+    Err(io::Error::other("address space kept being taken while reserving"))
+}
+
 /// Reserves address space: a placeholder for a file arena (views of the file
 /// replace pieces of it), a plain reservation otherwise.
 pub fn reserve(len: usize, file_backed: bool) -> io::Result<*mut u8> {
-    let p = if file_backed && use_placeholders() {
+    if file_backed && !use_placeholders() {
+        return reserve_granules(len);
+    }
+    let p = if file_backed {
         let api = placeholders()?;
         // SAFETY: a new placeholder at an address the system picks.
         unsafe { (api.virtual_alloc2)(core::ptr::null_mut(), core::ptr::null(), len, MEM_RESERVE | MEM_RESERVE_PLACEHOLDER, PAGE_NOACCESS, core::ptr::null_mut(), 0) }
@@ -195,50 +229,64 @@ pub fn reserve(len: usize, file_backed: bool) -> io::Result<*mut u8> {
     if p.is_null() {
         return Err(last_error());
     }
-    if file_backed && !use_placeholders() {
-        tails().insert(p as usize, Tail { start: p as usize, end: p as usize + len, owned: true });
-    }
     Ok(p as *mut u8)
 }
 
-/// Without placeholders: maps views of `file` over `[addr, addr + len)`, the
-/// start of a reservation's tail, in pieces of `piece` bytes (the last view
-/// stops at `file_end`), and reserves the rest of the tail again.
-fn map_into_tail(addr: usize, len: usize, piece: usize, file: &File, offset: u64, file_end: u64, writable: bool) -> io::Result<()> {
-    let mut map = tails();
-    let (base, tail) = tail_of(&map, addr)?;
-    if !tail.owned || tail.start != addr || addr + len > tail.end {
-        return Err(io::Error::other("the arena's reserved address space was lost to another allocation"));
-    }
-    // SAFETY: our own reservation, holding nothing.
-    ok(unsafe { VirtualFree(tail.start as *mut c_void, 0, MEM_RELEASE) })?;
-    let mut done = 0;
+/// Without placeholders: views of `file` from `offset` over the granules of
+/// `[addr, addr + len)`, each freed just before its view takes its place;
+/// the views stop at `file_end` (granules past it stay reserved).
+fn map_granules(addr: usize, len: usize, file: &File, offset: u64, file_end: u64, writable: bool) -> io::Result<()> {
+    let g = map_granularity();
+    let mut map = spans();
+    let base = span_base(&map, addr).ok_or_else(|| io::Error::other("address outside every file arena reservation"))?;
+    let states = map.get_mut(&base).expect("found above");
+    let first = (addr - base) / g;
+    let count = len.div_ceil(g);
     let mut result = Ok(());
-    while done < len {
-        let at = offset + done as u64;
-        let section_end = (at + piece.min(len - done) as u64).min(file_end);
-        if section_end <= at {
-            break; // past the end of a read-only file: left unmapped
+    let mut done = 0;
+    for (i, state) in states.iter_mut().enumerate().skip(first).take(count) {
+        let at = offset + ((i - first) * g) as u64;
+        if at >= file_end {
+            break;
         }
-        let n = (section_end - at) as usize;
-        if let Err(e) = map_view_at(addr + done, n, file, at, writable) {
+        if *state != Granule::Reserved {
+            result = Err(io::Error::other("the arena's reserved address space was lost to another allocation"));
+            break;
+        }
+        let gaddr = base + i * g;
+        // SAFETY: our own reservation of one granule, holding nothing.
+        unsafe { VirtualFree(gaddr as *mut c_void, 0, MEM_RELEASE) };
+        let n = (file_end - at).min(g as u64) as usize;
+        if let Err(e) = map_view_at(gaddr, n, file, at, writable) {
+            *state = if reserve_at(gaddr, g) { Granule::Reserved } else { Granule::Lost };
             result = Err(e);
             break;
         }
-        done += piece.min(len - done);
+        *state = Granule::View;
+        done += 1;
     }
-    if let Err(e) = result {
-        // Give back what was mapped, and take the whole tail again.
-        // SAFETY: views we just made, unused.
-        let _ = unsafe { unmap_views(addr, done) };
-        let owned = reserve_at(addr, tail.end - addr);
-        map.insert(base, Tail { owned, ..tail });
-        return Err(e);
+    if result.is_err() {
+        for i in first..first + done {
+            // SAFETY: views we just made, unused.
+            unsafe { unmap_granule(base, states, i) };
+        }
     }
-    let rest = addr + len;
-    let owned = rest == tail.end || reserve_at(rest, tail.end - rest);
-    map.insert(base, Tail { start: rest, end: tail.end, owned });
-    Ok(())
+    result
+}
+
+/// Turns granule `i`'s view back into a reservation of our own (or Lost).
+///
+/// # Safety
+/// The view must be unused.
+unsafe fn unmap_granule(base: usize, states: &mut [Granule], i: usize) {
+    if states[i] != Granule::View {
+        return;
+    }
+    let g = map_granularity();
+    let gaddr = base + i * g;
+    // SAFETY: as guaranteed by the caller.
+    unsafe { UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS { Value: gaddr as *mut c_void }) };
+    states[i] = if reserve_at(gaddr, g) { Granule::Reserved } else { Granule::Lost };
 }
 
 /// A view of `len` bytes of `file` from `offset` at exactly `addr`, whose
@@ -267,20 +315,6 @@ fn map_view_at(addr: usize, len: usize, file: &File, offset: u64, writable: bool
     Ok(())
 }
 
-/// Unmaps every view that starts in `[addr, addr + len)`.
-///
-/// # Safety
-/// The views there must be the arena's own, unused.
-unsafe fn unmap_views(addr: usize, len: usize) -> io::Result<()> {
-    for_each_region(addr as *mut u8, len, |q, _, _| {
-        if q.State == MEM_COMMIT && q.Type == MEM_MAPPED && q.AllocationBase as usize >= addr {
-            // SAFETY: as guaranteed by the caller.
-            ok(unsafe { UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS { Value: q.AllocationBase }) })?;
-        }
-        Ok(())
-    })
-}
-
 fn query(addr: usize) -> io::Result<MEMORY_BASIC_INFORMATION> {
     // SAFETY: plain data, filled in by VirtualQuery.
     let mut q: MEMORY_BASIC_INFORMATION = unsafe { core::mem::zeroed() };
@@ -289,11 +323,6 @@ fn query(addr: usize) -> io::Result<MEMORY_BASIC_INFORMATION> {
         return Err(last_error());
     }
     Ok(q)
-}
-
-/// The base of the placeholder-less file reservation holding `addr`, or 0.
-fn tail_base(addr: usize) -> usize {
-    tail_of(&tails(), addr).map_or(0, |(b, _)| b)
 }
 
 /// Calls `f(region, lo, hi)` for each region of uniform state that
@@ -335,13 +364,17 @@ pub unsafe fn release(addr: *mut u8, len: usize, file_backed: bool) {
         unsafe { VirtualFree(addr as *mut c_void, 0, MEM_RELEASE) };
         return;
     }
-    if !use_placeholders() {
-        let Some(tail) = tails().remove(&(addr as usize)) else { return };
-        // SAFETY: the views below the tail are ours and dead.
-        let _ = unsafe { unmap_views(addr as usize, tail.start - addr as usize) };
-        if tail.owned && tail.start < tail.end {
-            // SAFETY: our own reservation of the tail.
-            unsafe { VirtualFree(tail.start as *mut c_void, 0, MEM_RELEASE) };
+    if let Some(states) = spans().remove(&(addr as usize)) {
+        let g = map_granularity();
+        for (i, state) in states.iter().enumerate() {
+            let gaddr = (addr as usize + i * g) as *mut c_void;
+            match state {
+                // SAFETY: our own dead view.
+                Granule::View => unsafe { UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS { Value: gaddr }) },
+                // SAFETY: our own reservation of one granule.
+                Granule::Reserved => unsafe { VirtualFree(gaddr, 0, MEM_RELEASE) },
+                Granule::Lost => 1,
+            };
         }
         return;
     }
@@ -412,7 +445,7 @@ unsafe fn map_view(addr: *mut u8, len: usize, file: &File, offset: u64, writable
 pub unsafe fn stage(addr: *mut u8, len: usize, file: &File, offset: u64) -> io::Result<()> {
     let g = map_granularity();
     if !use_placeholders() {
-        return map_into_tail(addr as usize, len, g, file, offset, u64::MAX, true);
+        return map_granules(addr as usize, len, file, offset, u64::MAX, true);
     }
     let mut done = 0;
     while done < len {
@@ -464,9 +497,9 @@ pub unsafe fn map_file(addr: *mut u8, len: usize, file: &File, offset: u64) -> i
     }
     let size_end = (offset + n as u64).min(file_len);
     if !use_placeholders() {
-        // One view up to the file's end; the rest of the range (less than a
-        // granule) cannot be reserved by anyone else.
-        return map_into_tail(addr as usize, len, len, file, offset, file_len, false);
+        // Views up to the file's end; the rest of its last granule cannot
+        // be allocated by anyone else, and later granules stay reserved.
+        return map_granules(addr as usize, len, file, offset, file_len, false);
     }
     // The section is sized to the file's end; the view covers whole pages.
     let api = placeholders()?;
@@ -507,20 +540,18 @@ pub unsafe fn protect_readonly(addr: *mut u8, len: usize) -> io::Result<()> {
 /// The range must lie inside the arena's own reservation, start on a view
 /// boundary, and no one may use any address in it any more.
 pub unsafe fn unmap_to_reserved(addr: *mut u8, len: usize) -> io::Result<()> {
-    let in_file_arena = !use_placeholders() && tail_base(addr as usize) != 0;
-    if in_file_arena {
-        let mut map = tails();
-        let (base, tail) = tail_of(&map, addr as usize)?;
-        // SAFETY: the caller's dead range of our own views.
-        unsafe { unmap_views(addr as usize, len)? };
-        if tail.owned && tail.start < tail.end {
-            // SAFETY: our own reservation of the tail.
-            unsafe { VirtualFree(tail.start as *mut c_void, 0, MEM_RELEASE) };
+    {
+        let mut map = spans();
+        if let Some(base) = span_base(&map, addr as usize) {
+            let g = map_granularity();
+            let states = map.get_mut(&base).expect("found above");
+            let first = (addr as usize - base) / g;
+            for i in first..(first + len.div_ceil(g)).min(states.len()) {
+                // SAFETY: the caller's dead range of our own views.
+                unsafe { unmap_granule(base, states, i) };
+            }
+            return Ok(());
         }
-        let start = addr as usize;
-        let owned = reserve_at(start, tail.end - start);
-        map.insert(base, Tail { start, end: tail.end, owned });
-        return Ok(());
     }
     for_each_region(addr, len, |q, lo, hi| {
         if q.State != MEM_COMMIT {
