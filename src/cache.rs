@@ -634,7 +634,7 @@ impl Core {
             st.aliases.retain(|_, a| a.thread != me);
             st.creating.remove(&me);
         }
-        addr_of(st.arena.as_ref(), &st.heap, offset).unwrap_or(core::ptr::null_mut())
+        addr_of(st.arena.as_ref(), &st.heap, offset).unwrap_or_else(core::ptr::null_mut)
     }
 
     /// `alias_data`: a key naming `alias` means `original`, for as long as

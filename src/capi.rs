@@ -8,9 +8,7 @@
 use core::ffi::{c_char, c_int, c_void};
 use std::cell::RefCell;
 use std::collections::HashSet;
-use std::ffi::{CStr, CString, OsStr};
-use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::ffi::{CStr, CString};
 use std::sync::Mutex;
 
 use crate::abi::{Generation, ProviderV3};
@@ -197,7 +195,7 @@ fn options_from_c(o: &xnncache_options) -> Result<CacheOptions> {
         return Err(Error::invalid(format!("unknown flags {:#x}", o.flags & !KNOWN_FLAGS)));
     }
     // SAFETY: a non-NULL path is a NUL-terminated string by the API contract.
-    let path = (!o.path.is_null()).then(|| PathBuf::from(OsStr::from_bytes(unsafe { CStr::from_ptr(o.path) }.to_bytes())));
+    let path = (!o.path.is_null()).then(|| crate::sys::path_from_c(unsafe { CStr::from_ptr(o.path) }.to_bytes())).transpose().map_err(|e| Error::invalid(format!("the path: {e}")))?;
     if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
         return Err(Error::invalid("the path is empty"));
     }

@@ -39,8 +39,7 @@ mod imp {
         let at = *CRASH_AT.get_or_init(|| std::env::var("XNNCACHE_CRASH_AT").ok().and_then(|v| v.parse().ok()));
         if at == Some(n) {
             eprintln!("xnncache: crash point {n} ({name})");
-            // SAFETY: getpid and kill have no memory preconditions.
-            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            crate::sys::kill_self();
         }
     }
 

@@ -12,7 +12,7 @@
 
 use std::alloc::{alloc, dealloc, Layout};
 
-use crate::arena::unix;
+use crate::sys;
 
 /// From this size on, a block is its own anonymous mapping.
 const MAP_THRESHOLD: usize = 64 << 10;
@@ -31,8 +31,8 @@ struct Block {
 
 impl Block {
     fn new(layout: Layout) -> Option<Block> {
-        if layout.size() >= MAP_THRESHOLD && layout.align() <= unix::page_size() {
-            let ptr = unix::map_anonymous(layout.size()).ok()?;
+        if layout.size() >= MAP_THRESHOLD && layout.align() <= sys::page_size() {
+            let ptr = sys::map_anonymous(layout.size()).ok()?;
             return Some(Block { ptr, layout, mapped: true });
         }
         // SAFETY: the layout has a non-zero size.
@@ -43,7 +43,7 @@ impl Block {
     fn release(self) {
         if self.mapped {
             // SAFETY: our own mapping of exactly this size, no longer referenced.
-            unsafe { unix::release(self.ptr, self.layout.size()) };
+            unsafe { sys::unmap_anonymous(self.ptr, self.layout.size()) };
         } else {
             // SAFETY: allocated with exactly this layout and no longer referenced.
             unsafe { dealloc(self.ptr, self.layout) };
@@ -143,7 +143,7 @@ mod tests {
         assert!(!is_heap_offset(12345));
         assert!(!is_heap_offset(usize::MAX));
         let (big, pb) = h.alloc(MAP_THRESHOLD, 64).unwrap();
-        assert_eq!(pb as usize % unix::page_size(), 0, "large blocks are their own mappings");
+        assert_eq!(pb as usize % sys::page_size(), 0, "large blocks are their own mappings");
         // SAFETY: the block holds MAP_THRESHOLD writable bytes.
         unsafe { pb.add(MAP_THRESHOLD - 1).write(1) };
         h.free(big);

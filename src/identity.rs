@@ -74,61 +74,9 @@ pub fn cpu_identity() -> u128 {
     // CPUID traps to the hypervisor in a VM: compute it once per process.
     static ID: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
     *ID.get_or_init(|| {
-        let bytes: Vec<u8> = cpu_words().iter().flat_map(|w| w.to_le_bytes()).collect();
+        let bytes: Vec<u8> = crate::sys::cpu::cpu_words().iter().flat_map(|w| w.to_le_bytes()).collect();
         xxhash_rust::xxh3::xxh3_128(&bytes)
     })
-}
-
-#[cfg(target_arch = "x86_64")]
-fn cpu_words() -> Vec<u64> {
-    use std::arch::x86_64::{__cpuid, __cpuid_count};
-    // CPUID exists on every x86-64 processor (safe intrinsics since Rust 1.87).
-    let leaf0 = __cpuid(0);
-    let mut words = vec![1, leaf0.ebx as u64, leaf0.edx as u64, leaf0.ecx as u64];
-    let leaf1 = __cpuid(1);
-    // Family and model (not stepping), and the feature flags.
-    words.extend([(leaf1.eax & 0x0FFF_3FF0) as u64, leaf1.ecx as u64, leaf1.edx as u64]);
-    if leaf0.eax >= 7 {
-        // Leaf 7 exists when the maximum leaf is at least 7; sub-leaf 1 reads
-        // as zeros where unsupported.
-        let (l7, l71) = (__cpuid_count(7, 0), __cpuid_count(7, 1));
-        words.extend([l7.ebx as u64, l7.ecx as u64, l7.edx as u64, l71.eax as u64]);
-    }
-    // Which register states the OS saves decides whether AVX / AVX-512 are usable.
-    const OSXSAVE: u32 = 1 << 27;
-    if leaf1.ecx & OSXSAVE != 0 {
-        words.push(xcr0());
-    }
-    words
-}
-
-#[cfg(target_arch = "x86_64")]
-fn xcr0() -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: XGETBV with ECX = 0 is valid whenever CPUID reports OSXSAVE,
-    // which the caller checked; it only reads a register.
-    unsafe { core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
-    ((hi as u64) << 32) | lo as u64
-}
-
-#[cfg(target_arch = "aarch64")]
-fn cpu_words() -> Vec<u64> {
-    // SAFETY: getauxval only reads the auxiliary vector.
-    let (hwcap, hwcap2) = unsafe { (libc::getauxval(libc::AT_HWCAP), libc::getauxval(libc::AT_HWCAP2)) };
-    // XNNPACK also picks kernels by micro-architecture on Arm: the main ID register.
-    let midr = std::fs::read_to_string("/sys/devices/system/cpu/cpu0/regs/identification/midr_el1")
-        .ok()
-        .and_then(|s| u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok())
-        .unwrap_or(0);
-    vec![2, hwcap as u64, hwcap2 as u64, midr]
-}
-
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-fn cpu_words() -> Vec<u64> {
-    // Unknown architecture: the whole feature list the kernel reports.
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let flags: Vec<&str> = info.lines().filter(|l| l.starts_with("flags") || l.starts_with("Features") || l.starts_with("isa")).take(1).collect();
-    vec![3, xxhash_rust::xxh3::xxh3_64(flags.concat().as_bytes())]
 }
 
 #[cfg(test)]

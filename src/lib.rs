@@ -24,6 +24,7 @@
 //! - [`cache`] is the provider's state machine in safe Rust.
 //! - [`provider`] is the thin `extern "C"` layer XNNPACK calls.
 //! - [`capi`] and [`dropin`] are the C API of `include/xnncache.h`.
+//! - `sys` is everything that differs between operating systems.
 //! - [`logging`] sends fallbacks and their reasons to the host (`log`, or a C callback).
 //!
 //! # From Rust
@@ -71,6 +72,7 @@ pub mod index;
 pub mod logging;
 pub mod provider;
 pub mod store;
+mod sys;
 
 pub use cache::{Backing, Cache, CacheOptions, Stats};
 pub use error::{Error, Status};

@@ -13,20 +13,20 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::arena::{Arena, ArenaOptions};
 use crate::format::{self, Compat, Header, Index, Payload, Refusal, DATA_START, HEADER_SIZE, SLOT_OFFSETS};
+use crate::sys;
 
 /// Where the file comes from.
 #[derive(Clone, Debug)]
 pub enum Source {
     Path(PathBuf),
-    /// A descriptor the caller owns; we work on a duplicate.
-    Fd(RawFd),
+    /// A descriptor the caller owns; we work on our own open file
+    /// description of its file.
+    Fd(i32),
 }
 
 #[derive(Clone, Debug)]
@@ -89,10 +89,6 @@ pub struct Store {
     path_id: Option<(u64, u64)>,
 }
 
-fn file_id(m: &std::fs::Metadata) -> (u64, u64) {
-    (m.dev(), m.ino())
-}
-
 /// Reads and validates everything a reader needs: header, then index.
 pub fn read_committed(file: &File, compat: &Compat) -> Result<(Header, usize, Index), Refusal> {
     let len = file.metadata().map_err(|e| Refusal::Corrupt(format!("cannot stat: {e}")))?.len();
@@ -101,10 +97,15 @@ pub fn read_committed(file: &File, compat: &Compat) -> Result<(Header, usize, In
 
 /// [`read_committed`] for a file whose length is known.
 fn read_committed_at(file: &File, len: u64, compat: &Compat) -> Result<(Header, usize, Index), Refusal> {
+    // Mapped whole: a file larger than the address space (over 4 GiB on a
+    // 32-bit target) cannot be used here, and no offset in it may be cut.
+    if sys::to_usize(len).is_err() {
+        return Err(Refusal::Incompatible(format!("the file's {len} bytes do not fit this {}-bit process", usize::BITS)));
+    }
     // Both slots in one read (a short file leaves the missing part zero: invalid).
     let span = (SLOT_OFFSETS[1] as usize + HEADER_SIZE).min(len as usize);
     let mut head = vec![0u8; SLOT_OFFSETS[1] as usize + HEADER_SIZE];
-    file.read_exact_at(&mut head[..span], 0).map_err(|e| Refusal::Corrupt(format!("cannot read the header: {e}")))?;
+    sys::read_exact_at(file, &mut head[..span], 0).map_err(|e| Refusal::Corrupt(format!("cannot read the header: {e}")))?;
     let slot = |i: usize| &head[SLOT_OFFSETS[i] as usize..SLOT_OFFSETS[i] as usize + HEADER_SIZE];
     let (newest, header) = format::pick_header([slot(0), slot(1)], len)?;
     header.check_compat(compat)?;
@@ -129,7 +130,7 @@ fn read_committed_at(file: &File, len: u64, compat: &Compat) -> Result<(Header, 
 fn read_index(file: &File, header: &Header) -> Result<Index, Refusal> {
     let size = usize::try_from(header.index_size).map_err(|_| Refusal::Corrupt("index too large".into()))?;
     let mut bytes = vec![0u8; size];
-    file.read_exact_at(&mut bytes, header.index_offset).map_err(|e| Refusal::Corrupt(format!("cannot read the index: {e}")))?;
+    sys::read_exact_at(file, &mut bytes, header.index_offset).map_err(|e| Refusal::Corrupt(format!("cannot read the index: {e}")))?;
     Index::decode(&bytes, header)
 }
 
@@ -161,7 +162,7 @@ fn temp_path(path: &Path) -> io::Result<PathBuf> {
 
 fn create_temp(path: &Path) -> io::Result<(PathBuf, File)> {
     let tmp = temp_path(path)?;
-    let f = OpenOptions::new().read(true).write(true).create_new(true).mode(0o644).open(&tmp)?;
+    let f = sys::create_new(&tmp)?;
     Ok((tmp, f))
 }
 
@@ -169,28 +170,6 @@ fn lock_path(path: &Path) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
     p.push(".lock");
     PathBuf::from(p)
-}
-
-fn sync_dir(path: &Path) {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
-fn flock(fd: RawFd, op: libc::c_int) -> io::Result<bool> {
-    loop {
-        // SAFETY: flock takes a descriptor and flags, nothing else.
-        if unsafe { libc::flock(fd, op) } == 0 {
-            return Ok(true);
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EWOULDBLOCK) => return Ok(false),
-            _ => return Err(e),
-        }
-    }
 }
 
 fn refusal_state(r: &Refusal) -> FileState {
@@ -216,25 +195,15 @@ impl Store {
                 }
             }
             Source::Fd(fd) => {
-                // SAFETY: F_GETFL only reads the caller's descriptor's flags.
-                let flags = unsafe { libc::fcntl(*fd, libc::F_GETFL) };
-                if flags < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                if flags & libc::O_APPEND != 0 {
-                    // pwrite would ignore our offsets.
-                    return Err(io::Error::new(io::ErrorKind::InvalidInput, "the descriptor was opened with O_APPEND"));
-                }
-                // Our own open file description of the same file: flock locks
+                // Our own open file description of the same file: locks
                 // belong to a description, and a dup (or the caller's own use,
                 // or a second cache on the same descriptor) would share it.
-                let writable = flags & libc::O_ACCMODE == libc::O_RDWR && !options.read_only;
+                let (own, writable) = sys::reopen_descriptor(*fd, !options.read_only)?;
                 read_only = !writable;
-                let own = OpenOptions::new().read(true).write(writable).open(format!("/proc/self/fd/{fd}"))?;
                 (None, Some(own))
             }
         };
-        let path_id = path.as_ref().and_then(|p| std::fs::metadata(p).ok()).map(|m| file_id(&m));
+        let path_id = path.as_ref().and_then(|p| sys::path_id(p));
         let store = |file: File, temp: Option<PathBuf>, head: Option<(Header, usize)>| Store {
             path_id,
             path: path.clone(),
@@ -317,16 +286,16 @@ impl Store {
         if self.locked {
             return Ok(Some(None));
         }
-        let fd = match &self.path {
+        let lock = match &self.path {
             Some(p) => {
                 if self.lock_file.is_none() {
-                    self.lock_file = Some(OpenOptions::new().read(true).write(true).create(true).mode(0o644).truncate(false).open(lock_path(p))?);
+                    self.lock_file = Some(sys::open_lock_file(&lock_path(p))?);
                 }
-                self.lock_file.as_ref().expect("just opened").as_raw_fd()
+                self.lock_file.as_ref().expect("just opened")
             }
-            None => self.file.as_raw_fd(),
+            None => &self.file,
         };
-        if !flock(fd, libc::LOCK_EX | libc::LOCK_NB)? {
+        if !sys::try_lock(lock)? {
             return Ok(None);
         }
         self.locked = true;
@@ -334,8 +303,8 @@ impl Store {
         // elsewhere replaces it; then our file (or our rebuild, which would
         // discard that process's commits) must not be published.
         if let Some(p) = &self.path {
-            let now = std::fs::metadata(p).map(|m| file_id(&m)).ok();
-            let expected = if self.temp.is_some() { self.path_id } else { Some(file_id(&self.file.metadata()?)) };
+            let now = sys::path_id(p);
+            let expected = if self.temp.is_some() { self.path_id } else { Some(sys::file_id(&self.file)?) };
             if now != expected {
                 self.stale = true;
                 self.unlock();
@@ -367,11 +336,7 @@ impl Store {
         if !self.locked {
             return;
         }
-        let fd = match &self.lock_file {
-            Some(f) => f.as_raw_fd(),
-            None => self.file.as_raw_fd(),
-        };
-        let _ = flock(fd, libc::LOCK_UN);
+        sys::unlock(self.lock_file.as_ref().unwrap_or(&self.file));
         self.locked = false;
     }
 
@@ -390,7 +355,7 @@ impl Store {
     pub fn publish(&mut self, index_offset: u64, index: &[u8], data_end: u64) -> io::Result<()> {
         debug_assert!(self.locked);
         crate::fault::point("commit: before syncing payloads and index");
-        self.file.sync_data()?;
+        sys::sync_data(&self.file)?;
         crate::fault::point("commit: payloads and index synced");
         let (generation, slot) = match &self.head {
             Some((h, s)) => (h.generation + 1, 1 - s),
@@ -404,18 +369,18 @@ impl Store {
             index_checksum: xxhash_rust::xxh3::xxh3_64(index),
             data_end,
         };
-        self.file.write_all_at(&header.encode()[..HEADER_SIZE / 2], SLOT_OFFSETS[slot])?;
+        sys::write_all_at(&self.file, &header.encode()[..HEADER_SIZE / 2], SLOT_OFFSETS[slot])?;
         crate::fault::point("commit: half a header slot written");
-        self.file.write_all_at(&header.encode()[HEADER_SIZE / 2..], SLOT_OFFSETS[slot] + HEADER_SIZE as u64 / 2)?;
+        sys::write_all_at(&self.file, &header.encode()[HEADER_SIZE / 2..], SLOT_OFFSETS[slot] + HEADER_SIZE as u64 / 2)?;
         crate::fault::point("commit: header slot written");
-        self.file.sync_data()?;
+        sys::sync_data(&self.file)?;
         crate::fault::point("commit: header synced");
         if let (Some(tmp), Some(path)) = (&self.temp, &self.path) {
             std::fs::rename(tmp, path)?;
             crate::fault::point("commit: renamed");
-            sync_dir(path);
+            sys::sync_dir(path);
             self.temp = None;
-            self.path_id = Some(file_id(&self.file.metadata()?));
+            self.path_id = Some(sys::file_id(&self.file)?);
         }
         self.head = Some((header, slot));
         Ok(())
@@ -452,15 +417,15 @@ impl Store {
             let mut index = Index::default();
             let mut offset = DATA_START;
             for (bytes, checksum) in payloads {
-                f.write_all_at(bytes, offset)?;
+                sys::write_all_at(&f, bytes, offset)?;
                 index.payloads.push(Payload { offset, size: bytes.len() as u64, checksum: *checksum });
                 offset = (offset + bytes.len() as u64).div_ceil(format::PAYLOAD_ALIGN) * format::PAYLOAD_ALIGN;
             }
             index.keys = keys.iter().map(|&(key, payload)| format::KeyRef { key, payload }).collect();
             let bytes = index.encode();
-            f.write_all_at(&bytes, offset)?;
+            sys::write_all_at(&f, &bytes, offset)?;
             let data_end = offset + bytes.len() as u64;
-            f.sync_data()?;
+            sys::sync_data(&f)?;
             let header = Header {
                 generation: 1,
                 compat: self.compat.clone(),
@@ -469,10 +434,10 @@ impl Store {
                 index_checksum: xxhash_rust::xxh3::xxh3_64(&bytes),
                 data_end,
             };
-            f.write_all_at(&header.encode(), SLOT_OFFSETS[0])?;
-            f.sync_data()?;
+            sys::write_all_at(&f, &header.encode(), SLOT_OFFSETS[0])?;
+            sys::sync_data(&f)?;
             std::fs::rename(&tmp, &path)?;
-            sync_dir(&path);
+            sys::sync_dir(&path);
             Ok(data_end)
         })();
         if result.is_err() {

@@ -1,0 +1,62 @@
+//! What Linux and Android do their own way. Android's Bionic is Linux's
+//! system-call set minus a few wrappers (no `sync_file_range` in the libc
+//! crate), and its 32-bit targets need the `*64` calls for offsets past 2 GiB.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+
+/// `mmap` with a 64-bit file offset on every Linux and Android target.
+///
+/// # Safety
+/// As for `mmap`: with `MAP_FIXED`, the range must be the caller's own.
+pub(super) unsafe fn mmap(addr: *mut libc::c_void, len: usize, prot: libc::c_int, flags: libc::c_int, fd: i32, offset: u64) -> io::Result<*mut libc::c_void> {
+    let offset = libc::off64_t::try_from(offset).map_err(|_| io::Error::new(io::ErrorKind::FileTooLarge, "file offset past 2^63"))?;
+    // SAFETY: as guaranteed by the caller.
+    Ok(unsafe { libc::mmap64(addr, len, prot, flags, fd, offset) })
+}
+
+/// Reserves disk blocks with `posix_fallocate`, growing the file.
+pub(super) fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let too_large = || io::Error::new(io::ErrorKind::FileTooLarge, "file range past 2^63");
+    let (offset, len) = (libc::off64_t::try_from(offset).map_err(|_| too_large())?, libc::off64_t::try_from(len).map_err(|_| too_large())?);
+    loop {
+        // SAFETY: posix_fallocate reads no memory of ours.
+        match unsafe { libc::posix_fallocate64(file.as_raw_fd(), offset, len) } {
+            0 => return Ok(()),
+            libc::EINTR => continue,
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+pub(super) fn set_len(file: &File, len: u64) -> io::Result<()> {
+    // std calls ftruncate64 on these targets.
+    file.set_len(len)
+}
+
+/// `fdatasync`: the data and the metadata needed to read it back.
+pub(super) fn sync_data(file: &File) -> io::Result<()> {
+    file.sync_data()
+}
+
+/// Starts writing `[offset, offset + len)` back without waiting, so that the
+/// disk works while the next piece is copied (and a long write is not
+/// throttled as a burst of dirty pages). A hint: errors are ignored, the
+/// final `sync_data` reports them.
+#[cfg(target_os = "linux")]
+pub(super) fn start_writeback(file: &File, offset: u64, len: usize) {
+    if let (Ok(offset), Ok(len)) = (libc::off64_t::try_from(offset), libc::off64_t::try_from(len)) {
+        // SAFETY: sync_file_range takes a descriptor and a range; it reads no memory of ours.
+        unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+    }
+}
+
+/// Bionic's libc binding has no `sync_file_range`: the final sync does all the work.
+#[cfg(target_os = "android")]
+pub(super) fn start_writeback(_file: &File, _offset: u64, _len: usize) {}
+
+/// A path that opens the file behind descriptor `fd` anew.
+pub(super) fn descriptor_path(fd: i32) -> io::Result<std::path::PathBuf> {
+    Ok(format!("/proc/self/fd/{fd}").into())
+}

@@ -1,0 +1,358 @@
+//! POSIX memory and files: Linux, Android and Apple. What differs between
+//! them (disk-block reservation, durability, write-back hints, 64-bit file
+//! offsets, reopening a descriptor) is in `linux.rs` and `apple.rs`, used
+//! here as `os`.
+//!
+//! Every function here takes raw addresses; `crate::arena::Arena` is what
+//! makes sure they only ever name memory the arena reserved itself.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::os;
+
+/// The page size, read once from the system (4 KiB on most Linux machines,
+/// 16 KiB on Apple silicon and some Android devices).
+pub fn page_size() -> usize {
+    static PAGE: AtomicUsize = AtomicUsize::new(0);
+    match PAGE.load(Ordering::Relaxed) {
+        0 => {
+            // SAFETY: sysconf has no preconditions.
+            let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            let n = if n > 0 { n as usize } else { 4096 };
+            PAGE.store(n, Ordering::Relaxed);
+            n
+        }
+        n => n,
+    }
+}
+
+/// File mappings align to pages here.
+pub fn map_granularity() -> usize {
+    page_size()
+}
+
+fn check(p: *mut libc::c_void) -> io::Result<*mut u8> {
+    if p == libc::MAP_FAILED {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(p as *mut u8)
+    }
+}
+
+/// Reserves `len` bytes of address space that no one else will be given:
+/// inaccessible, uncommitted, and not counted against overcommit.
+pub fn reserve(len: usize, _file_backed: bool) -> io::Result<*mut u8> {
+    // SAFETY: a fresh PROT_NONE anonymous mapping at an address the kernel picks
+    // touches no existing memory.
+    check(unsafe {
+        libc::mmap(core::ptr::null_mut(), len, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0)
+    })
+}
+
+/// Returns a reservation (and whatever is mapped inside it) to the system.
+///
+/// # Safety
+/// No one may use any address in the range afterwards.
+pub unsafe fn release(addr: *mut u8, len: usize, _file_backed: bool) {
+    // SAFETY: the caller guarantees the range is ours and dead.
+    unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+}
+
+/// Makes `[addr, addr + len)` of an anonymous reservation writable memory.
+///
+/// # Safety
+/// The range must lie inside a reservation made by [`reserve`] that holds
+/// nothing anyone uses.
+pub unsafe fn commit(addr: *mut u8, len: usize) -> io::Result<()> {
+    // SAFETY: the caller's own unused range.
+    unsafe { protect(addr, len, libc::PROT_READ | libc::PROT_WRITE) }
+}
+
+/// Makes `[addr, addr + len)` writable staging memory for the file's bytes at
+/// `offset`: anonymous memory here, written to the file by [`write_back`].
+///
+/// # Safety
+/// As for [`commit`].
+pub unsafe fn stage(addr: *mut u8, len: usize, _file: &File, _offset: u64) -> io::Result<()> {
+    // SAFETY: as guaranteed by the caller.
+    unsafe { commit(addr, len) }
+}
+
+/// Writes staged bytes to the file and starts the disk on them.
+///
+/// # Safety
+/// `[addr, addr + len)` must be staged memory whose bytes are complete.
+pub unsafe fn write_back(addr: *const u8, len: usize, file: &File, offset: u64) -> io::Result<()> {
+    // SAFETY: guaranteed by the caller.
+    let bytes = unsafe { core::slice::from_raw_parts(addr, len) };
+    write_all_at(file, bytes, offset)?;
+    os::start_writeback(file, offset, len);
+    Ok(())
+}
+
+/// After [`write_back`] and [`sync_data`]: maps the file's now clean pages
+/// read-only over the staged range (`MAP_FIXED` replaces it atomically; the
+/// bytes are identical). On failure the staged bytes are put back.
+///
+/// # Safety
+/// The file must hold exactly the staged bytes at `offset`; no one may write
+/// to the range.
+pub unsafe fn seal_staged(addr: *mut u8, len: usize, file: &File, offset: u64) -> io::Result<()> {
+    // SAFETY: replacing our own range with identical bytes.
+    if let Err(e) = unsafe { map_file(addr, len, file, offset) } {
+        // SAFETY: same range and bytes.
+        unsafe { restore_from_file(addr, len, file, offset) };
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Maps `len` bytes of `file` from `offset` over `addr`, shared, read-only.
+///
+/// # Safety
+/// `[addr, addr + len)` must lie inside a reservation made by [`reserve`]
+/// whose bytes nobody relies on, or that already hold these file bytes.
+pub unsafe fn map_file(addr: *mut u8, len: usize, file: &File, offset: u64) -> io::Result<()> {
+    // SAFETY: MAP_FIXED replaces only the caller's own range.
+    let p = check(unsafe { os::mmap(addr as *mut libc::c_void, len, libc::PROT_READ, libc::MAP_SHARED | libc::MAP_FIXED, file.as_raw_fd(), offset)? })?;
+    debug_assert_eq!(p, addr);
+    Ok(())
+}
+
+/// After a failed `map_file` over live bytes (older kernels unmap before they
+/// fail): maps anonymous memory back at `addr` and reads the bytes from the
+/// file, where they were just written, then makes them read-only. Best effort.
+///
+/// # Safety
+/// `[addr, addr + len)` must be the arena's own range whose bytes the file
+/// holds at `offset`; no one may write to it.
+unsafe fn restore_from_file(addr: *mut u8, len: usize, file: &File, offset: u64) {
+    // SAFETY: MAP_FIXED over the caller's own range (see above).
+    let p = unsafe {
+        libc::mmap(addr as *mut libc::c_void, len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED, -1, 0)
+    };
+    if p == libc::MAP_FAILED {
+        return;
+    }
+    // SAFETY: the range was just mapped writable.
+    let buf = unsafe { core::slice::from_raw_parts_mut(addr, len) };
+    let _ = read_exact_at(file, buf, offset);
+    // SAFETY: the caller's own range.
+    let _ = unsafe { protect_readonly(addr, len) };
+}
+
+/// # Safety
+/// The range must lie inside the arena's own mappings, and no one may access it
+/// in a way the new protection forbids.
+unsafe fn protect(addr: *mut u8, len: usize, prot: libc::c_int) -> io::Result<()> {
+    // SAFETY: the caller guarantees the range is ours and the new rights suit every user.
+    if unsafe { libc::mprotect(addr as *mut libc::c_void, len, prot) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Makes `[addr, addr + len)` read-only.
+///
+/// # Safety
+/// The range must lie inside the arena's own mappings, and no one may write to it.
+pub unsafe fn protect_readonly(addr: *mut u8, len: usize) -> io::Result<()> {
+    // SAFETY: as guaranteed by the caller.
+    unsafe { protect(addr, len, libc::PROT_READ) }
+}
+
+/// Turns `[addr, addr + len)` back into an inaccessible reservation, dropping
+/// whatever was mapped there.
+///
+/// # Safety
+/// The range must lie inside the arena's own reservation, and no one may use
+/// any address in it any more.
+pub unsafe fn unmap_to_reserved(addr: *mut u8, len: usize) -> io::Result<()> {
+    // SAFETY: MAP_FIXED replaces only the caller's own, dead range.
+    check(unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    })
+    .map(|_| ())
+}
+
+/// Fresh, writable anonymous memory of `len` bytes (page-aligned), given back
+/// to the system by [`unmap_anonymous`], not kept by the allocator.
+pub fn map_anonymous(len: usize) -> io::Result<*mut u8> {
+    // SAFETY: a fresh private anonymous mapping at an address the kernel picks.
+    check(unsafe { libc::mmap(core::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) })
+}
+
+/// # Safety
+/// `[addr, addr + len)` must come from [`map_anonymous`] and be dead.
+pub unsafe fn unmap_anonymous(addr: *mut u8, len: usize) {
+    // SAFETY: as guaranteed by the caller.
+    unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+}
+
+/// Gives `[offset, offset + len)` of the file real disk blocks, growing the
+/// file if needed, so that a full disk is an error now, not later.
+pub fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    os::allocate(file, offset, len)
+}
+
+/// Sets the file's length.
+pub fn set_len(file: &File, len: u64) -> io::Result<()> {
+    os::set_len(file, len)
+}
+
+/// Whether `e` says the file could not change because it is mapped (never
+/// here: POSIX truncates mapped files).
+#[cfg(test)]
+pub fn is_mapped_file_error(_e: &io::Error) -> bool {
+    false
+}
+
+/// Waits until the file's data is on stable storage.
+pub fn sync_data(file: &File) -> io::Result<()> {
+    os::sync_data(file)
+}
+
+/// Reads exactly `buf.len()` bytes at `offset` (64-bit offsets on every target).
+pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    file.read_exact_at(buf, offset)
+}
+
+/// Writes all of `buf` at `offset`.
+pub fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    file.write_all_at(buf, offset)
+}
+
+/// The largest file this process may write (`RLIMIT_FSIZE`), if limited.
+/// Growing past it would raise SIGXFSZ, which kills by default, so the arena
+/// checks it first and falls back to memory instead.
+pub fn file_size_limit() -> Option<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes only into `lim`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim) } != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    // rlim_t is 32 bits on some 32-bit targets, 64 on the others.
+    #[allow(clippy::unnecessary_cast)]
+    Some(lim.rlim_cur as u64)
+}
+
+/// (device, inode) of an open file.
+pub fn file_id(file: &File) -> io::Result<(u64, u64)> {
+    file.metadata().map(|m| (m.dev(), m.ino()))
+}
+
+/// (device, inode) of what `path` names now, if anything.
+pub fn path_id(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Creates a new file (failing if it exists) for reading and writing.
+pub fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).write(true).create_new(true).mode(0o644).open(path)
+}
+
+/// Opens (creating) the file whose lock is the writer lock.
+pub fn open_lock_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o644).open(path)
+}
+
+fn flock(file: &File, op: libc::c_int) -> io::Result<bool> {
+    loop {
+        // SAFETY: flock takes a descriptor and flags, nothing else.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Takes the exclusive writer lock on `file` without waiting (false: another
+/// open file description holds it). The lock belongs to the open file
+/// description, so it is released when `file` closes.
+pub fn try_lock(file: &File) -> io::Result<bool> {
+    flock(file, libc::LOCK_EX | libc::LOCK_NB)
+}
+
+pub fn unlock(file: &File) {
+    let _ = flock(file, libc::LOCK_UN);
+}
+
+/// Makes a rename in `path`'s folder durable. Best effort.
+pub fn sync_dir(path: &Path) {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Our own open file description of the caller's descriptor `fd` (flock
+/// locks belong to a description, and a dup would share the caller's), and
+/// whether it is writable: only if the caller's is, and `writable` asks.
+pub fn reopen_descriptor(fd: i32, writable: bool) -> io::Result<(File, bool)> {
+    // SAFETY: F_GETFL only reads the caller's descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if flags & libc::O_APPEND != 0 {
+        // pwrite would ignore our offsets.
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "the descriptor was opened with O_APPEND"));
+    }
+    let writable = flags & libc::O_ACCMODE == libc::O_RDWR && writable;
+    let path = os::descriptor_path(fd)?;
+    let own = OpenOptions::new().read(true).write(writable).open(&path)?;
+    // The path could name another file by now (renamed, replaced): make sure
+    // it is the caller's.
+    let mut st: libc::stat = unsafe_zeroed_stat();
+    // SAFETY: fstat writes only into `st`.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if file_id(&own)? != stat_id(&st) {
+        return Err(io::Error::new(io::ErrorKind::NotFound, "the descriptor's file is no longer at its path"));
+    }
+    Ok((own, writable))
+}
+
+/// (device, inode) from a `stat`, whose field types differ between targets.
+#[allow(clippy::unnecessary_cast)] // a no-op on some targets, a widening on others
+fn stat_id(st: &libc::stat) -> (u64, u64) {
+    (st.st_dev as u64, st.st_ino as u64)
+}
+
+fn unsafe_zeroed_stat() -> libc::stat {
+    // SAFETY: `stat` is plain old data; all zeros is a valid value.
+    unsafe { core::mem::zeroed() }
+}
+
+/// A path from the C API's bytes: any bytes but NUL, as the OS takes them.
+pub fn path_from_c(bytes: &[u8]) -> io::Result<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    Ok(PathBuf::from(std::ffi::OsStr::from_bytes(bytes)))
+}
+
+/// Ends this process at once, as a crash would (fault-injection tests).
+#[cfg(feature = "fault-injection")]
+pub fn kill_self() -> ! {
+    // SAFETY: getpid and kill have no memory preconditions.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    std::process::abort()
+}
