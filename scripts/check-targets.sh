@@ -5,7 +5,7 @@
 # standard library from source (-Zbuild-std): no per-target download.
 #
 # Usage: scripts/check-targets.sh [TARGET...]   (default: all of them)
-# The build directory is target/check-targets (kept between runs).
+# The build directory is <build cache>/cargo/check-targets (kept between runs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -24,7 +24,10 @@ bash scripts/install-platform-deps.sh toolchain
 # Debian's toolchain, not a rustup one that may come first on PATH.
 export PATH="/usr/bin:$PATH" RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
 unset RUSTUP_TOOLCHAIN RUSTC_WRAPPER RUSTC_WORKSPACE_WRAPPER
-export RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$PWD/target/check-targets"
+# Outside the work tree, so that a fresh clone (as CI makes) reuses the
+# standard library built for each target.
+build_cache="${XNNCACHE_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/xnncache}"
+export RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$build_cache/cargo/check-targets"
 # Deployment targets that std's own code accepts (rustc's defaults otherwise).
 export MACOSX_DEPLOYMENT_TARGET=11.0 IPHONEOS_DEPLOYMENT_TARGET=14.0
 

@@ -10,7 +10,7 @@
 #             file-backed arena included
 #
 # Usage: scripts/test-cross.sh i686|aarch64|windows [extra cargo test args]
-# Build directory: target/cross (kept between runs).
+# Build directory: <build cache>/cargo/cross (kept between runs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -20,7 +20,10 @@ bash scripts/install-platform-deps.sh toolchain "$kind"
 
 export PATH="/usr/bin:$PATH" RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
 unset RUSTUP_TOOLCHAIN RUSTC_WRAPPER RUSTC_WORKSPACE_WRAPPER
-export RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$PWD/target/cross"
+# Outside the work tree, so that a fresh clone (as CI makes) reuses the
+# standard library built for each target.
+build_cache="${XNNCACHE_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/xnncache}"
+export RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$build_cache/cargo/cross"
 
 case "$kind" in
     i686)
