@@ -10,8 +10,11 @@
 #              cross compiler)
 #   aarch64    gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, qemu-user
 #   windows    gcc-mingw-w64-x86-64, wine64
-# Usage: install-platform-deps.sh [toolchain] [i686] [aarch64] [windows]
-# (no argument: all of them).
+#   arm64-xnnpack  g++-aarch64-linux-gnu, cmake, ninja-build: cross-build
+#              XNNPACK and the C++ test programs for the integration tests
+#              under qemu (scripts/test-arm64.sh)
+# Usage: install-platform-deps.sh [toolchain] [i686] [aarch64] [windows] [arm64-xnnpack]
+# (no argument: the first four).
 set -euo pipefail
 
 groups=("$@")
@@ -24,6 +27,7 @@ for g in "${groups[@]}"; do
         i686) want+=(gcc-i686-linux-gnu libc6-dev-i386-cross) ;;
         aarch64) want+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user) ;;
         windows) want+=(gcc-mingw-w64-x86-64 wine64) ;;
+        arm64-xnnpack) want+=(g++-aarch64-linux-gnu cmake ninja-build) ;;
         *) echo "install-platform-deps: unknown group $g" >&2; exit 2 ;;
     esac
 done
