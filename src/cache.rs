@@ -244,7 +244,7 @@ struct WriteBack {
     stop: bool,
     /// Bytes being written back now.
     in_flight: u64,
-    /// Why the last write-back failed (cleared by the next that succeeds).
+    /// Why a write-back failed (after that the file takes nothing more from this cache).
     error: Option<String>,
     /// When the last commit became durable (milliseconds since 1970), 0: none yet.
     last_commit_unix_ms: u64,
@@ -712,7 +712,11 @@ impl Core {
             let result = self.write_back();
             let mut st = lock(&bg.state);
             st.running = false;
-            st.error = result.err().map(|e| e.message.clone());
+            if let Err(e) = result {
+                // Sticky: a failed write-back poisons the store, so nothing
+                // this cache packs later reaches the file either.
+                st.error = Some(e.message);
+            }
             drop(st);
             bg.changed.notify_all();
         }

@@ -104,6 +104,14 @@ fn a_failed_write_back_keeps_the_runtime_and_the_last_commit() {
     assert!(last_error().contains("cannot write the cache file"), "{}", last_error());
     assert_eq!(rt.infer().unwrap(), expected, "the runtime keeps its weights in memory");
     assert_eq!(cache.stats().commits, 1);
+    // A later write-back that has nothing to fail on cannot make the file
+    // take this cache's weights again: the error stays.
+    let third = fc_qd8_qc4w();
+    let expected_third = third.run(std::ptr::null_mut());
+    assert_eq!(third.run(cache.provider()), expected_third);
+    assert_eq!(xnncache::capi::xnncache_finalize(cache.0), Status::XNNCACHE_OK);
+    assert_eq!(xnncache_wait(cache.0, u32::MAX), Status::XNNCACHE_IO_ERROR, "the failure was forgotten");
+    assert_eq!(cache.stats().commits, 1);
     drop(rt);
     drop(cache);
     let next = open_read_only(&path);
