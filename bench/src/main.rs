@@ -296,9 +296,13 @@ impl Summary {
         let mut v: Vec<f64> = self.samples.iter().map(f).collect();
         median_min_max(&mut v)
     }
+    /// The median over the samples that measured it, if any did.
+    fn med_of(&self, f: impl Fn(&Sample) -> Option<f64>) -> Option<f64> {
+        let mut v: Vec<f64> = self.samples.iter().filter_map(f).collect();
+        (!v.is_empty()).then(|| median_min_max(&mut v).0)
+    }
     fn med_opt(&self, f: impl Fn(&Sample) -> Option<u64>) -> Option<u64> {
-        let mut v: Vec<f64> = self.samples.iter().filter_map(|s| f(s).map(|x| x as f64)).collect();
-        (!v.is_empty()).then(|| median_min_max(&mut v).0 as u64)
+        self.med_of(|s| f(s).map(|x| x as f64)).map(|m| m as u64)
     }
 }
 
@@ -405,10 +409,7 @@ fn report(args: &Args, model: &str, weights: usize, packed: u64, rows: &BTreeMap
     let create = |s: &str| get(s).map(|r| r.med(|x| x.create_ms).0);
     let steady = |s: &str| get(s).map(|r| r.med(|x| x.steady_run_ms).0);
     let during = |s: &str| get(s).map(|r| r.med(|x| x.during_run_ms).0);
-    let commit = get("cold").and_then(|r| {
-        let mut v: Vec<f64> = r.samples.iter().filter_map(|x| x.commit_ms).collect();
-        (!v.is_empty()).then(|| median_min_max(&mut v).0)
-    });
+    let commit = get("cold").and_then(|r| r.med_of(|x| x.commit_ms));
     let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b.max(1e-6));
     let anon_ratio = |s: &str| get(s).map(|r| r.med(|x| x.anon_bytes as f64).0 / packed.max(1) as f64);
     // The largest dirty size of the cache file's mappings after finalize, over every run.
@@ -446,10 +447,7 @@ fn report(args: &Args, model: &str, weights: usize, packed: u64, rows: &BTreeMap
                 r.med(|x| x.first_run_ms).0,
                 r.med(|x| x.during_run_ms).0,
                 r.med(|x| x.steady_run_ms).0,
-                {
-                    let mut v: Vec<f64> = r.samples.iter().filter_map(|x| x.commit_ms).collect();
-                    if v.is_empty() { "null".to_string() } else { format!("{:.1}", median_min_max(&mut v).0) }
-                },
+                r.med_of(|x| x.commit_ms).map_or("null".to_string(), |v| format!("{v:.1}")),
                 opt(r.med_opt(|x| x.packed_bytes)),
                 r.med(|x| x.anon_peak_bytes as f64).0 as u64,
                 r.med(|x| x.anon_bytes as f64).0 as u64,
@@ -483,10 +481,7 @@ fn report(args: &Args, model: &str, weights: usize, packed: u64, rows: &BTreeMap
     for s in STRATEGIES {
         let Some(r) = rows.get(s) else { continue };
         let (c, lo, hi) = r.med(|x| x.create_ms);
-        let commit = {
-            let mut v: Vec<f64> = r.samples.iter().filter_map(|x| x.commit_ms).collect();
-            (!v.is_empty()).then(|| median_min_max(&mut v).0)
-        };
+        let commit = r.med_of(|x| x.commit_ms);
         println!(
             "{:<13} {:>28} {:>10} {:>10.2} {:>10.2} {:>10.2} {:>11} {:>11} {:>11} {:>9} {:>11} {:>11}",
             s,

@@ -615,8 +615,7 @@ impl Cache {
 
     pub fn finalize(&self) {
         self.start_finalize();
-        let s = xnncache::capi::xnncache_wait(self.0, u32::MAX);
-        assert_eq!(s, xnncache::Status::XNNCACHE_OK, "xnncache_wait: {}", last_error());
+        self.wait();
     }
 
     /// Waits for the background write-back of every finalize so far.
