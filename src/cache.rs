@@ -477,11 +477,10 @@ impl Core {
         // SAFETY: guaranteed by the caller.
         let identity = name.is_none().then(|| unsafe { content_identity(data, size) });
         let mut st = lock(&self.state);
-        let (start, end) = (data as usize, (data as usize).saturating_add(size.max(1)));
         // The newest word on a piece of memory wins: records made before
         // this registration named whatever that memory held then.
-        st.forget_memory(start, end);
-        st.registry.register(start, size, name, || identity.expect("hashed above"));
+        st.forget_memory(data as usize, size);
+        st.registry.register(data as usize, size, name, || identity.expect("hashed above"));
     }
 
     /// Forgets `[data, data + size)`: its registration, aliases inside it, and
@@ -490,8 +489,7 @@ impl Core {
     /// is freed while the cache lives on. Packed entries stay (their bytes
     /// are still found by content and by persistent keys).
     pub fn unregister(&self, data: *const u8, size: usize) {
-        let (start, end) = (data as usize, (data as usize).saturating_add(size.max(1)));
-        lock(&self.state).forget_memory(start, end);
+        lock(&self.state).forget_memory(data as usize, size);
     }
 
     /// Step 1: the offset of the one entry `key` names, or `NOT_FOUND`.
@@ -630,9 +628,7 @@ impl Core {
             // XNNPACK asks at reshape, after creation: this thread's creation
             // is over, and its runtime may be deleted (with the copies its
             // aliases named) before the next one.
-            let me = std::thread::current().id();
-            st.aliases.retain(|_, a| a.thread != me);
-            st.creating.remove(&me);
+            st.end_creation(std::thread::current().id());
         }
         addr_of(st.arena.as_ref(), &st.heap, offset).unwrap_or_else(core::ptr::null_mut)
     }
@@ -655,14 +651,14 @@ impl Core {
         }
         let mut st = lock(&self.state);
         let me = std::thread::current().id();
-        if st.creating.remove(&me) {
+        if st.creating.contains(&me) {
             // A new creation on this thread: the copies its earlier aliases
             // named may be gone with their runtime.
-            st.aliases.retain(|_, a| a.thread != me);
+            st.end_creation(me);
         }
         // XNNPACK just allocated the copy: whatever was recorded about that
         // address before described memory that has been freed since.
-        st.forget_memory(alias, alias + 1);
+        st.forget_memory(alias, 1);
         let original = st.resolve(original);
         if original == alias {
             return Ok(()); // aliasing a pointer to itself (or a cycle back to it) changes nothing
@@ -688,7 +684,7 @@ impl Core {
             st.give_back(old.offset, old.len);
         }
         // Staged pages to seal, entries to commit, or a writer lock to hand on.
-        let staged = st.arena.as_ref().is_some_and(|a| a.used() > a.sealed());
+        let staged = st.arena.as_ref().is_some_and(|a| a.unsealed() > 0);
         staged || st.uncommitted > 0 || st.store.as_ref().is_some_and(|s| s.is_locked() || s.generation() == 0)
     }
 
@@ -867,7 +863,7 @@ impl Core {
         // Staged bytes not yet in the file's pages: being written, or waiting
         // for the next write-back.
         let staged = match (&st.store, &st.arena) {
-            (Some(_), Some(a)) if a.is_file_backed() => a.used().saturating_sub(a.sealed()) as u64,
+            (Some(_), Some(a)) if a.is_file_backed() => a.unsealed() as u64,
             _ => 0,
         };
         drop(st);
@@ -910,6 +906,12 @@ impl State {
         p
     }
 
+    /// `thread`'s creation is over: the copies its aliases named may be freed.
+    fn end_creation(&mut self, thread: ThreadId) {
+        self.aliases.retain(|_, a| a.thread != thread);
+        self.creating.remove(&thread);
+    }
+
     /// Records that this thread is inside a creation (see [`Cache::alias`]).
     fn note_creating(&mut self) {
         if !self.aliases.is_empty() {
@@ -917,10 +919,11 @@ impl State {
         }
     }
 
-    /// Forgets every pointer-keyed record about `[start, end)`: the
+    /// Forgets every pointer-keyed record about `[start, start + size)`: the
     /// registration, aliases whose copy lies there, and in-process look-up
     /// keys holding pointers into it.
-    fn forget_memory(&mut self, start: usize, end: usize) {
+    fn forget_memory(&mut self, start: usize, size: usize) {
+        let end = start.saturating_add(size.max(1));
         self.registry.forget(start, end);
         let aliased: Vec<usize> = self.aliases.range(start..end).map(|(&a, _)| a).collect();
         for a in aliased {

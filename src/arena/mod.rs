@@ -280,6 +280,11 @@ impl Arena {
         self.sealed
     }
 
+    /// Bytes handed out that a seal has not yet made clean and read-only.
+    pub fn unsealed(&self) -> usize {
+        self.cursor.saturating_sub(self.sealed)
+    }
+
     /// Reserves a fresh span of address space starting at offset `self.end`.
     fn add_segment(&mut self, want: usize) -> Result<(), GrowError> {
         let mut len = round_up(want, self.page);
