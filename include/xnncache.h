@@ -25,7 +25,19 @@
 // (which then returns the write-back's status) instead of in the background.
 #define XNNCACHE_FLAG_SYNC_WRITEBACK 8
 
+// Create the cache file readable by every user (0644 before the umask)
+// instead of by its owner only (0600): a bundle shared with a system service.
+#define XNNCACHE_FLAG_SHARE_READ 16
 
+// Use a cache file owned by another user (read-only, and only if no one but
+// its owner may write it) instead of refusing it.
+#define XNNCACHE_FLAG_ALLOW_FOREIGN_OWNER 32
+
+
+
+// Permission bits of new cache files by default: the packed weights of a
+// private model are no one else's to read.
+#define PRIVATE_FILE_MODE 384
 
 // What an `xnncache_*` function reports. `XNNCACHE_OK` is 0; every other
 // value comes with a message readable through `xnncache_last_error()`.
@@ -85,8 +97,12 @@ typedef enum xnncache_file_state {
   // The file was made for another XNNPACK build, CPU, format or ABI: a new one is built.
   XNNCACHE_FILE_REBUILT_INCOMPATIBLE = 4,
   // The file cannot be used or replaced (read-only, a foreign descriptor,
-  // an unwritable folder): packed weights stay in memory.
+  // an unwritable folder, not a regular file, owned by another user):
+  // packed weights stay in memory.
   XNNCACHE_FILE_UNUSABLE = 5,
+  // Other users could write the file (group- or world-writable), so its
+  // bytes are not trusted: a new, private one is built.
+  XNNCACHE_FILE_REBUILT_UNTRUSTED = 6,
 } xnncache_file_state;
 
 // An open cache. Opaque; the provider XNNPACK uses lives inside it.
@@ -281,6 +297,11 @@ enum xnn_status xnncache_create_weights_cache_for_abi(uint32_t key_size,
 // Like `xnn_finalize_weights_cache`. Both kinds seal (write back and
 // write-protect) what is packed; neither forbids later runtimes from adding
 // weights, since addresses never move.
+//
+// A file that cannot take the commit (a full disk, a file-size limit) is not
+// a failure here: the packed weights are valid in memory, and XNNPACK's
+// callers take any error from this function as fatal. The reason is logged
+// once; `xnncache_finalize` and `xnncache_wait` still report it.
 enum xnn_status xnncache_finalize_weights_cache(struct xnn_weights_cache_provider *weights_cache,
                                                 enum xnn_weights_cache_finalization_kind finalization_kind);
 

@@ -119,6 +119,10 @@ pub struct CacheOptions {
     pub compact_percent: u32,
     /// Write back and commit inside `finalize` instead of in the background.
     pub sync_writeback: bool,
+    /// Permission bits of new cache files (before the umask).
+    pub file_mode: u32,
+    /// Use a file owned by another user (read-only) instead of refusing it.
+    pub allow_foreign: bool,
     /// Address space to reserve for the first arena segment.
     pub reservation: Option<usize>,
 }
@@ -134,6 +138,8 @@ impl CacheOptions {
             build_id: Vec::new(),
             compact_percent: 0,
             sync_writeback: false,
+            file_mode: crate::store::PRIVATE_FILE_MODE,
+            allow_foreign: false,
             reservation: None,
         }
     }
@@ -392,6 +398,8 @@ impl Core {
                         build_id: options.build_id.clone(),
                         cpu_id: crate::identity::cpu_identity(),
                     },
+                    file_mode: options.file_mode,
+                    allow_foreign: options.allow_foreign,
                 };
                 match Store::open(&store_options, &arena_options) {
                     Ok(opened) => {
@@ -451,7 +459,7 @@ impl Core {
     }
 
     /// Logs `why` the first time `kind` happens to this cache.
-    fn log_once(&self, kind: &'static str, level: Level, why: &str) {
+    pub(crate) fn log_once(&self, kind: &'static str, level: Level, why: &str) {
         if lock(&self.logged).insert(kind) {
             let path = self.path.as_ref().map_or("the cache's descriptor".into(), |p| p.display().to_string());
             crate::logging::emit(level, &format!("xnncache: {path}: {why}"));
@@ -811,18 +819,23 @@ impl Core {
     /// and replaces the old file atomically. This cache keeps working on its
     /// mapping of the old file but persists nothing more.
     pub fn compact(&self) -> Result<u64> {
+        self.rewrite(Keep::Used)
+    }
+
+    fn rewrite(&self, keep: Keep) -> Result<u64> {
         let _one_at_a_time = lock(&self.finalizing);
         let mut st = lock(&self.state);
         let st = &mut *st;
-        let (ids, keys) = st.live_links();
-        let (Some(store), Some(arena)) = (st.store.as_mut(), st.arena.as_ref()) else {
+        if st.store.is_none() || st.arena.is_none() {
             return Err(Error::new(Status::XNNCACHE_INVALID_STATE, "compact needs a writable cache file"));
-        };
-        match store.try_lock() {
-            Ok(Some(_)) => {}
-            Ok(None) => return Err(Error::new(Status::XNNCACHE_BUSY, "another process is writing the cache file")),
+        }
+        match st.lock_and_follow() {
+            Ok(true) => {}
+            Ok(false) => return Err(Error::new(Status::XNNCACHE_BUSY, "another process is writing the cache file")),
             Err(e) => return Err(Error::io("cannot lock the cache file", &e)),
         }
+        let (ids, keys) = st.live_links(keep);
+        let (Some(store), Some(arena)) = (st.store.as_mut(), st.arena.as_ref()) else { unreachable!("checked above") };
         let payloads: Vec<(&[u8], u64)> = ids
             .iter()
             .map(|&id| {
@@ -838,9 +851,15 @@ impl Core {
     /// The share (percent) of the file that the weights this session used do
     /// not reach: old indexes, unused entries, unregistered weights, slack.
     pub fn unreachable_percent(&self) -> Option<u64> {
+        self.outside_percent(Keep::Used)
+    }
+
+    /// The share (percent) of the file, and its bytes, that no persistent
+    /// entry reaches: space nobody can ever look up again.
+    fn outside_percent(&self, keep: Keep) -> Option<u64> {
         let st = lock(&self.state);
         let store = st.store.as_ref().filter(|s| s.can_write())?;
-        let (ids, keys) = st.live_links();
+        let (ids, keys) = st.live_links(keep);
         let live: u64 = ids.iter().map(|&id| st.index.get(id).size as u64).sum::<u64>() + format::DATA_START + 24 * (ids.len() + keys.len()) as u64;
         let len = store.file_len().max(1);
         Some(len.saturating_sub(live) * 100 / len)
@@ -874,11 +893,32 @@ impl Core {
     }
 }
 
+/// Which persistent entries a rewrite of the file keeps.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Those this session used (`compact`).
+    Used,
+    /// Every committed one: only space no one can reach is given back.
+    Committed,
+}
+
+/// Space no entry reaches (unregistered weights, which are never looked up
+/// again, old indexes) is given back at close once it is this share of the
+/// file: without it, a host that registers nothing grows the file by its
+/// packed bytes at every launch.
+const RECLAIM_PERCENT: u64 = 50;
+/// ... and at least this many bytes, so small files are not rewritten for little.
+const RECLAIM_MIN_BYTES: u64 = 4 << 20;
+
 impl Drop for Core {
     fn drop(&mut self) {
+        // Best effort: a busy or failing rewrite leaves the file as it is.
         if self.compact_percent > 0 && self.unreachable_percent().is_some_and(|p| p >= self.compact_percent as u64) {
-            // Best effort: a busy or failing compaction leaves the file as it is.
             let _ = self.compact();
+        } else if self.outside_percent(Keep::Committed).is_some_and(|p| p >= RECLAIM_PERCENT)
+            && lock(&self.state).store.as_ref().is_some_and(|s| s.file_len() >= format::DATA_START + RECLAIM_MIN_BYTES)
+        {
+            let _ = self.rewrite(Keep::Committed);
         }
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         if let Some(store) = st.store.as_mut() {
@@ -993,38 +1033,41 @@ impl State {
         matches!((bytes(a), bytes(b)), (Some(x), Some(y)) if x == y)
     }
 
+    /// Takes the writer lock if it is free and adopts what other processes
+    /// committed meanwhile. False: another process holds it.
+    fn lock_and_follow(&mut self) -> std::io::Result<bool> {
+        let Some(store) = self.store.as_mut() else { return Ok(false) };
+        if store.is_locked() {
+            return Ok(true);
+        }
+        let Some(newer) = store.try_lock()? else { return Ok(false) };
+        if let Some((header, index)) = newer {
+            let arena = self.arena.as_mut().expect("a store has an arena");
+            if let Err(e) = arena.adopt_committed(header.data_end) {
+                store.unlock();
+                return Err(std::io::Error::other(format!("cannot follow another process's commit: {e}")));
+            }
+            self.load(&index);
+        }
+        if let Some(arena) = self.arena.as_mut() {
+            // Another process may have trimmed the file below our slack.
+            let _ = arena.forget_beyond(self.store.as_ref().expect("checked").file_len());
+        }
+        Ok(true)
+    }
+
     /// Whether new weights may go into the file now: takes the writer lock
     /// if needed, and adopts what other processes committed meanwhile.
     fn may_write_file(&mut self, cache: &Core) -> bool {
-        let Some(store) = self.store.as_mut() else { return false };
-        if store.is_locked() {
-            return true;
-        }
-        match store.try_lock() {
-            Ok(Some(newer)) => {
-                if let Some((header, index)) = newer {
-                    let arena = self.arena.as_mut().expect("a store has an arena");
-                    let adopted = arena.adopt_committed(header.data_end);
-                    if let Err(e) = adopted {
-                        store.unlock();
-                        cache.fall_back("follow", Level::XNNCACHE_LOG_ERROR, format!("cannot follow another process's commit: {e}"));
-                        return false;
-                    }
-                    self.load(&index);
-                }
-                if let Some(arena) = self.arena.as_mut() {
-                    // Another process may have trimmed the file below our slack.
-                    let _ = arena.forget_beyond(self.store.as_ref().expect("checked").file_len());
-                }
-                true
-            }
-            Ok(None) => {
+        match self.lock_and_follow() {
+            Ok(true) => true,
+            Ok(false) => {
                 let why = "another process holds the cache file's writer lock: new weights of this session stay in memory";
                 cache.log_once("busy", Level::XNNCACHE_LOG_WARN, why);
                 false
             }
             Err(e) => {
-                cache.fall_back("lock", Level::XNNCACHE_LOG_ERROR, format!("cannot lock the cache file: {e}"));
+                cache.fall_back("lock", Level::XNNCACHE_LOG_ERROR, format!("cannot lock or follow the cache file: {e}"));
                 false
             }
         }
@@ -1089,7 +1132,7 @@ impl State {
 
     /// The file entries this session used that persistent keys reach, and
     /// those keys (with the entry's position in the first list).
-    fn live_links(&self) -> (Vec<EntryId>, Vec<(u128, u32)>) {
+    fn live_links(&self, keep: Keep) -> (Vec<EntryId>, Vec<(u128, u32)>) {
         let mut ids: Vec<EntryId> = Vec::new();
         let mut position: HashMap<EntryId, u32> = HashMap::new();
         let mut keys = Vec::new();
@@ -1097,7 +1140,11 @@ impl State {
         links.sort_unstable();
         for (key, id) in links {
             let e = self.index.get(id);
-            if !e.used || is_heap_offset(e.offset) {
+            let kept = match keep {
+                Keep::Used => e.used,
+                Keep::Committed => e.committed,
+            };
+            if !kept || is_heap_offset(e.offset) {
                 continue;
             }
             let pos = *position.entry(id).or_insert_with(|| {

@@ -28,7 +28,18 @@ pub const XNNCACHE_FLAG_VERIFY: u32 = 4;
 /// Write packed weights back and commit them inside `xnncache_finalize`
 /// (which then returns the write-back's status) instead of in the background.
 pub const XNNCACHE_FLAG_SYNC_WRITEBACK: u32 = 8;
-const KNOWN_FLAGS: u32 = XNNCACHE_FLAG_REQUIRE_FILE | XNNCACHE_FLAG_READ_ONLY | XNNCACHE_FLAG_VERIFY | XNNCACHE_FLAG_SYNC_WRITEBACK;
+/// Create the cache file readable by every user (0644 before the umask)
+/// instead of by its owner only (0600): a bundle shared with a system service.
+pub const XNNCACHE_FLAG_SHARE_READ: u32 = 16;
+/// Use a cache file owned by another user (read-only, and only if no one but
+/// its owner may write it) instead of refusing it.
+pub const XNNCACHE_FLAG_ALLOW_FOREIGN_OWNER: u32 = 32;
+const KNOWN_FLAGS: u32 = XNNCACHE_FLAG_REQUIRE_FILE
+    | XNNCACHE_FLAG_READ_ONLY
+    | XNNCACHE_FLAG_VERIFY
+    | XNNCACHE_FLAG_SYNC_WRITEBACK
+    | XNNCACHE_FLAG_SHARE_READ
+    | XNNCACHE_FLAG_ALLOW_FOREIGN_OWNER;
 
 /// How to open a cache. Start from `XNNCACHE_OPTIONS_INIT`, which records the
 /// sizes of XNNPACK's structs as the caller's `xnnpack.h` declares them.
@@ -223,6 +234,8 @@ fn options_from_c(o: &xnncache_options) -> Result<CacheOptions> {
         build_id,
         compact_percent: o.compact_percent,
         sync_writeback: o.flags & XNNCACHE_FLAG_SYNC_WRITEBACK != 0,
+        file_mode: if o.flags & XNNCACHE_FLAG_SHARE_READ != 0 { 0o644 } else { crate::store::PRIVATE_FILE_MODE },
+        allow_foreign: o.flags & XNNCACHE_FLAG_ALLOW_FOREIGN_OWNER != 0,
         reservation: (o.address_space != 0).then(|| usize::try_from(o.address_space).unwrap_or(usize::MAX)),
     })
 }

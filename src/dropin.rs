@@ -94,10 +94,25 @@ pub extern "C" fn xnncache_create_weights_cache_for_abi(
 /// Like `xnn_finalize_weights_cache`. Both kinds seal (write back and
 /// write-protect) what is packed; neither forbids later runtimes from adding
 /// weights, since addresses never move.
+///
+/// A file that cannot take the commit (a full disk, a file-size limit) is not
+/// a failure here: the packed weights are valid in memory, and XNNPACK's
+/// callers take any error from this function as fatal. The reason is logged
+/// once; `xnncache_finalize` and `xnncache_wait` still report it.
 #[no_mangle]
 pub extern "C" fn xnncache_finalize_weights_cache(weights_cache: *mut XnnWeightsCacheProvider, finalization_kind: XnnFinalizationKind) -> XnnStatus {
     let _ = finalization_kind;
-    to_xnn_status(crate::capi::api("xnncache_finalize_weights_cache", || handle_of_provider(weights_cache)?.cache().finalize()))
+    to_xnn_status(crate::capi::api("xnncache_finalize_weights_cache", || {
+        let cache = handle_of_provider(weights_cache)?.cache();
+        match cache.finalize() {
+            Err(e) if e.status == Status::XNNCACHE_IO_ERROR => {
+                let why = format!("{}; packed weights stay in memory, the file keeps its last commit", e.message);
+                cache.log_once("finalize", crate::logging::Level::XNNCACHE_LOG_WARN, &why);
+                Ok(())
+            }
+            other => other,
+        }
+    }))
 }
 
 /// Like `xnn_weights_cache_is_finalized`: true when a finalize came after

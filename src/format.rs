@@ -64,12 +64,14 @@ pub enum Refusal {
     Corrupt(String),
     /// A valid file made for something else.
     Incompatible(String),
+    /// A file others could have written: its bytes are not looked at.
+    Untrusted(String),
 }
 
 impl Refusal {
     pub fn message(&self) -> &str {
         match self {
-            Refusal::Corrupt(m) | Refusal::Incompatible(m) => m,
+            Refusal::Corrupt(m) | Refusal::Incompatible(m) | Refusal::Untrusted(m) => m,
         }
     }
 }
@@ -171,6 +173,11 @@ impl Header {
         if id_len > BUILD_ID_MAX {
             return corrupt("build identifier length out of range");
         }
+        // Bytes no version of the format gives a meaning yet are zero: a
+        // writer that sets them is not one this library understands.
+        if id_field[id_len..].iter().any(|&b| b != 0) {
+            return corrupt("nonzero bytes after the build identifier");
+        }
         let h = Header {
             generation,
             compat: Compat { abi_generation, build_id: id_field[..id_len].to_vec(), cpu_id },
@@ -179,6 +186,9 @@ impl Header {
             index_checksum: r.u64(),
             data_end: r.u64(),
         };
+        if r.0.iter().any(|&b| b != 0) {
+            return corrupt("nonzero reserved header bytes");
+        }
         let index_end = h.index_offset.checked_add(h.index_size);
         if h.index_offset < DATA_START || index_end.is_none_or(|e| e > h.data_end) || h.data_end > file_len {
             return corrupt(format!(
@@ -307,7 +317,9 @@ impl Index {
         let mut keys = Vec::with_capacity(nk as usize);
         for _ in 0..nk {
             let k = KeyRef { key: r.u128(), payload: r.u32() };
-            let _pad = r.u32();
+            if r.u32() != 0 {
+                return corrupt("nonzero reserved field in a key record");
+            }
             if k.payload as u64 >= np {
                 return corrupt("a key names a payload that does not exist");
             }
@@ -393,6 +405,25 @@ mod tests {
         assert!(Header::decode(&h, DATA_START).is_err(), "data end past the file");
     }
 
+    /// Reserved bytes set by a writer (with a checksum that agrees) are refused.
+    #[test]
+    fn reserved_header_bytes_must_be_zero() {
+        let resum = |mut b: [u8; HEADER_SIZE]| {
+            let sum = xxh3_64(&b[..HEADER_SIZE - 8]);
+            b[HEADER_SIZE - 8..].copy_from_slice(&sum.to_ne_bytes());
+            b
+        };
+        let h = header(1).encode();
+        assert_eq!(Header::decode(&resum(h), DATA_START + 8192).unwrap(), header(1));
+        // The reserved tail, and the build identifier field past its length.
+        let id_pad = 8 + 4 * 4 + 8 + 16 + 4 + 32;
+        for i in [id_pad, HEADER_SIZE - 9, HEADER_SIZE - 60] {
+            let mut bad = h;
+            bad[i] = 1;
+            assert!(matches!(Header::decode(&resum(bad), DATA_START + 8192), Err(Refusal::Corrupt(_))), "byte {i}");
+        }
+    }
+
     #[test]
     fn compatibility_is_checked_field_by_field() {
         let h = header(1);
@@ -440,6 +471,11 @@ mod tests {
             let b = bad.encode();
             assert!(matches!(Index::decode(&b, &header_for(&b)), Err(Refusal::Corrupt(_))), "{bad:?}");
         }
+        // A key record's reserved half-word.
+        let mut padded = index().encode();
+        let last = padded.len() - 1;
+        padded[last] = 1;
+        assert!(matches!(Index::decode(&padded, &header_for(&padded)), Err(Refusal::Corrupt(_))));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //!   rewritten in place: rebuilds and compactions write a new file and
 //!   `rename` it over the old one, whose readers keep their mapping.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,7 +35,16 @@ pub struct StoreOptions {
     pub read_only: bool,
     pub verify: bool,
     pub compat: Compat,
+    /// Permission bits of the files we create (before the umask): 0600 unless
+    /// the host shares the cache with other users.
+    pub file_mode: u32,
+    /// Use (read-only) a file owned by another user, if only its owner can write it.
+    pub allow_foreign: bool,
 }
+
+/// Permission bits of new cache files by default: the packed weights of a
+/// private model are no one else's to read.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
 
 /// What opening found, for stats and messages.
 #[repr(C)]
@@ -53,8 +62,12 @@ pub enum xnncache_file_state {
     /// The file was made for another XNNPACK build, CPU, format or ABI: a new one is built.
     XNNCACHE_FILE_REBUILT_INCOMPATIBLE = 4,
     /// The file cannot be used or replaced (read-only, a foreign descriptor,
-    /// an unwritable folder): packed weights stay in memory.
+    /// an unwritable folder, not a regular file, owned by another user):
+    /// packed weights stay in memory.
     XNNCACHE_FILE_UNUSABLE = 5,
+    /// Other users could write the file (group- or world-writable), so its
+    /// bytes are not trusted: a new, private one is built.
+    XNNCACHE_FILE_REBUILT_UNTRUSTED = 6,
 }
 
 pub use xnncache_file_state as FileState;
@@ -87,6 +100,8 @@ pub struct Store {
     /// What the path named when we opened it (device, inode), if anything: a
     /// rebuild renames over it only if that is still so.
     path_id: Option<(u64, u64)>,
+    /// Permission bits of the files we create (the lock, a compaction).
+    mode: u32,
 }
 
 /// Reads and validates everything a reader needs: header, then index.
@@ -151,6 +166,8 @@ pub fn verify_payloads(arena: &Arena, payloads: &[Payload]) -> Result<(), Refusa
     }
 }
 
+/// `.<name>.<pid>.<n>.tmp` beside the cache file: a rebuild or compaction
+/// in progress, renamed over the path when it commits.
 fn temp_path(path: &Path) -> io::Result<PathBuf> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
@@ -160,9 +177,39 @@ fn temp_path(path: &Path) -> io::Result<PathBuf> {
     Ok(path.with_file_name(tmp))
 }
 
-fn create_temp(path: &Path) -> io::Result<(PathBuf, File)> {
+/// The writer's process id, if `entry` is a temporary of `path` (see [`temp_path`]).
+fn temp_owner(path: &Path, entry: &std::ffi::OsStr) -> Option<u32> {
+    let name = path.file_name()?.to_str()?;
+    let rest = entry.to_str()?.strip_prefix('.')?.strip_prefix(name)?.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (pid, n) = rest.split_once('.')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// Deletes the temporaries that killed writers left beside `path` (a live
+/// writer keeps its own: see `sys::remove_abandoned`). Returns how many.
+pub fn remove_abandoned_temps(path: &Path) -> usize {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| temp_owner(path, &e.file_name()).map(|pid| (e.path(), pid)))
+        .filter(|(t, pid)| *pid != std::process::id() && sys::remove_abandoned(t, *pid))
+        .count()
+}
+
+/// A new temporary beside `path`, with permission bits `mode` (less the
+/// umask, or `exact`ly: a rebuild keeps the old file's bits), locked for as
+/// long as it is open so that no other process takes it for abandoned.
+fn create_temp(path: &Path, mode: u32, exact: bool) -> io::Result<(PathBuf, File)> {
     let tmp = temp_path(path)?;
-    let f = sys::create_new(&tmp)?;
+    let f = sys::create_new(&tmp, mode)?;
+    let moded = if exact { sys::set_mode(&f, mode) } else { Ok(()) };
+    let locked = moded.and_then(|_| sys::try_lock(&f));
+    if !matches!(locked, Ok(true)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(locked.err().unwrap_or_else(|| io::Error::other("cannot lock a new temporary file")));
+    }
     Ok((tmp, f))
 }
 
@@ -176,6 +223,7 @@ fn refusal_state(r: &Refusal) -> FileState {
     match r {
         Refusal::Corrupt(_) => FileState::XNNCACHE_FILE_REBUILT_CORRUPT,
         Refusal::Incompatible(_) => FileState::XNNCACHE_FILE_REBUILT_INCOMPATIBLE,
+        Refusal::Untrusted(_) => FileState::XNNCACHE_FILE_REBUILT_UNTRUSTED,
     }
 }
 
@@ -183,15 +231,39 @@ impl Store {
     /// Opens (or plans to build) the cache file.
     pub fn open(options: &StoreOptions, arena_options: &ArenaOptions) -> io::Result<Opened> {
         let arena_options = arena_options.clone().data_start(DATA_START as usize);
-        // A descriptor opened read-only makes the whole cache read-only.
+        let unusable = |reason: String| Opened { store: None, arena: None, committed: None, state: FileState::XNNCACHE_FILE_UNUSABLE, reason: Some(reason) };
+        // `read_only`: never write the file we found (asked for, or not
+        // allowed). `rebuild`: a new file may replace it.
         let mut read_only = options.read_only;
+        let mut rebuild = !options.read_only;
+        let mut refusal = None;
+        let mut mode = options.file_mode;
         let (path, file) = match &options.source {
             Source::Path(p) => {
-                let opened = OpenOptions::new().read(true).write(!options.read_only).open(p);
-                match opened {
-                    Ok(f) => (Some(p.clone()), Some(f)),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => (Some(p.clone()), None),
-                    Err(e) => return Err(e),
+                // Anything but a regular file (a FIFO, a device, a directory)
+                // is an error here: packed weights go to the heap.
+                let existing = sys::open_existing(p, !options.read_only)?;
+                if !options.read_only {
+                    remove_abandoned_temps(p);
+                }
+                match existing {
+                    None => (Some(p.clone()), None),
+                    Some(e) => {
+                        read_only |= !e.writable;
+                        let o = e.ownership;
+                        if !o.trusted_owner && !(options.allow_foreign && !o.writable_by_others) {
+                            // Another user's file: not ours to read, nor to replace.
+                            return Ok(unusable("the file is owned by another user: not trusted; packed weights stay in memory".into()));
+                        }
+                        if !o.trusted_owner {
+                            (read_only, rebuild) = (true, false);
+                        } else if o.writable_by_others {
+                            refusal = Some(Refusal::Untrusted(format!("other users may write the file (mode {:o})", o.mode)));
+                        } else {
+                            mode = o.mode; // a rebuild keeps the old file's bits
+                        }
+                        (Some(p.clone()), Some(e.file))
+                    }
                 }
             }
             Source::Fd(fd) => {
@@ -200,11 +272,12 @@ impl Store {
                 // or a second cache on the same descriptor) would share it.
                 let (own, writable) = sys::reopen_descriptor(*fd, !options.read_only)?;
                 read_only = !writable;
+                rebuild = false;
                 (None, Some(own))
             }
         };
         let path_id = path.as_ref().and_then(|p| sys::path_id(p));
-        let store = |file: File, temp: Option<PathBuf>, head: Option<(Header, usize)>| Store {
+        let store = |file: File, temp: Option<PathBuf>, head: Option<(Header, usize)>, read_only: bool| Store {
             path_id,
             path: path.clone(),
             file,
@@ -215,46 +288,41 @@ impl Store {
             compat: options.compat.clone(),
             head,
             stale: false,
+            mode,
         };
-        let unusable = |reason: String| Opened { store: None, arena: None, committed: None, state: FileState::XNNCACHE_FILE_UNUSABLE, reason: Some(reason) };
 
         // An existing, non-empty file: reuse it if it is valid and ours.
         let len = file.as_ref().map(|f| f.metadata().map(|m| m.len())).transpose()?.unwrap_or(0);
-        let refusal = match &file {
-            Some(f) if len > 0 => {
-                let checked = read_committed_at(f, len, &options.compat).and_then(|(header, slot, index)| {
-                    let arena = arena_options
-                        .existing(f.try_clone().map_err(|e| Refusal::Corrupt(e.to_string()))?, header.data_end, !read_only)
-                        .map_err(|e| Refusal::Corrupt(format!("cannot map the file: {e}")))?;
-                    if options.verify {
-                        verify_payloads(&arena, &index.payloads)?;
-                    }
-                    Ok((header, slot, index, arena))
-                });
-                match checked {
-                    Ok((header, slot, index, arena)) => {
-                        let s = store(file.expect("checked above"), None, Some((header, slot)));
-                        return Ok(Opened { store: Some(s), arena: Some(arena), committed: Some(index), state: FileState::XNNCACHE_FILE_REUSED, reason: None });
-                    }
-                    Err(r) => Some(r),
+        if let (Some(f), true, None) = (&file, len > 0, &refusal) {
+            let checked = read_committed_at(f, len, &options.compat).and_then(|(header, slot, index)| {
+                let arena = arena_options
+                    .existing(f.try_clone().map_err(|e| Refusal::Corrupt(e.to_string()))?, header.data_end, !read_only)
+                    .map_err(|e| Refusal::Corrupt(format!("cannot map the file: {e}")))?;
+                if options.verify {
+                    verify_payloads(&arena, &index.payloads)?;
                 }
+                Ok((header, slot, index, arena))
+            });
+            match checked {
+                Ok((header, slot, index, arena)) => {
+                    let s = store(file.expect("checked above"), None, Some((header, slot)), read_only);
+                    return Ok(Opened { store: Some(s), arena: Some(arena), committed: Some(index), state: FileState::XNNCACHE_FILE_REUSED, reason: None });
+                }
+                Err(r) => refusal = Some(r),
             }
-            _ => None,
-        };
+        }
         let state = refusal.as_ref().map_or(FileState::XNNCACHE_FILE_NEW, refusal_state);
         let why = refusal.as_ref().map(|r| r.message().to_string());
-        if read_only {
-            return Ok(unusable(format!("{}; read-only: packed weights stay in memory", why.as_deref().unwrap_or("no cache file"))));
-        }
         // Build a new file: beside the old one for a path, in place only for
-        // an empty descriptor (nobody can have mapped an empty file).
+        // an empty, writable descriptor (nobody can have mapped an empty file).
         let (file, temp) = match (&path, file) {
-            (Some(p), _) => {
-                let (tmp, f) = create_temp(p)?;
+            (Some(p), _) if rebuild => {
+                let (tmp, f) = create_temp(p, mode, mode != options.file_mode)?;
                 (f, Some(tmp))
             }
-            (None, Some(f)) if refusal.is_none() => (f, None),
+            (None, Some(f)) if refusal.is_none() && !read_only => (f, None),
             (None, _) => return Ok(unusable(format!("{}; a descriptor cannot be rebuilt: packed weights stay in memory", why.unwrap_or_default()))),
+            (Some(_), _) => return Ok(unusable(format!("{}; read-only: packed weights stay in memory", why.as_deref().unwrap_or("no cache file")))),
         };
         let arena = match file.try_clone().and_then(|f| arena_options.file(f)) {
             Ok(a) => a,
@@ -266,7 +334,7 @@ impl Store {
             }
         };
         let reason = why.map(|w| format!("{w}; rebuilding the cache file"));
-        Ok(Opened { store: Some(store(file, temp, None)), arena: Some(arena), committed: None, state, reason })
+        Ok(Opened { store: Some(store(file, temp, None, false)), arena: Some(arena), committed: None, state, reason })
     }
 
     pub fn can_write(&self) -> bool {
@@ -289,7 +357,7 @@ impl Store {
         let lock = match &self.path {
             Some(p) => {
                 if self.lock_file.is_none() {
-                    self.lock_file = Some(sys::open_lock_file(&lock_path(p))?);
+                    self.lock_file = Some(sys::open_lock_file(&lock_path(p), self.mode)?);
                 }
                 self.lock_file.as_ref().expect("just opened")
             }
@@ -378,6 +446,8 @@ impl Store {
         if let (Some(tmp), Some(path)) = (&self.temp, &self.path) {
             std::fs::rename(tmp, path)?;
             crate::fault::point("commit: renamed");
+            // No longer a temporary that a cleaner must leave alone.
+            sys::unlock(&self.file);
             sys::sync_dir(path);
             self.temp = None;
             self.path_id = Some(sys::file_id(&self.file)?);
@@ -412,7 +482,7 @@ impl Store {
     /// keys, and renames it over the path. The old file's readers keep theirs.
     pub fn compact(&mut self, payloads: &[(&[u8], u64)], keys: &[(u128, u32)]) -> io::Result<u64> {
         let path = self.path.clone().ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "a descriptor cannot be compacted"))?;
-        let (tmp, f) = create_temp(&path)?;
+        let (tmp, f) = create_temp(&path, self.mode, true)?;
         let result = (|| {
             let mut index = Index::default();
             let mut offset = DATA_START;

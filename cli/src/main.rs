@@ -376,6 +376,8 @@ fn compact(path: &Path) -> Result<Value, Failure> {
         read_only: false,
         verify: true,
         compat: header.compat.clone(),
+        file_mode: xnncache::store::PRIVATE_FILE_MODE,
+        allow_foreign: false,
     };
     let opened = Store::open(&options, &ArenaOptions::new())
         .map_err(|e| Failure::Io(format!("cannot open for writing: {e}")))?;

@@ -202,14 +202,28 @@ pub unsafe fn unmap_anonymous(addr: *mut u8, len: usize) {
     unsafe { libc::munmap(addr as *mut libc::c_void, len) };
 }
 
+/// Refuses a file end past `RLIMIT_FSIZE` before the kernel sees it: past the
+/// limit, `write`, `ftruncate` and `fallocate` raise SIGXFSZ, which kills the
+/// process by default. Every call that can grow a file checks here first.
+fn within_size_limit(end: u64) -> io::Result<()> {
+    match file_size_limit() {
+        Some(limit) if end > limit => {
+            Err(io::Error::new(io::ErrorKind::StorageFull, format!("the file-size limit (RLIMIT_FSIZE = {limit} bytes) is reached")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Gives `[offset, offset + len)` of the file real disk blocks, growing the
 /// file if needed, so that a full disk is an error now, not later.
 pub fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    within_size_limit(offset.saturating_add(len))?;
     os::allocate(file, offset, len)
 }
 
 /// Sets the file's length.
 pub fn set_len(file: &File, len: u64) -> io::Result<()> {
+    within_size_limit(len)?;
     os::set_len(file, len)
 }
 
@@ -232,6 +246,7 @@ pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()>
 
 /// Writes all of `buf` at `offset`.
 pub fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    within_size_limit(offset.saturating_add(buf.len() as u64))?;
     file.write_all_at(buf, offset)
 }
 
@@ -259,14 +274,149 @@ pub fn path_id(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-/// Creates a new file (failing if it exists) for reading and writing.
-pub fn create_new(path: &Path) -> io::Result<File> {
-    OpenOptions::new().read(true).write(true).create_new(true).mode(0o644).open(path)
+/// What the store needs to know about a file before trusting its bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Ownership {
+    /// Owned by this process's effective user, or by root (as ssh accepts).
+    pub trusted_owner: bool,
+    /// Someone other than the owner may write it (group or others).
+    pub writable_by_others: bool,
+    /// Permission bits, kept by a rebuild.
+    pub mode: u32,
 }
 
-/// Opens (creating) the file whose lock is the writer lock.
-pub fn open_lock_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o644).open(path)
+/// An existing regular file opened for the store, and who may change it.
+pub struct Existing {
+    pub file: File,
+    pub writable: bool,
+    pub ownership: Ownership,
+}
+
+fn euid() -> libc::uid_t {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+fn fstat(file: &File) -> io::Result<libc::stat> {
+    let mut st = unsafe_zeroed_stat();
+    // SAFETY: fstat writes only into `st`.
+    if unsafe { libc::fstat(file.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+fn kind_name(mode: libc::mode_t) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => "a directory",
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFSOCK => "a socket",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        _ => "not a regular file",
+    }
+}
+
+/// Opens the file at `path` (following a symlink) without ever blocking: a
+/// FIFO would block `open(2)` until a writer came. Anything but a regular
+/// file is refused. Asked for writing but not allowed (a read-only file, a
+/// read-only mount), it is opened for reading. `None`: nothing is there.
+pub fn open_existing(path: &Path, write: bool) -> io::Result<Option<Existing>> {
+    let open = |write: bool| {
+        OpenOptions::new().read(true).write(write).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC).open(path)
+    };
+    let (file, writable) = match open(write) {
+        Ok(f) => (f, write),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // A socket cannot be opened at all; a directory not for writing.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENXIO | libc::EISDIR)) => {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a regular file", path.display())))
+        }
+        Err(e) if write && matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::EROFS | libc::ETXTBSY)) => match open(false) {
+            Ok(f) => (f, false),
+            Err(_) => return Err(e),
+        },
+        Err(e) => return Err(e),
+    };
+    let st = fstat(&file)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is {}, not a regular file", path.display(), kind_name(st.st_mode))));
+    }
+    // Back to blocking I/O (nothing changes for a regular file, but a later
+    // reader of the flags should not be surprised).
+    // SAFETY: F_GETFL and F_SETFL on our own descriptor read and set its flags only.
+    unsafe {
+        let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(Some(Existing { file, writable, ownership: ownership_of(&st) }))
+}
+
+#[allow(clippy::unnecessary_cast)] // mode_t is u16 on Apple, u32 elsewhere
+fn ownership_of(st: &libc::stat) -> Ownership {
+    let mode = st.st_mode as u32;
+    Ownership { trusted_owner: st.st_uid == euid() || st.st_uid == 0, writable_by_others: mode & 0o022 != 0, mode: mode & 0o7777 }
+}
+
+/// Creates a new file (failing if it exists) for reading and writing, with
+/// permission bits `mode` (before the umask).
+pub fn create_new(path: &Path, mode: u32) -> io::Result<File> {
+    OpenOptions::new().read(true).write(true).create_new(true).mode(mode).custom_flags(libc::O_CLOEXEC).open(path)
+}
+
+/// Gives an open file these permission bits (a rebuild keeps the old file's).
+pub fn set_mode(file: &File, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+}
+
+/// Opens (creating, `mode`) the file whose lock is the writer lock. Never
+/// through a symlink (a dangling one would make us create its target), and
+/// only a regular file this user owns: a lock file planted by someone else
+/// could otherwise be held by them forever.
+pub fn open_lock_file(path: &Path, mode: u32) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => io::Error::new(io::ErrorKind::InvalidInput, format!("the lock file {} is a symlink", path.display())),
+            _ => e,
+        })?;
+    let st = fstat(&f)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_uid != euid() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("the lock file {} is {}", path.display(), if st.st_uid != euid() { "owned by another user" } else { kind_name(st.st_mode) }),
+        ));
+    }
+    Ok(f)
+}
+
+/// Deletes `temp`, a rebuild's temporary file left by process `pid`, if its
+/// writer is gone: `pid` is not a live process here and nobody holds the
+/// file's lock (a writer in another PID namespace still would). Returns
+/// whether it was deleted.
+pub fn remove_abandoned(temp: &Path, pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    // SAFETY: signal 0 only asks whether the process exists.
+    let dead = pid > 0 && unsafe { libc::kill(pid, 0) } != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    if !dead {
+        return false;
+    }
+    let Ok(f) = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC).open(temp) else { return false };
+    match fstat(&f) {
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_uid == euid() => {}
+        _ => return false,
+    }
+    // Held until the unlink: a writer's lock lives as long as its file is open.
+    matches!(try_lock(&f), Ok(true)) && std::fs::remove_file(temp).is_ok()
 }
 
 fn flock(file: &File, op: libc::c_int) -> io::Result<bool> {

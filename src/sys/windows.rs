@@ -679,12 +679,62 @@ fn shared(options: &mut OpenOptions) -> &mut OpenOptions {
     options.share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE)
 }
 
-pub fn create_new(path: &Path) -> io::Result<File> {
+/// What the store needs to know before trusting a file's bytes. Windows
+/// folders carry ACLs inherited from their parent; a per-user folder (where
+/// apps keep caches) is not writable by other users, so nothing is checked.
+#[derive(Clone, Copy, Debug)]
+pub struct Ownership {
+    pub trusted_owner: bool,
+    pub writable_by_others: bool,
+    pub mode: u32,
+}
+
+pub struct Existing {
+    pub file: File,
+    pub writable: bool,
+    pub ownership: Ownership,
+}
+
+/// Opens the file at `path`, for reading if writing is not allowed; refuses
+/// anything but a regular file. `None`: nothing is there.
+pub fn open_existing(path: &Path, write: bool) -> io::Result<Option<Existing>> {
+    let open = |write: bool| shared(OpenOptions::new().read(true).write(write)).open(path);
+    let (file, writable) = match open(write) {
+        Ok(f) => (f, write),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if write && e.kind() == io::ErrorKind::PermissionDenied => match open(false) {
+            Ok(f) => (f, false),
+            Err(_) => return Err(e),
+        },
+        Err(e) => return Err(e),
+    };
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a regular file", path.display())));
+    }
+    Ok(Some(Existing { file, writable, ownership: Ownership { trusted_owner: true, writable_by_others: false, mode: 0 } }))
+}
+
+/// The new file inherits its folder's ACL; `mode` has no meaning here.
+pub fn create_new(path: &Path, _mode: u32) -> io::Result<File> {
     shared(OpenOptions::new().read(true).write(true).create_new(true)).open(path)
 }
 
-pub fn open_lock_file(path: &Path) -> io::Result<File> {
-    shared(OpenOptions::new().read(true).write(true).create(true).truncate(false)).open(path)
+pub fn set_mode(_file: &File, _mode: u32) -> io::Result<()> {
+    Ok(())
+}
+
+pub fn open_lock_file(path: &Path, _mode: u32) -> io::Result<File> {
+    let f = shared(OpenOptions::new().read(true).write(true).create(true).truncate(false)).open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("the lock file {} is not a regular file", path.display())));
+    }
+    Ok(f)
+}
+
+/// Not attempted on Windows: our files are opened with delete sharing, so a
+/// live writer's temporary could be deleted under it.
+pub fn remove_abandoned(_temp: &Path, _pid: u32) -> bool {
+    false
 }
 
 /// One byte at the top of the offset range: locks on Windows are mandatory,
