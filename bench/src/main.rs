@@ -10,7 +10,9 @@
 //! `memory` (xnncache without a file), `cold` (xnncache, no file yet), `warm`
 //! (the file of an earlier process, in the page cache), `warm-evicted` (the
 //! same after `posix_fadvise(DONTNEED)` dropped the file's pages), `floor` (a
-//! second runtime in a process whose cache a first runtime filled).
+//! second runtime in a process whose cache a first runtime filled),
+//! `warm-verify` (`warm` with `XNNCACHE_FLAG_VERIFY`: every payload's
+//! checksum at open; the report gives its cost per GiB).
 
 mod models;
 
@@ -24,7 +26,7 @@ use std::time::Instant;
 use xnncache_tests::{file_mapping_usage, mapping_usage, rollup, Cache, Model};
 use xnnpack_sys as x;
 
-const STRATEGIES: [&str; 7] = ["none", "xnnpack", "memory", "cold", "warm", "warm-evicted", "floor"];
+const STRATEGIES: [&str; 8] = ["none", "xnnpack", "memory", "cold", "warm", "warm-evicted", "warm-verify", "floor"];
 const STEADY_RUNS: usize = 15;
 
 /// One child's measurements. `None` where not measured.
@@ -92,9 +94,16 @@ fn child(model: &Model, strategy: &str, path: &Path, hold: bool) {
             assert_eq!(s, x::xnn_status_success);
             rt
         }
-        "memory" | "cold" | "warm" | "warm-evicted" | "floor" => {
+        "memory" | "cold" | "warm" | "warm-evicted" | "warm-verify" | "floor" => {
             let mut phases = vec![("start", Instant::now())];
-            let c = Cache::open(if matches!(strategy, "memory" | "floor") { None } else { Some(path) });
+            let c = if strategy == "warm-verify" {
+                let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+                let mut o = xnncache_tests::options(Some(&p));
+                o.flags = xnncache::capi::XNNCACHE_FLAG_VERIFY;
+                Cache::open_with(&o)
+            } else {
+                Cache::open(if matches!(strategy, "memory" | "floor") { None } else { Some(path) })
+            };
             phases.push(("open", Instant::now()));
             model.register(&c, true);
             phases.push(("register", Instant::now()));
@@ -143,7 +152,7 @@ fn child(model: &Model, strategy: &str, path: &Path, hold: bool) {
     });
     let (anon1, dirty1) = (rollup("Anonymous"), dirty());
     let steady = runs(STEADY_RUNS);
-    let file_usage = matches!(strategy, "cold" | "warm" | "warm-evicted").then(|| file_mapping_usage(path.parent().unwrap()));
+    let file_usage = matches!(strategy, "cold" | "warm" | "warm-evicted" | "warm-verify").then(|| file_mapping_usage(path.parent().unwrap()));
     let (file_rss, file_dirty) = (file_usage.map(|u| u.0), file_usage.map(|u| u.1));
     let packed = cache.as_ref().map(|c| c.stats().packed_bytes);
     println!(
@@ -362,7 +371,7 @@ fn main() {
         // by an earlier run (another --scale, another build) would not match.
         let mut built: Option<Sample> = None;
         for strategy in STRATEGIES.iter().filter(|s| args.strategies.iter().any(|x| x == *s)) {
-            let needs_file = matches!(*strategy, "warm" | "warm-evicted");
+            let needs_file = matches!(*strategy, "warm" | "warm-evicted" | "warm-verify");
             if needs_file && built.is_none() {
                 eprintln!("  {model}: building the cache file for {strategy}");
                 remove_cache(&args.dir, model);
@@ -434,6 +443,8 @@ fn report(args: &Args, model: &str, weights: usize, packed: u64, rows: &BTreeMap
         ("none_anon_over_packed", anon_ratio("none"), "(near 1)"),
         ("cache_file_dirty_bytes_after_finalize", max_file_dirty, "== 0"),
         ("pss_of_4_warm_over_packed", pss.map(|p| p as f64 / packed.max(1) as f64), "<= 1.1"),
+        // What XNNCACHE_FLAG_VERIFY adds to a warm launch, per GiB of packed weights.
+        ("verify_ms_per_gib", create("warm-verify").zip(create("warm")).map(|(v, w)| (v - w) / (packed.max(1) as f64 / (1u64 << 30) as f64)), "(report)"),
     ];
     if args.json {
         for (s, r) in rows {
