@@ -251,8 +251,10 @@ impl Store {
                     Some(e) => {
                         read_only |= !e.writable;
                         let o = e.ownership;
-                        if !o.trusted_owner && !(options.allow_foreign && !o.writable_by_others) {
-                            // Another user's file: not ours to read, nor to replace.
+                        // Another user's file is not ours to replace, nor to
+                        // read unless the host allows it and only its owner can write it.
+                        let readable_foreign = options.allow_foreign && !o.writable_by_others;
+                        if !o.trusted_owner && !readable_foreign {
                             return Ok(unusable("the file is owned by another user: not trusted; packed weights stay in memory".into()));
                         }
                         if !o.trusted_owner {
