@@ -539,9 +539,14 @@ impl Core {
             let old = st.pending.swap_remove(i);
             st.give_back(old.offset, old.len);
         }
-        // With a persistent file, only weights a look-up just missed are
-        // packed straight into it; the rest is scratch until we know.
-        let in_arena = st.store.is_none() || (packing_new && st.may_write_file(self));
+        // With a persistent file, weights a look-up just missed are packed
+        // straight into it, and so is everything while this process builds
+        // the file anyway (holds its writer lock: a packing that folds gives
+        // its space back for the next). Otherwise (a launch that may write
+        // nothing, e.g. paths XNNPACK never looks up) it is scratch until we
+        // know, so that the file is not locked or grown for nothing.
+        let building = st.store.as_ref().is_some_and(|s| s.is_locked()) && !st.arena_full;
+        let in_arena = st.store.is_none() || building || (packing_new && st.may_write_file(self));
         let space = if in_arena { self.allocate(&mut st, n) } else { st.heap.alloc(n, ALIGNMENT) };
         match space {
             Some((offset, addr)) => {
@@ -590,7 +595,7 @@ impl Core {
         // SAFETY: `pending.addr` is arena or heap memory of at least `size`
         // bytes, which XNNPACK has finished writing.
         let bytes = unsafe { core::slice::from_raw_parts(pending.addr, size) };
-        let hash = xxhash_rust::xxh3::xxh3_64(bytes);
+        let sample = crate::index::sample_of(bytes);
         st.stats.packed_bytes += size as u64;
         if is_heap_offset(pending.offset) && st.store.is_some() && !st.arena_full {
             // This packing may go to the file: take the writer lock first, so
@@ -598,8 +603,9 @@ impl Core {
             // found below, instead of being stored a second time.
             st.may_write_file(self);
         }
+        st.sample_loaded();
         let State { index, arena, heap, .. } = &mut *st;
-        let same = index.find_content(hash, size, |e| entry_bytes(arena.as_ref(), heap, e) == Some(bytes));
+        let same = index.find_content(sample, size, |e| entry_bytes(arena.as_ref(), heap, e) == Some(bytes));
         if let Some(id) = same {
             st.link(key, id);
             st.index.get_mut(id).used = true;
@@ -619,7 +625,7 @@ impl Core {
         if !persisted {
             st.stats.not_persisted += 1;
         }
-        st.index.insert(key, Entry::new(offset, size, hash));
+        st.index.insert(key, Entry::new(offset, size, sample));
         if persisted {
             st.uncommitted += 1;
         }
@@ -726,11 +732,29 @@ impl Core {
         }
     }
 
+    /// Hashes the bytes of new persistent entries for the file's index, with
+    /// the state unlocked: runtimes created meanwhile are not held up.
+    fn checksum_new_entries(&self) {
+        let todo = lock(&self.state).unchecksummed();
+        let sums: Vec<(EntryId, u64)> = todo
+            .into_iter()
+            // SAFETY: an arena entry's `size` bytes at its address are mapped
+            // for as long as the cache lives and never change once inserted
+            // (sealing swaps in identical file pages).
+            .map(|(id, addr, size)| (id, xxhash_rust::xxh3::xxh3_64(unsafe { core::slice::from_raw_parts(addr as *const u8, size) })))
+            .collect();
+        let mut st = lock(&self.state);
+        for (id, sum) in sums {
+            st.index.get_mut(id).checksum.get_or_insert(sum);
+        }
+    }
+
     /// Writes back and write-protects every page packed so far, and commits
     /// new persistent entries to the file; returns whether it committed.
     /// Space still pending on another thread is left writable (and uncommitted).
     fn write_back(&self) -> Result<bool> {
         let _one_at_a_time = lock(&self.finalizing);
+        self.checksum_new_entries();
         let (job, commit) = {
             let mut st = lock(&self.state);
             let commit = st.prepare_commit().map_err(|e| Error::io("cannot write the cache file's index", &e))?;
@@ -810,7 +834,7 @@ impl Core {
             .entries()
             .iter()
             .filter(|e| e.committed)
-            .map(|e| format::Payload { offset: e.offset as u64, size: e.size as u64, checksum: e.hash })
+            .map(|e| format::Payload { offset: e.offset as u64, size: e.size as u64, checksum: e.checksum.expect("committed entries have checksums") })
             .collect();
         crate::store::verify_payloads(arena, &payloads).map_err(|r| Error::new(Status::XNNCACHE_CORRUPT, r.message().to_string()))
     }
@@ -840,7 +864,8 @@ impl Core {
             .iter()
             .map(|&id| {
                 let e = st.index.get(id);
-                (entry_bytes(Some(arena), &st.heap, e).expect("entries resolve"), e.hash)
+                let bytes = entry_bytes(Some(arena), &st.heap, e).expect("entries resolve");
+                (bytes, e.checksum.unwrap_or_else(|| xxhash_rust::xxh3::xxh3_64(bytes)))
             })
             .collect();
         let result = store.compact(&payloads, &keys);
@@ -999,9 +1024,7 @@ impl State {
                     self.stats.loaded_entries += 1;
                     self.stats.entries += 1;
                     self.stats.stored_bytes += p.size;
-                    let mut e = Entry::new(offset, p.size as usize, p.checksum);
-                    (e.committed, e.used) = (true, false);
-                    self.index.insert_unlinked(e)
+                    self.index.insert_unlinked(Entry::loaded(offset, p.size as usize, p.checksum))
                 })
             })
             .collect();
@@ -1025,8 +1048,39 @@ impl State {
         }
     }
 
+    /// Takes the samples of the entries loaded from the file, so that a new
+    /// packing can be folded into them: once, at the first packing of the
+    /// session (a launch that only looks up never reads their bytes).
+    fn sample_loaded(&mut self) {
+        for id in self.index.take_unsampled() {
+            let e = *self.index.get(id);
+            if let Some(bytes) = entry_bytes(self.arena.as_ref(), &self.heap, &e) {
+                let sample = crate::index::sample_of(bytes);
+                self.index.set_sample(id, sample);
+            }
+        }
+    }
+
+    /// New entries a commit will name, whose checksums are not taken yet:
+    /// their ids, addresses and sizes.
+    fn unchecksummed(&self) -> Vec<(EntryId, usize, usize)> {
+        if self.store.is_none() {
+            return Vec::new(); // nothing is committed without a file
+        }
+        let mut ids: Vec<EntryId> = self.index.persistent_links().map(|(_, id)| id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .filter_map(|id| {
+                let e = self.index.get(id);
+                let addr = (e.checksum.is_none() && !is_heap_offset(e.offset)).then(|| addr_of(self.arena.as_ref(), &self.heap, e.offset)).flatten()?;
+                Some((id, addr as usize, e.size))
+            })
+            .collect()
+    }
+
     fn same_bytes(&self, a: &Entry, b: &Entry) -> bool {
-        if (a.hash, a.size) != (b.hash, b.size) {
+        if a.size != b.size || matches!((a.checksum, b.checksum), (Some(x), Some(y)) if x != y) {
             return false;
         }
         let bytes = |e| entry_bytes(self.arena.as_ref(), &self.heap, e);
@@ -1111,9 +1165,19 @@ impl State {
             if is_heap_offset(e.offset) {
                 continue;
             }
+            // Normally taken by `checksum_new_entries` outside the lock; an
+            // entry inserted since then is hashed here.
+            let checksum = match e.checksum {
+                Some(c) => c,
+                None => {
+                    let c = xxhash_rust::xxh3::xxh3_64(entry_bytes(self.arena.as_ref(), &self.heap, &e).expect("entries resolve"));
+                    self.index.get_mut(id).checksum = Some(c);
+                    c
+                }
+            };
             let next = index.payloads.len() as u32;
             let pos = *position.entry(id).or_insert_with(|| {
-                index.payloads.push(format::Payload { offset: e.offset as u64, size: e.size as u64, checksum: e.hash });
+                index.payloads.push(format::Payload { offset: e.offset as u64, size: e.size as u64, checksum });
                 entries.push(id);
                 next
             });

@@ -5,8 +5,12 @@
 //! - a key may name several entries; `look_up` answers only when it names
 //!   exactly one, otherwise XNNPACK repacks and `look_up_or_insert` picks the
 //!   entry whose bytes match;
-//! - entries are also indexed by a hash of their bytes, so identical packed
-//!   weights are stored once whatever key they come under.
+//! - entries are also indexed by a sample of their bytes (size and a few
+//!   windows, see [`sample_of`]), and a match is confirmed byte by byte, so
+//!   identical packed weights are stored once whatever key they come under.
+//!   Hashing every packed byte would cost a cold launch ~170 ms per GiB on
+//!   the critical path; the full xxh3 the file needs is computed by the
+//!   write-back instead.
 //!
 //! A key is persistent when its pointers lie in registered weights (it then
 //! survives a restart and is written to the file's index), or in-process.
@@ -29,8 +33,12 @@ pub struct Entry {
     /// Offset as XNNPACK sees it (arena offset, or a tagged heap offset).
     pub offset: usize,
     pub size: usize,
-    /// xxh3 of the packed bytes (also the file's payload checksum).
-    pub hash: u64,
+    /// [`sample_of`] its bytes; `None` for an entry loaded from the file until
+    /// something needs to find it by content.
+    pub sample: Option<u64>,
+    /// xxh3 of all its bytes, the file's payload checksum: read from the file,
+    /// or computed when the entry is first committed.
+    pub checksum: Option<u64>,
     /// In the cache file's newest commit.
     pub committed: bool,
     /// Found, folded into or inserted by a runtime of this session.
@@ -38,9 +46,36 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn new(offset: usize, size: usize, hash: u64) -> Entry {
-        Entry { offset, size, hash, committed: false, used: true }
+    /// A packing of this session, with the sample of its bytes.
+    pub fn new(offset: usize, size: usize, sample: u64) -> Entry {
+        Entry { offset, size, sample: Some(sample), checksum: None, committed: false, used: true }
     }
+
+    /// A payload of the file's committed index.
+    pub fn loaded(offset: usize, size: usize, checksum: u64) -> Entry {
+        Entry { offset, size, sample: None, checksum: Some(checksum), committed: true, used: false }
+    }
+}
+
+/// Bytes read from each window of [`sample_of`], and how many windows.
+const WINDOW: usize = 64;
+const WINDOWS: usize = 32;
+
+/// A cheap fingerprint of packed bytes: their length and 32 windows of 64
+/// bytes spread evenly over them (all of them below 2 KiB). Equal bytes give
+/// equal samples; different bytes almost always differ somewhere in a
+/// window, and a match is confirmed by comparing every byte anyway.
+pub fn sample_of(bytes: &[u8]) -> u64 {
+    if bytes.len() <= WINDOW * WINDOWS {
+        return xxhash_rust::xxh3::xxh3_64_with_seed(bytes, bytes.len() as u64);
+    }
+    let mut picked = [0u8; WINDOW * WINDOWS];
+    let last = bytes.len() - WINDOW;
+    for (i, w) in picked.chunks_exact_mut(WINDOW).enumerate() {
+        let at = last * i / (WINDOWS - 1);
+        w.copy_from_slice(&bytes[at..at + WINDOW]);
+    }
+    xxhash_rust::xxh3::xxh3_64_with_seed(&picked, bytes.len() as u64)
 }
 
 #[derive(Default)]
@@ -48,6 +83,8 @@ pub struct Index {
     entries: Vec<Entry>,
     by_key: HashMap<IndexKey, Vec<EntryId>>,
     by_content: HashMap<(u64, usize), Vec<EntryId>>,
+    /// Entries loaded from the file whose sample is not taken yet.
+    unsampled: Vec<EntryId>,
     by_offset: HashMap<usize, EntryId>,
     /// In-process keys by each pointer they hold (kernel, and bias when set),
     /// so that keys naming memory that was reused can be dropped.
@@ -105,9 +142,9 @@ impl Index {
         }
     }
 
-    /// An entry with these bytes: same hash, same size, and `same_bytes` says equal.
-    pub fn find_content(&self, hash: u64, size: usize, mut same_bytes: impl FnMut(&Entry) -> bool) -> Option<EntryId> {
-        let ids = self.by_content.get(&(hash, size))?;
+    /// An entry with these bytes: same sample, same size, and `same_bytes` says equal.
+    pub fn find_content(&self, sample: u64, size: usize, mut same_bytes: impl FnMut(&Entry) -> bool) -> Option<EntryId> {
+        let ids = self.by_content.get(&(sample, size))?;
         ids.iter().copied().find(|&id| same_bytes(self.get(id)))
     }
 
@@ -123,8 +160,24 @@ impl Index {
         let id = EntryId::try_from(self.entries.len()).expect("fewer than 2^32 entries");
         self.entries.push(entry);
         self.by_offset.insert(entry.offset, id);
-        self.by_content.entry((entry.hash, entry.size)).or_default().push(id);
+        match entry.sample {
+            Some(sample) => self.by_content.entry((sample, entry.size)).or_default().push(id),
+            None => self.unsampled.push(id),
+        }
         id
+    }
+
+    /// The entries whose sample is still to be taken (and forgets them).
+    pub fn take_unsampled(&mut self) -> Vec<EntryId> {
+        std::mem::take(&mut self.unsampled)
+    }
+
+    /// Makes `id` findable by content.
+    pub fn set_sample(&mut self, id: EntryId, sample: u64) {
+        let e = &mut self.entries[id as usize];
+        debug_assert!(e.sample.is_none());
+        e.sample = Some(sample);
+        self.by_content.entry((sample, e.size)).or_default().push(id);
     }
 
     /// The entries `key` names.
@@ -189,8 +242,8 @@ mod tests {
         IndexKey::Process(Key { seed, kernel: 0x1000, bias: 0, fingerprint: None })
     }
 
-    fn e(offset: usize, size: usize, hash: u64) -> Entry {
-        Entry::new(offset, size, hash)
+    fn e(offset: usize, size: usize, sample: u64) -> Entry {
+        Entry::new(offset, size, sample)
     }
 
     #[test]
@@ -216,6 +269,34 @@ mod tests {
         ix.link(IndexKey::Persistent(5), a);
         assert_eq!(ix.persistent_links().collect::<Vec<_>>(), vec![(5, a)]);
         assert_eq!(ix.look_up(&key(2)), Some(a));
+    }
+
+    #[test]
+    fn loaded_entries_are_found_by_content_once_sampled() {
+        let mut ix = Index::default();
+        let a = ix.insert_unlinked(Entry::loaded(0, 64, 77));
+        assert_eq!(ix.find_content(5, 64, |_| true), None);
+        assert_eq!(ix.take_unsampled(), vec![a]);
+        assert!(ix.take_unsampled().is_empty());
+        ix.set_sample(a, 5);
+        assert_eq!(ix.find_content(5, 64, |_| true), Some(a));
+    }
+
+    #[test]
+    fn samples_see_length_and_spread_windows() {
+        let a: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(sample_of(&a), sample_of(&a.clone()));
+        assert_ne!(sample_of(&a), sample_of(&a[..99_999]));
+        // A change in the first or last window is seen.
+        for at in [0, a.len() - 1] {
+            let mut b = a.clone();
+            b[at] ^= 1;
+            assert_ne!(sample_of(&a), sample_of(&b), "byte {at}");
+        }
+        let small = &a[..2048];
+        let mut c = small.to_vec();
+        c[1000] ^= 1;
+        assert_ne!(sample_of(small), sample_of(&c), "short inputs are hashed whole");
     }
 
     #[test]

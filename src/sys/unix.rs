@@ -306,13 +306,25 @@ fn fstat(file: &File) -> io::Result<libc::stat> {
     Ok(st)
 }
 
-fn kind_name(mode: libc::mode_t) -> &'static str {
-    match mode & libc::S_IFMT {
-        libc::S_IFDIR => "a directory",
-        libc::S_IFIFO => "a FIFO",
-        libc::S_IFSOCK => "a socket",
-        libc::S_IFCHR => "a character device",
-        libc::S_IFBLK => "a block device",
+/// The file-type bits of a `stat` (its and `S_IF*`'s widths differ between targets).
+#[allow(clippy::unnecessary_cast)]
+fn kind(st: &libc::stat) -> u32 {
+    st.st_mode as u32 & libc::S_IFMT as u32
+}
+
+#[allow(clippy::unnecessary_cast)]
+fn is_regular(st: &libc::stat) -> bool {
+    kind(st) == libc::S_IFREG as u32
+}
+
+#[allow(clippy::unnecessary_cast)]
+fn kind_name(st: &libc::stat) -> &'static str {
+    match kind(st) {
+        k if k == libc::S_IFDIR as u32 => "a directory",
+        k if k == libc::S_IFIFO as u32 => "a FIFO",
+        k if k == libc::S_IFSOCK as u32 => "a socket",
+        k if k == libc::S_IFCHR as u32 => "a character device",
+        k if k == libc::S_IFBLK as u32 => "a block device",
         _ => "not a regular file",
     }
 }
@@ -339,8 +351,8 @@ pub fn open_existing(path: &Path, write: bool) -> io::Result<Option<Existing>> {
         Err(e) => return Err(e),
     };
     let st = fstat(&file)?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is {}, not a regular file", path.display(), kind_name(st.st_mode))));
+    if !is_regular(&st) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is {}, not a regular file", path.display(), kind_name(&st))));
     }
     // Back to blocking I/O (nothing changes for a regular file, but a later
     // reader of the flags should not be surprised).
@@ -390,10 +402,10 @@ pub fn open_lock_file(path: &Path, mode: u32) -> io::Result<File> {
             _ => e,
         })?;
     let st = fstat(&f)?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_uid != euid() {
+    if !is_regular(&st) || st.st_uid != euid() {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
-            format!("the lock file {} is {}", path.display(), if st.st_uid != euid() { "owned by another user" } else { kind_name(st.st_mode) }),
+            format!("the lock file {} is {}", path.display(), if st.st_uid != euid() { "owned by another user" } else { kind_name(&st) }),
         ));
     }
     Ok(f)
@@ -412,7 +424,7 @@ pub fn remove_abandoned(temp: &Path, pid: u32) -> bool {
     }
     let Ok(f) = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC).open(temp) else { return false };
     match fstat(&f) {
-        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_uid == euid() => {}
+        Ok(st) if is_regular(&st) && st.st_uid == euid() => {}
         _ => return false,
     }
     // Held until the unlink: a writer's lock lives as long as its file is open.
