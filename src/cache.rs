@@ -541,11 +541,15 @@ impl Core {
         }
         // With a persistent file, weights a look-up just missed are packed
         // straight into it, and so is everything while this process builds
-        // the file anyway (holds its writer lock: a packing that folds gives
-        // its space back for the next). Otherwise (a launch that may write
+        // the file anyway (holds its writer lock and has grown the file: a
+        // packing that folds gives its space back for the next). Otherwise (a launch that may write
         // nothing, e.g. paths XNNPACK never looks up) it is scratch until we
         // know, so that the file is not locked or grown for nothing.
-        let building = st.store.as_ref().is_some_and(|s| s.is_locked()) && !st.arena_full;
+        let building = !st.arena_full
+            && match (&st.store, &st.arena) {
+                (Some(store), Some(arena)) => store.is_locked() && arena.used_past(store.committed_end().max(format::DATA_START)),
+                _ => false,
+            };
         let in_arena = st.store.is_none() || building || (packing_new && st.may_write_file(self));
         let space = if in_arena { self.allocate(&mut st, n) } else { st.heap.alloc(n, ALIGNMENT) };
         match space {
