@@ -47,18 +47,29 @@ mod imp {
         PASSED.load(Ordering::SeqCst)
     }
 
-    static FAIL: Mutex<Option<String>> = Mutex::new(None);
+    static FAIL: Mutex<Option<(String, i32)>> = Mutex::new(None);
 
-    /// Makes the next [`check`] of the point `name` fail with EIO (once).
+    /// Makes the next [`check`] of the step `name` fail with EIO (once).
     pub fn fail_next(name: &str) {
-        *FAIL.lock().unwrap_or_else(|e| e.into_inner()) = Some(name.to_string());
+        fail_next_with(name, libc::EIO);
+    }
+
+    /// Makes the next [`check`] of the step `name` fail with `errno` (once).
+    pub fn fail_next_with(name: &str, errno: i32) {
+        *FAIL.lock().unwrap_or_else(|e| e.into_inner()) = Some((name.to_string(), errno));
+    }
+
+    /// Whether a failure armed by `fail_next` is still waiting for its step.
+    pub fn armed() -> bool {
+        FAIL.lock().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 
     pub fn check(name: &str) -> std::io::Result<()> {
         let mut armed = FAIL.lock().unwrap_or_else(|e| e.into_inner());
-        if armed.as_deref() == Some(name) {
+        if let Some((_, errno)) = armed.as_ref().filter(|(n, _)| n == name) {
+            let e = std::io::Error::from_raw_os_error(*errno);
             *armed = None;
-            return Err(std::io::Error::from_raw_os_error(libc::EIO));
+            return Err(e);
         }
         Ok(())
     }
@@ -88,6 +99,19 @@ pub use imp::set_hook;
 pub use imp::passed;
 /// An I/O step a test can make fail (only with `fault-injection`; otherwise Ok).
 pub use imp::check;
-/// Arms one failure of [`check`] at a named step.
+/// Arms one failure of [`check`] at a named step (EIO, or an errno).
 #[cfg(feature = "fault-injection")]
-pub use imp::fail_next;
+pub use imp::{armed, fail_next, fail_next_with};
+
+/// Every step of the write-back and commit path that [`check`]s, in order:
+/// each write and sync between packed bytes in memory and a published commit.
+pub const COMMIT_STEPS: &[&str] = &[
+    "grow: allocate",
+    "seal: write",
+    "seal: sync",
+    "seal: map file pages",
+    "commit: sync payloads and index",
+    "commit: write header slot",
+    "commit: sync header",
+    "commit: rename",
+];

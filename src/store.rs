@@ -425,6 +425,7 @@ impl Store {
     pub fn publish(&mut self, index_offset: u64, index: &[u8], data_end: u64) -> io::Result<()> {
         debug_assert!(self.locked);
         crate::fault::point("commit: before syncing payloads and index");
+        crate::fault::check("commit: sync payloads and index")?;
         sys::sync_data(&self.file)?;
         crate::fault::point("commit: payloads and index synced");
         let (generation, slot) = match &self.head {
@@ -439,13 +440,16 @@ impl Store {
             index_checksum: xxhash_rust::xxh3::xxh3_64(index),
             data_end,
         };
+        crate::fault::check("commit: write header slot")?;
         sys::write_all_at(&self.file, &header.encode()[..HEADER_SIZE / 2], SLOT_OFFSETS[slot])?;
         crate::fault::point("commit: half a header slot written");
         sys::write_all_at(&self.file, &header.encode()[HEADER_SIZE / 2..], SLOT_OFFSETS[slot] + HEADER_SIZE as u64 / 2)?;
         crate::fault::point("commit: header slot written");
+        crate::fault::check("commit: sync header")?;
         sys::sync_data(&self.file)?;
         crate::fault::point("commit: header synced");
         if let (Some(tmp), Some(path)) = (&self.temp, &self.path) {
+            crate::fault::check("commit: rename")?;
             std::fs::rename(tmp, path)?;
             crate::fault::point("commit: renamed");
             // No longer a temporary that a cleaner must leave alone.

@@ -174,9 +174,11 @@ impl SealJob {
             }
             crate::fault::point("seal: staged bytes written to the file");
         }
+        crate::fault::check("seal: sync")?;
         sys::sync_data(&fd)?;
         crate::fault::point("seal: file synced");
         for &(addr, len, offset) in &self.pieces {
+            crate::fault::check("seal: map file pages")?;
             // SAFETY: the file now holds exactly these bytes at `offset`, so
             // turning the staging pages into the file's clean pages changes
             // nothing any reader can see.
@@ -370,7 +372,7 @@ impl Arena {
                 let grown = [generous, exact]
                     .into_iter()
                     .filter(|&t| fits(t))
-                    .find_map(|t| sys::allocate(file, self.end as u64, (t - self.end) as u64).ok().map(|_| t));
+                    .find_map(|t| crate::fault::check("grow: allocate").and_then(|_| sys::allocate(file, self.end as u64, (t - self.end) as u64)).ok().map(|_| t));
                 match grown {
                     Some(t) => t,
                     None if !fits(exact) => {
