@@ -30,13 +30,13 @@ repo=$(pwd)
 # paths: the packing paths; persistence: files written, reopened, crashed
 # (re-exec); sharing, abi, c_api, fallback, aliases, interleaving, threads,
 # logging, background: the rest of the C API's behaviour; hostile, dropin:
-# hostile paths, limits and the drop-in layer (issue 12).
+# hostile paths, limits, the drop-in layer and I/O errors (issue 12).
 # Not run: memory. It asserts the anonymous memory and RSS of the test
 # process, and under qemu-user those include the emulator's own memory
 # (translated code, its tables): run here it fails with "after finalize,
 # anonymous memory grew 3084288 bytes for 4198400 packed bytes" (limit: 1/20
 # of packed), a figure about qemu, not xnncache. It needs a native arm64 run.
-TESTS=(paths persistence sharing abi c_api fallback aliases interleaving threads logging background hostile dropin)
+TESTS=(paths persistence sharing abi c_api fallback aliases interleaving threads logging background hostile dropin ioerrors)
 
 bash scripts/install-platform-deps.sh toolchain aarch64 arm64-xnnpack
 
