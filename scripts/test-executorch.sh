@@ -42,7 +42,7 @@ if ! dpkg -s libgtest-dev >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends libgtest-dev >&2
 fi
 
-eval "$(bash scripts/build-executorch.sh)"
+source scripts/executorch-runner.sh   # ExecuTorch (cached), et_cxxflags, et_link_*, et_build_runners
 log "ExecuTorch ready after $((SECONDS - started)) s ($ET_BASE, $ET_VARIANT)"
 
 programs="${XNNCACHE_ET_PROGRAMS:-$(dirname "$repo")/shared/executorch}"
@@ -50,46 +50,13 @@ programs="${XNNCACHE_ET_PROGRAMS:-$(dirname "$repo")/shared/executorch}"
 work=$(mktemp -d "${TMPDIR:-/tmp}/xnncache-et.XXXXXX")
 if [[ -n "${XNNCACHE_ET_KEEP:-}" ]]; then log "keeping $work"; else trap 'rm -rf "$work"' EXIT; fi
 
-B="$ET_BASE/build"
 S="$ET_SRC"
-# The preprocessor definitions ExecuTorch compiled its module extension with
-# (paths in compile_commands.json name the temporary folder the tree was
-# built in; only the -D flags are taken).
-mapfile -t defines < <(python3 - "$B/compile_commands.json" <<'EOF'
-import json, shlex, sys
-for e in json.load(open(sys.argv[1])):
-    if e["file"].endswith("extension/module/module.cpp"):
-        for a in shlex.split(e["command"]):
-            if a.startswith("-D"):
-                print(a)
-        break
-EOF
-)
-cxxflags=(-std=c++17 -O2 -pthread -Wno-deprecated-declarations "${defines[@]}"
-  -I"$S/.." -I"$S/runtime/core/portable_type/c10" -I"$B/include" -I"$B/schema/include"
-  -I"$S/third-party/flatbuffers/include"
-  -I"$S/backends/xnnpack/third-party/XNNPACK/include"
-  -I"$S/backends/xnnpack/third-party/pthreadpool/include"
-  -I"$S/backends/xnnpack/third-party/cpuinfo/include"
-  -I"$repo/include")
-# Every library of the build except the backend, which each variant brings.
-mapfile -t et_libs < <(find "$B" -name '*.a' ! -name 'libxnnpack_backend.a' ! -name 'libgflags*' | sort)
-whole=()
-for l in "${et_libs[@]}"; do
-  case "$(basename "$l")" in libexecutorch.a|libexecutorch_core.a) whole+=("$l") ;; esac
-done
-link_stock=(-Wl,--whole-archive "$B/backends/xnnpack/libxnnpack_backend.a" "${whole[@]}" -Wl,--no-whole-archive
-  -Wl,--start-group "${et_libs[@]}" -Wl,--end-group -pthread -ldl -lm)
-# What integrations/executorch/xnncache.cmake adds: libxnncache.a and its system libraries.
-link_xnncache=(-Wl,--whole-archive "$ET_VARIANT/lib/libxnnpack_backend.a" "${whole[@]}" -Wl,--no-whole-archive
-  -Wl,--start-group "${et_libs[@]}" "$ET_VARIANT/lib/libxnncache.a" -Wl,--end-group -pthread -ldl -lm -lrt -lutil)
+cxxflags=("${et_cxxflags[@]}")
+link_stock=("${et_link_stock[@]}")
+link_xnncache=("${et_link_xnncache[@]}")
 
 t=$SECONDS
-mkdir -p "$work/bin"
-g++ "${cxxflags[@]}" -c integrations/executorch/runner.cpp -o "$work/runner.o"
-g++ "$work/runner.o" -o "$work/bin/runner-stock" "${link_stock[@]}" &
-g++ "$work/runner.o" -o "$work/bin/runner-xnncache" "${link_xnncache[@]}"
-wait $!
+et_build_runners "$work/bin"
 log "runners built in $((SECONDS - t)) s"
 
 runs="${XNNCACHE_ET_RUNS:-10}"

@@ -2,18 +2,33 @@
 // runs `forward` on a raw input file and compares the output with an
 // expected file byte for byte. Prints one JSON line:
 //
-//   {"program":...,"mode":...,"load_ms":...,"load_method_ms":...,
-//    "first_execute_ms":...,"steady_execute_ms":...,"peak_rss_kib":...,
+//   {"program":...,"mode":...,"class":"stock"|"xnncache","threads":2,
+//    "load_ms":...,"load_method_ms":...,"first_execute_ms":...,
+//    "first_output_ms":...,"steady_execute_ms":...,"peak_rss_kib":...,
+//    "after_load":{...},"end":{...},"cache_file_bytes":...,
 //    "identical":true,"cache_file_maps":"r--s","xnncache":{...}}
 //
+// first_output_ms = load_method_ms + first_execute_ms (the program itself,
+// load_ms, is mapped lazily and costs a few microseconds).
+// after_load: memory right after load_method (before the first execute);
+// end: after the runs and (xnncache) the background write-back. Each holds,
+// in KiB, from /proc/self/smaps_rollup: rss, pss, pss_anon, pss_file,
+// private_dirty, shared_dirty, anon; and from /proc/self/smaps, over the
+// mappings of the cache file only: file_rss, file_pss, file_dirty
+// (private + shared dirty), file_pmd (FilePmdMapped: 2 MiB mappings).
 // cache_file_maps: the permissions of the cache file's mappings after the
-// runs (from /proc/self/maps).
+// runs (from /proc/self/maps). cache_file_bytes: its size at the end.
 //
-// Usage: runner PROGRAM.pte INPUT.bin EXPECTED.bin MODE [PATH] [--runs N] [--out FILE]
+// XNNCACHE_ET_SMAPS_DUMP=FILE copies /proc/self/smaps there right after
+// load_method (to see which mappings the figures come from).
+//
+// Usage: runner PROGRAM.pte INPUT.bin EXPECTED.bin MODE [PATH] [--runs N] [--out FILE] [--threads N]
 //   MODE none   XNNPACK's weights cache off (weight_cache_enabled=false)
 //        heap   on, no file (packed_cache_path unset)
 //        file   on, packed_cache_path=PATH
 // --out FILE writes the first output's bytes there (to compare runs).
+// --threads N resets ExecuTorch's shared threadpool to N threads before
+// loading (default: what ExecuTorch picks, the number of performance cores).
 // Exit status: 0 when the output is identical to EXPECTED.bin, 1 when it
 // differs, 2 on any other failure.
 //
@@ -24,17 +39,20 @@
 #include <executorch/backends/xnnpack/runtime/XNNPACKBackend.h>
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
+#include <executorch/extension/threadpool/threadpool.h>
 #include <executorch/runtime/backend/backend_options_map.h>
 #include <executorch/runtime/backend/options.h>
 
 #include <xnncache.h>
 
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <climits>
 
 #include <algorithm>
 #include <chrono>
+#include <cctype>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
@@ -89,11 +107,78 @@ std::string json_escape(const std::string& s) {
   return out;
 }
 
+// Memory figures in KiB (see the header comment). Reading smaps walks the
+// page tables but changes nothing the program uses.
+struct Memory {
+  long rss = 0, pss = 0, pss_anon = 0, pss_file = 0, private_dirty = 0, shared_dirty = 0, anon = 0;
+  long file_rss = 0, file_pss = 0, file_dirty = 0, file_pmd = 0;
+};
+
+long kib_field(const std::string& line, const char* name) {
+  const size_t n = std::strlen(name);
+  if (line.compare(0, n, name) != 0 || line.size() <= n || line[n] != ':') {
+    return -1;
+  }
+  return std::atol(line.c_str() + n + 1);
+}
+
+Memory read_memory(const std::string& cache_file) {
+  Memory m;
+  std::ifstream rollup("/proc/self/smaps_rollup");
+  std::string line;
+  while (std::getline(rollup, line)) {
+    long v;
+    if ((v = kib_field(line, "Rss")) >= 0) m.rss = v;
+    else if ((v = kib_field(line, "Pss")) >= 0) m.pss = v;
+    else if ((v = kib_field(line, "Pss_Anon")) >= 0) m.pss_anon = v;
+    else if ((v = kib_field(line, "Pss_File")) >= 0) m.pss_file = v;
+    else if ((v = kib_field(line, "Private_Dirty")) >= 0) m.private_dirty = v;
+    else if ((v = kib_field(line, "Shared_Dirty")) >= 0) m.shared_dirty = v;
+    else if ((v = kib_field(line, "Anonymous")) >= 0) m.anon = v;
+  }
+  if (cache_file.empty()) {
+    return m;
+  }
+  // /proc/self/smaps: a header line per mapping ("start-end perms offset
+  // dev inode path"), then its "Name: value kB" lines.
+  std::ifstream smaps("/proc/self/smaps");
+  bool ours = false;
+  while (std::getline(smaps, line)) {
+    if (!line.empty() && std::isxdigit(static_cast<unsigned char>(line[0])) && line.find('-') < line.find(' ')) {
+      const size_t slash = line.find('/');
+      ours = slash != std::string::npos && line.compare(slash, std::string::npos, cache_file) == 0;
+      continue;
+    }
+    if (!ours) {
+      continue;
+    }
+    long v;
+    if ((v = kib_field(line, "Rss")) >= 0) m.file_rss += v;
+    else if ((v = kib_field(line, "Pss")) >= 0) m.file_pss += v;
+    else if ((v = kib_field(line, "Private_Dirty")) >= 0) m.file_dirty += v;
+    else if ((v = kib_field(line, "Shared_Dirty")) >= 0) m.file_dirty += v;
+    else if ((v = kib_field(line, "FilePmdMapped")) >= 0) m.file_pmd += v;
+  }
+  return m;
+}
+
+std::string memory_json(const Memory& m) {
+  char buf[512];
+  std::snprintf(
+      buf, sizeof(buf),
+      "{\"rss\":%ld,\"pss\":%ld,\"pss_anon\":%ld,\"pss_file\":%ld,\"private_dirty\":%ld,"
+      "\"shared_dirty\":%ld,\"anon\":%ld,\"file_rss\":%ld,\"file_pss\":%ld,\"file_dirty\":%ld,"
+      "\"file_pmd\":%ld}",
+      m.rss, m.pss, m.pss_anon, m.pss_file, m.private_dirty, m.shared_dirty, m.anon, m.file_rss,
+      m.file_pss, m.file_dirty, m.file_pmd);
+  return buf;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 5) {
-    std::fprintf(stderr, "usage: %s PROGRAM.pte INPUT.bin EXPECTED.bin none|heap|file [PATH] [--runs N]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s PROGRAM.pte INPUT.bin EXPECTED.bin none|heap|file [PATH] [--runs N] [--out FILE] [--threads N]\n", argv[0]);
     return 2;
   }
   const char* program = argv[1];
@@ -112,10 +197,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   int runs = 10;
+  int threads = 0;
   const char* out_path = nullptr;
   for (int i = next; i < argc; ++i) {
     if (std::strcmp(argv[i], "--runs") == 0 && i + 1 < argc) {
       runs = std::max(1, std::atoi(argv[++i]));
+    } else if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+      threads = std::max(1, std::atoi(argv[++i]));
     } else if (std::strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
       out_path = argv[++i];
     } else {
@@ -142,6 +230,22 @@ int main(int argc, char** argv) {
     return fail("set_options", Error::Internal);
   }
 
+  // The cache file's path as /proc/self/maps spells it (resolved once it
+  // exists, i.e. after load_method).
+  auto resolve = [&cache_path]() {
+    char resolved[PATH_MAX];
+    return realpath(cache_path.c_str(), resolved) != nullptr ? std::string(resolved) : cache_path;
+  };
+
+  auto* pool = executorch::extension::threadpool::get_threadpool();
+  if (pool == nullptr) {
+    return fail("get_threadpool", Error::Internal);
+  }
+  if (threads > 0) {
+    pool->_unsafe_reset_threadpool(static_cast<uint32_t>(threads));
+  }
+  const unsigned pool_threads = pool->get_thread_count();
+
   auto t0 = Clock::now();
   Module module(program, Module::LoadMode::Mmap);
   Error err = module.load(map);
@@ -158,6 +262,12 @@ int main(int argc, char** argv) {
     return fail("load_method", err);
   }
   const double load_method_ms = ms_since(t1);
+  const Memory after_load = read_memory(cache_path.empty() ? std::string() : resolve());
+  if (const char* dump = std::getenv("XNNCACHE_ET_SMAPS_DUMP")) {
+    // For investigations: the whole /proc/self/smaps right after load_method.
+    std::ifstream in("/proc/self/smaps");
+    std::ofstream(dump) << in.rdbuf();
+  }
 
   auto meta = module.method_meta("forward");
   if (!meta.ok()) {
@@ -234,9 +344,15 @@ int main(int argc, char** argv) {
   // How the cache file is mapped now (after the runs): the distinct
   // permissions of its mappings in /proc/self/maps, e.g. "r--s".
   std::string maps;
+  long long cache_file_bytes = -1;
+  Memory end;
   if (!cache_path.empty()) {
-    char resolved[PATH_MAX];
-    const std::string target = realpath(cache_path.c_str(), resolved) != nullptr ? resolved : cache_path;
+    const std::string target = resolve();
+    end = read_memory(target);
+    struct stat st {};
+    if (stat(target.c_str(), &st) == 0) {
+      cache_file_bytes = static_cast<long long>(st.st_size);
+    }
     std::ifstream m("/proc/self/maps");
     std::string line;
     while (std::getline(m, line)) {
@@ -250,6 +366,8 @@ int main(int argc, char** argv) {
         maps += (maps.empty() ? "" : ",") + perms;
       }
     }
+  } else {
+    end = read_memory(std::string());
   }
 
   struct rusage usage {};
@@ -272,12 +390,15 @@ int main(int argc, char** argv) {
   }
 
   std::printf(
-      "{\"program\":\"%s\",\"mode\":\"%s\",\"class\":\"%s\",\"load_ms\":%.3f,\"load_method_ms\":%.3f,"
-      "\"first_execute_ms\":%.3f,\"steady_execute_ms\":%.3f,\"peak_rss_kib\":%ld,"
-      "\"identical\":%s,\"max_abs_diff\":%g,\"cache_file_maps\":\"%s\",\"xnncache\":%s}\n",
+      "{\"program\":\"%s\",\"mode\":\"%s\",\"class\":\"%s\",\"threads\":%u,\"load_ms\":%.3f,"
+      "\"load_method_ms\":%.3f,\"first_execute_ms\":%.3f,\"first_output_ms\":%.3f,"
+      "\"steady_execute_ms\":%.3f,\"peak_rss_kib\":%ld,\"after_load\":%s,\"end\":%s,"
+      "\"cache_file_bytes\":%lld,\"identical\":%s,\"max_abs_diff\":%g,\"cache_file_maps\":\"%s\","
+      "\"xnncache\":%s}\n",
       json_escape(program).c_str(), mode.c_str(),
-      xnncache_executorch_stats != nullptr ? "xnncache" : "stock",
-      load_ms, load_method_ms, execute_ms[0], steady_ms, usage.ru_maxrss,
+      xnncache_executorch_stats != nullptr ? "xnncache" : "stock", pool_threads,
+      load_ms, load_method_ms, execute_ms[0], load_method_ms + execute_ms[0], steady_ms,
+      usage.ru_maxrss, memory_json(after_load).c_str(), memory_json(end).c_str(), cache_file_bytes,
       identical ? "true" : "false", max_abs_diff, maps.c_str(), stats.c_str());
   std::fflush(stdout);
   return identical ? 0 : 1;

@@ -43,6 +43,9 @@ const WRITE_CHUNK: usize = 8 << 20;
 const DEFAULT_RESERVATION: usize = 8 << 30;
 #[cfg(not(target_pointer_width = "64"))]
 const DEFAULT_RESERVATION: usize = 256 << 20;
+/// File segments are placed so that `address % LARGE_FOLIO == offset %
+/// LARGE_FOLIO` (see `sys::reserve_with_phase`).
+const LARGE_FOLIO: usize = 2 << 20;
 /// Below this, a failed reservation is not retried at half the size.
 const MIN_RESERVATION: usize = 16 << 20;
 
@@ -291,7 +294,14 @@ impl Arena {
     fn add_segment(&mut self, want: usize) -> Result<(), GrowError> {
         let mut len = round_up(want, self.page);
         loop {
-            match sys::reserve(len, self.file.is_some()) {
+            // A file segment is placed so that file offsets and addresses agree
+            // modulo 2 MiB (large page-cache folios can then be PMD-mapped).
+            let reserved = if self.file.is_some() && cfg!(target_pointer_width = "64") {
+                sys::reserve_with_phase(len, true, LARGE_FOLIO, self.end)
+            } else {
+                sys::reserve(len, self.file.is_some())
+            };
+            match reserved {
                 Ok(base) => {
                     self.segments.push(Segment { base, start: self.end, reserved: len, mapped: 0 });
                     return Ok(());

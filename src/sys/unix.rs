@@ -54,6 +54,39 @@ pub fn reserve(len: usize, _file_backed: bool) -> io::Result<*mut u8> {
     })
 }
 
+/// As [`reserve`], but placed so that `base % align == phase % align`
+/// (`align` a power of two, a multiple of the page size): a file arena whose
+/// segment starting at file offset `start` is reserved with `phase = start`
+/// maps every 2 MiB-aligned stretch of the file at a 2 MiB-aligned address,
+/// which lets the kernel map the file's large page-cache folios with one
+/// PMD entry each (`FilePmdMapped` in smaps) instead of 512 page entries:
+/// fewer faults on the first inference and fewer TLB misses on every one.
+/// Reserves `align` more and gives the slack back.
+pub fn reserve_with_phase(len: usize, file_backed: bool, align: usize, phase: usize) -> io::Result<*mut u8> {
+    debug_assert!(align.is_power_of_two() && align % page_size() == 0);
+    let Some(padded) = len.checked_add(align) else {
+        return reserve(len, file_backed);
+    };
+    let p = match reserve(padded, file_backed) {
+        Ok(p) => p,
+        Err(_) => return reserve(len, file_backed),
+    };
+    let lead = (phase % align).wrapping_sub(p as usize % align) & (align - 1);
+    // SAFETY: `[p, p + padded)` is the reservation just made; the two slack
+    // ranges outside `[p + lead, p + lead + len)` are page-aligned parts of it
+    // that no one has been given.
+    unsafe {
+        if lead > 0 {
+            release(p, lead, file_backed);
+        }
+        let tail = padded - lead - len;
+        if tail > 0 {
+            release(p.add(lead + len), tail, file_backed);
+        }
+        Ok(p.add(lead))
+    }
+}
+
 /// Returns a reservation (and whatever is mapped inside it) to the system.
 ///
 /// # Safety

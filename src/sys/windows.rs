@@ -232,6 +232,12 @@ pub fn reserve(len: usize, file_backed: bool) -> io::Result<*mut u8> {
     Ok(p as *mut u8)
 }
 
+/// As [`reserve`]: Windows maps files with 4 KiB pages, so the placement
+/// that lets Linux map large folios does not apply.
+pub fn reserve_with_phase(len: usize, file_backed: bool, _align: usize, _phase: usize) -> io::Result<*mut u8> {
+    reserve(len, file_backed)
+}
+
 /// Without placeholders: views of `file` from `offset` over the granules of
 /// `[addr, addr + len)`, each freed just before its view takes its place;
 /// the views stop at `file_end` (granules past it stay reserved).
