@@ -188,6 +188,8 @@ fn temp_owner(path: &Path, entry: &std::ffi::OsStr) -> Option<u32> {
 
 /// Deletes the temporaries that killed writers left beside `path` (a live
 /// writer keeps its own: see `sys::remove_abandoned`). Returns how many.
+/// Run when this process is about to write (a rebuild, a compaction, the
+/// first write to a reused file): leftovers live until the next writer.
 pub fn remove_abandoned_temps(path: &Path) -> usize {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
@@ -202,6 +204,7 @@ pub fn remove_abandoned_temps(path: &Path) -> usize {
 /// umask, or `exact`ly: a rebuild keeps the old file's bits), locked for as
 /// long as it is open so that no other process takes it for abandoned.
 fn create_temp(path: &Path, mode: u32, exact: bool) -> io::Result<(PathBuf, File)> {
+    remove_abandoned_temps(path);
     let tmp = temp_path(path)?;
     let f = sys::create_new(&tmp, mode)?;
     let moded = if exact { sys::set_mode(&f, mode) } else { Ok(()) };
@@ -243,9 +246,6 @@ impl Store {
                 // Anything but a regular file (a FIFO, a device, a directory)
                 // is an error here: packed weights go to the heap.
                 let existing = sys::open_existing(p, !options.read_only)?;
-                if !options.read_only {
-                    remove_abandoned_temps(p);
-                }
                 match existing {
                     None => (Some(p.clone()), None),
                     Some(e) => {
@@ -369,6 +369,11 @@ impl Store {
             return Ok(None);
         }
         self.locked = true;
+        // About to write: clear what killed writers left (not at every open,
+        // so that a launch that only reads lists no folder).
+        if let (Some(p), None) = (&self.path, &self.temp) {
+            remove_abandoned_temps(p);
+        }
         // Does the path still name what we opened? A rebuild or compaction
         // elsewhere replaces it; then our file (or our rebuild, which would
         // discard that process's commits) must not be published.

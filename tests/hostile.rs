@@ -371,7 +371,8 @@ fn a_file_size_limit_is_a_status_never_a_signal() {
 // --- Leftovers --------------------------------------------------------------
 
 /// Temporaries of rebuilds whose process is gone are removed by the next
-/// writer; a live process's are kept.
+/// writer (when it takes the writer lock: to build, to add weights, or at
+/// close to trim, never while a launch only reads); a live process's are kept.
 #[test]
 fn temporaries_of_dead_writers_are_removed() {
     let dir = TempDir::new("hostile-temps");
@@ -388,6 +389,10 @@ fn temporaries_of_dead_writers_are_removed() {
     }
     use_cache(&path, 0, &fc_f32_bias());
     assert!(!dead_temp.exists(), "a dead writer's temporary was kept");
+    // A launch onto the existing file clears it too.
+    std::fs::write(&dead_temp, b"x").unwrap();
+    use_cache(&path, 0, &conv2d());
+    assert!(!dead_temp.exists(), "a writer to an existing file kept a dead writer's temporary");
     assert!(live_temp.exists(), "a live process's temporary was removed");
     assert!(unrelated.exists(), "another cache's temporary was removed");
     // Read-only opens never delete anything.
