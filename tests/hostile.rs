@@ -400,3 +400,34 @@ fn temporaries_of_dead_writers_are_removed() {
     use_cache(&path, XNNCACHE_FLAG_READ_ONLY, &fc_f32_bias());
     assert!(dead_temp.exists());
 }
+
+/// A valid cache on a read-only mount (an app bundle, a system image) is
+/// mapped read-only and used; weights it lacks go to memory; the mount's
+/// bytes are untouched. Needs permission to mount a tmpfs (else it says so).
+#[test]
+fn a_valid_cache_on_a_read_only_mount_is_used() {
+    let dir = TempDir::new("hostile-romount");
+    let mnt = dir.file("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mount = |opts: &str| std::process::Command::new("mount").args(["-t", "tmpfs", "-o", opts, "tmpfs"]).arg(&mnt).status().is_ok_and(|s| s.success());
+    if !mount("size=8m") {
+        eprintln!("skipped: this process may not mount a tmpfs");
+        return;
+    }
+    let result = std::panic::catch_unwind(|| {
+        let path = mnt.join("cache.bin");
+        use_cache(&path, 0, &fc_f32_bias());
+        let before = snapshot(&path);
+        let remounted = std::process::Command::new("mount").args(["-o", "remount,ro"]).arg(&mnt).status().is_ok_and(|s| s.success());
+        assert!(remounted, "remount read-only");
+        let s = use_cache(&path, 0, &fc_f32_bias());
+        assert_eq!((s.file_state, s.packed_bytes), (FileState::XNNCACHE_FILE_REUSED as u32, 0), "{s:?}");
+        let s = use_cache(&path, 0, &conv2d());
+        assert!(s.packed_bytes > 0 && s.commits == 0 && s.heap_fallback_bytes > 0, "{s:?}");
+        assert_eq!(snapshot(&path), before);
+    });
+    let _ = std::process::Command::new("umount").arg(&mnt).status();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
