@@ -712,6 +712,9 @@ impl Core {
 
     /// The write-back thread: one write-back per batch of finalize requests.
     fn write_back_loop(&self) {
+        // Inference running meanwhile comes first (issue 10: steady speed
+        // during the write-back).
+        crate::sys::lower_thread_priority();
         let bg = &self.background;
         loop {
             let mut st = lock(&bg.state);

@@ -82,3 +82,10 @@ pub(super) fn descriptor_path(fd: i32) -> io::Result<std::path::PathBuf> {
     buf.truncate(len);
     super::path_from_c(&buf)
 }
+
+/// Gives the calling thread the "utility" quality of service: the write-back
+/// thread then yields to inference (and to the app's interactive work).
+pub(super) fn lower_thread_priority() {
+    // SAFETY: sets the calling thread's own QoS class; a failure leaves it as it was.
+    unsafe { libc::pthread_set_qos_class_self_np(libc::qos_class_t::QOS_CLASS_UTILITY, 0) };
+}

@@ -60,3 +60,14 @@ pub(super) fn start_writeback(_file: &File, _offset: u64, _len: usize) {}
 pub(super) fn descriptor_path(fd: i32) -> io::Result<std::path::PathBuf> {
     Ok(format!("/proc/self/fd/{fd}").into())
 }
+
+/// Lowers the calling thread's priority (nice 10): the write-back thread
+/// then takes what inference leaves. Linux and Android nice threads one by one.
+pub(super) fn lower_thread_priority() {
+    // SAFETY: gettid and setpriority read no memory of ours; a failure only
+    // leaves the priority as it was.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}

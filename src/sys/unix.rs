@@ -63,7 +63,7 @@ pub fn reserve(len: usize, _file_backed: bool) -> io::Result<*mut u8> {
 /// fewer faults on the first inference and fewer TLB misses on every one.
 /// Reserves `align` more and gives the slack back.
 pub fn reserve_with_phase(len: usize, file_backed: bool, align: usize, phase: usize) -> io::Result<*mut u8> {
-    debug_assert!(align.is_power_of_two() && align % page_size() == 0);
+    debug_assert!(align.is_power_of_two() && align.is_multiple_of(page_size()));
     let Some(padded) = len.checked_add(align) else {
         return reserve(len, file_backed);
     };
@@ -233,6 +233,12 @@ pub fn map_anonymous(len: usize) -> io::Result<*mut u8> {
 pub unsafe fn unmap_anonymous(addr: *mut u8, len: usize) {
     // SAFETY: as guaranteed by the caller.
     unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+}
+
+/// Lowers the calling thread's scheduling priority (the write-back thread:
+/// inference running meanwhile comes first). Best effort.
+pub fn lower_thread_priority() {
+    os::lower_thread_priority()
 }
 
 /// Refuses a file end past `RLIMIT_FSIZE` before the kernel sees it: past the

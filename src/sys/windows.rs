@@ -821,6 +821,14 @@ pub fn kill_self() -> ! {
     std::process::abort()
 }
 
+/// Lowers the calling thread's priority (the write-back thread: inference
+/// running meanwhile comes first). Best effort.
+pub fn lower_thread_priority() {
+    use windows_sys::Win32::System::Threading::{GetCurrentThread, SetThreadPriority, THREAD_PRIORITY_BELOW_NORMAL};
+    // SAFETY: the pseudo-handle of the calling thread; a failure leaves its priority as it was.
+    unsafe { SetThreadPriority(GetCurrentThread(), THREAD_PRIORITY_BELOW_NORMAL) };
+}
+
 /// The Arm features Windows reports, for the CPU identity.
 #[cfg(target_arch = "aarch64")]
 pub(crate) fn arm_features() -> Vec<u64> {
