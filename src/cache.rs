@@ -554,6 +554,13 @@ impl Core {
         let space = if in_arena { self.allocate(&mut st, n) } else { st.heap.alloc(n, ALIGNMENT) };
         match space {
             Some((offset, addr)) => {
+                if !is_heap_offset(offset) {
+                    // XNNPACK writes every byte of it (it zeroes the space
+                    // before packing): fault it in with one call, not one
+                    // fault per page.
+                    // SAFETY: `n` bytes of fresh, writable arena space.
+                    unsafe { crate::sys::prefault(addr, n) };
+                }
                 st.pending.push(Pending { offset, addr, len: n, thread: me });
                 addr
             }

@@ -89,3 +89,9 @@ pub(super) fn lower_thread_priority() {
     // SAFETY: sets the calling thread's own QoS class; a failure leaves it as it was.
     unsafe { libc::pthread_set_qos_class_self_np(libc::qos_class_t::QOS_CLASS_UTILITY, 0) };
 }
+
+/// No populate call on Apple systems: pages fault one by one.
+///
+/// # Safety
+/// The range must be writable memory of the caller's own.
+pub(super) unsafe fn prefault(_addr: *mut u8, _len: usize) {}

@@ -235,6 +235,15 @@ pub unsafe fn unmap_anonymous(addr: *mut u8, len: usize) {
     unsafe { libc::munmap(addr as *mut libc::c_void, len) };
 }
 
+/// Makes fresh writable memory resident ahead of its first write, in bulk.
+///
+/// # Safety
+/// `[addr, addr + len)` must be writable memory of the arena's own.
+pub unsafe fn prefault(addr: *mut u8, len: usize) {
+    // SAFETY: as guaranteed by the caller.
+    unsafe { os::prefault(addr, len) }
+}
+
 /// Lowers the calling thread's scheduling priority (the write-back thread:
 /// inference running meanwhile comes first). Best effort.
 pub fn lower_thread_priority() {

@@ -821,6 +821,12 @@ pub fn kill_self() -> ! {
     std::process::abort()
 }
 
+/// Nothing to do: committed pages fault in one by one.
+///
+/// # Safety
+/// `[addr, addr + len)` must be writable memory of the arena's own.
+pub unsafe fn prefault(_addr: *mut u8, _len: usize) {}
+
 /// Lowers the calling thread's priority (the write-back thread: inference
 /// running meanwhile comes first). Best effort.
 pub fn lower_thread_priority() {
