@@ -11,7 +11,9 @@
 // Test helpers take raw pointers the tests got from XNNPACK or xnncache.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+pub mod battery;
 mod counting;
+pub mod launch;
 pub mod models;
 
 pub use counting::Counting;
