@@ -491,6 +491,16 @@ impl Model {
         }
     }
 
+    /// Unregisters every constant from `cache` (before the model is dropped
+    /// while the cache stays open).
+    pub fn unregister(&self, cache: &Cache) {
+        let constants = self.constants.lock().unwrap();
+        for buf in &constants.buffers {
+            let s = xnncache::capi::xnncache_unregister_weights(cache.0, buf.as_ptr().cast(), buf.len());
+            assert_eq!(s, xnncache::Status::XNNCACHE_OK, "unregister: {}", last_error());
+        }
+    }
+
     /// Creates a runtime over a fresh subgraph, with `cache` (may be NULL).
     pub fn create(&self, cache: x::xnn_weights_cache_t) -> Result<Runtime, x::xnn_status> {
         init();
