@@ -11,6 +11,7 @@
 #   scripts/reliability.sh --sanitizers the C/C++ programs and the Rust tests under
 #                                       AddressSanitizer/UBSan (nightly) and valgrind memcheck
 #   scripts/reliability.sh --parts=corruption,kills,races   a subset of the series
+#   --no-fuzz, --no-big                 with --full: leave those two out
 #
 # XNNCACHE_BATTERY_SEED=N fixes the random series' seed (default: a fresh
 # one, printed). XNNCACHE_BATTERY_<NAME>=N overrides one size (see
@@ -22,7 +23,9 @@ source scripts/pin-env.sh
 full=0 fuzz_runs="" big=0 sanitizers=0 parts="corruption,kills,races,fuzz_corpus,bigfiles"
 for arg in "$@"; do
     case "$arg" in
-        --full) full=1; fuzz_runs=${fuzz_runs:-10000000}; big=1 ;;
+        --full) full=1; fuzz_runs=${fuzz_runs:-10000000}; big=${big/0/1} ;;
+        --no-fuzz) fuzz_runs=none ;;
+        --no-big) big=no ;;
         --fuzz) fuzz_runs=10000000; parts="" ;;
         --fuzz=*) fuzz_runs=${arg#--fuzz=}; parts="" ;;
         --big) big=1; parts="" ;;
@@ -55,14 +58,14 @@ if [[ -n "$parts" ]]; then
 fi
 
 # The file past 4 GiB (an #[ignore]d test: it writes ~5 GiB, then deletes it).
-if [[ $big = 1 ]]; then
-    nice -n 10 cargo test --release -p xnncache-tests --test bigfiles -- --ignored --test-threads=1 --nocapture
+if [[ $big == 1 ]]; then
+    nice -n 10 cargo test -p xnncache-tests --test bigfiles -- --ignored --test-threads=1 --nocapture
 fi
 
 # Coverage-guided fuzzing of open-and-validate (fuzz/), seeded with real
 # cache files; the kept corpus (fuzz/corpus/open_validate) is replayed on
 # stable by tests/fuzz_corpus.rs.
-if [[ -n "$fuzz_runs" ]]; then
+if [[ -n "$fuzz_runs" && "$fuzz_runs" != none ]]; then
     command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
     toolchain=()
     if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then toolchain=(+nightly); else export RUSTC_BOOTSTRAP=1; fi
