@@ -59,7 +59,7 @@ fi
 
 # The file past 4 GiB (an #[ignore]d test: it writes ~5 GiB, then deletes it).
 if [[ $big == 1 ]]; then
-    nice -n 10 cargo test -p xnncache-tests --test bigfiles -- --ignored --test-threads=1 --nocapture
+    XNNCACHE_BATTERY=full nice -n 10 cargo test -p xnncache-tests --test bigfiles -- --ignored --test-threads=1 --nocapture
 fi
 
 # Coverage-guided fuzzing of open-and-validate (fuzz/), seeded with real
