@@ -89,11 +89,14 @@ if [[ -n "$fuzz_runs" && "$fuzz_runs" != none ]]; then
     crashes=$(find "$work/artifacts" -type f | wc -l)
     # Minimise into the kept corpus's folder of the work tree.
     nice -n 10 "$bin" -merge=1 "$work/min" "$work/corpus" 2>> "$work/fuzz.log" >/dev/null
-    kept=$(find "$work/min" -type f | wc -l)
-    kept_bytes=$(du -sb "$work/min" | cut -f1)
-    echo "{\"part\":\"fuzz\",\"size\":\"${fuzz_runs} runs\",\"executions\":${execs:-0},\"crashes\":$crashes,\"exit_status\":$status,\"seconds\":$seconds,\"corpus_files\":$(find "$work/corpus" -type f | wc -l),\"minimised_files\":$kept,\"minimised_bytes\":$kept_bytes}" >> "$figures"
-    echo "reliability: fuzzing done: $execs executions, $crashes crashes (artifacts in $work/artifacts); minimised corpus in $work/min ($kept files, $kept_bytes bytes)"
-    echo "reliability: to keep it: rm -f fuzz/corpus/open_validate/* && cp $work/min/* fuzz/corpus/open_validate/"
+    # What the repository keeps: the smallest of those, up to 300 KB.
+    rm -rf "$work/keep" && mkdir -p "$work/keep"
+    find "$work/min" -type f -printf '%s %p\n' | sort -n | awk '{s += $1; if (s <= 300000) print $2}' | xargs -r cp -t "$work/keep"
+    kept=$(find "$work/keep" -type f | wc -l)
+    kept_bytes=$(du -sb "$work/keep" | cut -f1)
+    echo "{\"part\":\"fuzz\",\"size\":\"${fuzz_runs} runs\",\"executions\":${execs:-0},\"crashes\":$crashes,\"exit_status\":$status,\"seconds\":$seconds,\"corpus_files\":$(find "$work/corpus" -type f | wc -l),\"minimised_files\":$(find "$work/min" -type f | wc -l),\"kept_files\":$kept,\"kept_bytes\":$kept_bytes}" >> "$figures"
+    echo "reliability: fuzzing done: $execs executions, $crashes crashes (artifacts in $work/artifacts); minimised corpus in $work/min, its smallest files in $work/keep ($kept files, $kept_bytes bytes)"
+    echo "reliability: to keep them: rm -f fuzz/corpus/open_validate/* && cp $work/keep/* fuzz/corpus/open_validate/"
 fi
 
 if [[ $sanitizers = 1 ]]; then
