@@ -92,8 +92,8 @@ fn random_kills_leave_the_last_commit_and_exact_outputs() {
     let path = dir.file("model.xnncache");
     let mut t = Tally::default();
     let mut crashes = Vec::new();
-    // How long a build takes from `BUILD_START` to its end, in µs: kills are
-    // drawn uniformly over it (it follows the launches that finished first).
+    // The longest build seen from `BUILD_START` to its end, in µs (raised
+    // by every launch that finished before its kill).
     let mut span_us = 20_000u64;
     let mut max_temporaries = 0;
     let mut attempts = 0;
@@ -109,14 +109,17 @@ fn random_kills_leave_the_last_commit_and_exact_outputs() {
             1 => "sync",
             _ => "",
         };
-        let delay = Duration::from_micros(below(&mut rng, span_us));
+        // Log-uniform between 50 µs and the longest build seen: as many kills
+        // in the first millisecond (open, register, first packing) as in the
+        // write-back and commit of the longest builds.
+        let (lo, hi) = (50f64.ln(), (span_us.max(100) as f64).ln());
+        let delay = Duration::from_micros((lo + (hi - lo) * (below(&mut rng, 1 << 20) as f64 / (1 << 20) as f64)).exp() as u64);
         match spec(&path, &models, flags).start().kill_after(delay) {
             Ended::Killed => t.add("kills", 1),
             Ended::Done(l) => {
                 t.add("finished_before_the_kill", 1);
                 t.add("wrong_outputs", l.get("wrong"));
-                // Follow the builds' typical length, so that most kills land in one.
-                span_us = ((3 * span_us + l.get("build_us")) / 4).max(1000);
+                span_us = span_us.max(l.get("build_us"));
             }
             Ended::Crashed(m) => {
                 t.add("crashes", 1);
