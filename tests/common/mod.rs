@@ -11,7 +11,9 @@
 // Test helpers take raw pointers the tests got from XNNPACK or xnncache.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+pub mod battery;
 mod counting;
+pub mod launch;
 pub mod models;
 
 pub use counting::Counting;
@@ -486,6 +488,16 @@ impl Model {
             let name = by_name.then(|| std::ffi::CString::new(name.map_or_else(|| format!("{}/{i}", self.name), str::to_string)).unwrap());
             let s = xnncache::capi::xnncache_register_weights(cache.0, buf.as_ptr().cast(), buf.len(), name.as_ref().map_or(null(), |n| n.as_ptr()));
             assert_eq!(s, xnncache::Status::XNNCACHE_OK, "register: {}", last_error());
+        }
+    }
+
+    /// Unregisters every constant from `cache` (before the model is dropped
+    /// while the cache stays open).
+    pub fn unregister(&self, cache: &Cache) {
+        let constants = self.constants.lock().unwrap();
+        for buf in &constants.buffers {
+            let s = xnncache::capi::xnncache_unregister_weights(cache.0, buf.as_ptr().cast(), buf.len());
+            assert_eq!(s, xnncache::Status::XNNCACHE_OK, "unregister: {}", last_error());
         }
     }
 

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The C and C++ test programs and the Rust tests under valgrind memcheck and
+# under AddressSanitizer + UndefinedBehaviorSanitizer (issue 12).
+#
+#   scripts/sanitizers.sh [valgrind|asan|all]     (default: all)
+#
+# valgrind: the debug test binaries as `cargo test` builds them; each run
+#   in a child (the C program, the C++ program, cold and warm launches of
+#   every model, the eight-thread series) under memcheck with
+#   --error-exitcode, so any invalid read or write, use of uninitialised
+#   memory or definite leak of ours fails the run. (Under valgrind the CPU
+#   looks different, so XNNPACK picks other kernels and the cache file of a
+#   native run is rebuilt: that path is exercised too.)
+# asan: the tests crate rebuilt with nightly's -Zsanitizer=address (Rust,
+#   target/asan) and the C/C++ programs with -fsanitize=address,undefined;
+#   the whole test suite of the battery and of c_api runs under it. XNNPACK's
+#   own static libraries are not instrumented (they come from the build cache).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/pin-env.sh
+mode=${1:-all}
+target_dir=$(realpath -m "${CARGO_TARGET_DIR:-target}")
+failures=0
+
+if [[ $mode == valgrind || $mode == all ]]; then
+    command -v valgrind >/dev/null || { apt-get install -y -q valgrind >/dev/null; }
+    cargo test -p xnncache-tests --no-run --test c_api --test kills --test races 2>/dev/null
+    bin() { ls -t "$target_dir"/debug/deps/"$1"-* | grep -v '\.d$' | head -1; }
+    tmp=$(mktemp -d)
+    vg=(nice -n 10 valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
+        --suppressions=/dev/null --track-origins=no --trace-children=no)
+    run() {
+        local what=$1; shift
+        if env "$@" >"$tmp/out" 2>"$tmp/err"; then
+            echo "sanitizers: valgrind: $what: clean"
+        else
+            echo "sanitizers: valgrind: $what: FAILED ($?)"; tail -40 "$tmp/err"; failures=$((failures + 1))
+        fi
+    }
+    c_api=$(bin c_api) kills=$(bin kills) races=$(bin races)
+    run "C program" XNNCACHE_TEST_FILE="$tmp/c.bin" XNNCACHE_PATH="$tmp/c-dropin.bin" \
+        "${vg[@]}" "$c_api" --exact child_c_program --include-ignored --test-threads=1
+    run "C++ program" XNNCACHE_TEST_FILE="$tmp/cpp.bin" XNNCACHE_PATH="$tmp/cpp-dropin.bin" \
+        "${vg[@]}" "$c_api" --exact child_cpp_program --include-ignored --test-threads=1
+    for flags in "" "" "verify" "bycontent,compact" "sync"; do
+        run "launch of every model [${flags}]" T_PATH="$tmp/launch.xnncache" T_FLAGS="$flags" \
+            T_MODELS=fc_f32,qc8,qc4,qs8,conv,deconv,depthwise,mixed,shared_a,shared_b \
+            "${vg[@]}" "$kills" --exact child_launch --include-ignored --test-threads=1
+    done
+    run "eight threads, three lifetimes" XNNCACHE_BATTERY_THREAD_ROUNDS=1 \
+        "${vg[@]}" "$races" --exact eight_threads_over_one_file_through_several_lifetimes --test-threads=1
+    rm -rf "$tmp"
+fi
+
+if [[ $mode == asan || $mode == all ]]; then
+    toolchain=()
+    if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then toolchain=(+nightly); else export RUSTC_BOOTSTRAP=1; fi
+    host=$(rustc -vV | sed -n 's/^host: //p')
+    # Only the tests crate's own code and xnncache are instrumented; build
+    # scripts and proc macros are not (cargo applies RUSTFLAGS to them too
+    # without --target, so --target is given).
+    if RUSTFLAGS="-Zsanitizer=address" RUSTDOCFLAGS="-Zsanitizer=address" \
+        CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" CXXFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" \
+        ASAN_OPTIONS="detect_leaks=1:detect_odr_violation=0" UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
+        CARGO_TARGET_DIR="$target_dir/asan" \
+        nice -n 10 cargo "${toolchain[@]}" test --target "$host" -p xnncache-tests \
+            --test c_api --test corruption --test kills --test races --test fuzz_corpus --test bigfiles --test persistence --test threads \
+            -- --test-threads=1 2>&1 | tail -60; then
+        echo "sanitizers: asan+ubsan: clean"
+    else
+        echo "sanitizers: asan+ubsan: FAILED"; failures=$((failures + 1))
+    fi
+fi
+
+echo "sanitizers: $failures failing runs"
+exit $((failures > 0))
