@@ -299,7 +299,12 @@ impl Store {
             let checked = read_committed_at(f, len, &options.compat).and_then(|(header, slot, index)| {
                 let arena = arena_options
                     .existing(f.try_clone().map_err(|e| Refusal::Corrupt(e.to_string()))?, header.data_end, !read_only)
-                    .map_err(|e| Refusal::Corrupt(format!("cannot map the file: {e}")))?;
+                    .map_err(|e| match e.kind() {
+                        // No room for it in this address space (a 32-bit
+                        // process): a property of the process, not of the file.
+                        io::ErrorKind::OutOfMemory | io::ErrorKind::FileTooLarge => Refusal::Incompatible(format!("cannot map the file here: {e}")),
+                        _ => Refusal::Corrupt(format!("cannot map the file: {e}")),
+                    })?;
                 if options.verify {
                     verify_payloads(&arena, &index.payloads)?;
                 }
@@ -506,7 +511,9 @@ impl Store {
             let bytes = index.encode();
             sys::write_all_at(&f, &bytes, offset)?;
             let data_end = offset + bytes.len() as u64;
+            crate::fault::point("compact: payloads and index written");
             sys::sync_data(&f)?;
+            crate::fault::point("compact: payloads and index synced");
             let header = Header {
                 generation: 1,
                 compat: self.compat.clone(),
@@ -516,8 +523,11 @@ impl Store {
                 data_end,
             };
             sys::write_all_at(&f, &header.encode(), SLOT_OFFSETS[0])?;
+            crate::fault::point("compact: header written");
             sys::sync_data(&f)?;
+            crate::fault::point("compact: header synced");
             std::fs::rename(&tmp, &path)?;
+            crate::fault::point("compact: renamed");
             sys::sync_dir(&path);
             Ok(data_end)
         })();
@@ -537,5 +547,42 @@ impl Drop for Store {
             let _ = std::fs::remove_file(t);
         }
         self.unlock();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file past 4 GiB (sparse) whose header names an index beyond 32
+    /// bits: used on 64-bit targets, refused as incompatible, with the
+    /// reason, where it cannot be mapped (32-bit targets).
+    #[test]
+    fn a_file_past_4_gib_is_refused_only_where_it_cannot_be_mapped() {
+        let path = std::env::temp_dir().join(format!("xnncache-store-4g-{}", std::process::id()));
+        let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        let compat = Compat { abi_generation: 1, build_id: vec![1; 8], cpu_id: 5 };
+        let index = Index { payloads: vec![Payload { offset: 5 << 30, size: 64, checksum: 0 }], keys: vec![] };
+        let bytes = index.encode();
+        let index_offset = (5u64 << 30) + 4096;
+        let data_end = index_offset + bytes.len() as u64;
+        let header = Header { generation: 1, compat: compat.clone(), index_offset, index_size: bytes.len() as u64, index_checksum: xxhash_rust::xxh3::xxh3_64(&bytes), data_end };
+        let written = sys::write_all_at(&f, &header.encode(), SLOT_OFFSETS[0]).and_then(|_| sys::write_all_at(&f, &bytes, index_offset));
+        if written.is_err() {
+            // A file system without sparse files this large: nothing to check.
+            let _ = std::fs::remove_file(&path);
+            return;
+        }
+        let read = read_committed(&f, &compat);
+        std::fs::remove_file(&path).unwrap();
+        if usize::BITS < 64 {
+            match read {
+                Err(Refusal::Incompatible(why)) => assert!(why.contains("32-bit"), "{why}"),
+                other => panic!("a 5 GiB file on a 32-bit target: {:?}", other.map(|r| r.0)),
+            }
+        } else {
+            let (h, _, i) = read.expect("a 5 GiB file on a 64-bit target");
+            assert_eq!((h.index_offset, i.payloads[0].offset), (index_offset, 5 << 30));
+        }
     }
 }
