@@ -949,14 +949,26 @@ const RECLAIM_PERCENT: u64 = 50;
 /// ... and at least this many bytes, so small files are not rewritten for little.
 const RECLAIM_MIN_BYTES: u64 = 4 << 20;
 
+impl Core {
+    /// Whether close should give space back: only after this cache wrote to
+    /// the file (a launch that adds nothing never touches it), and only when
+    /// unreachable space is at least `RECLAIM_PERCENT` of a file over
+    /// `RECLAIM_MIN_BYTES`.
+    fn wrote_and_left_garbage(&self) -> bool {
+        let wrote = {
+            let st = lock(&self.state);
+            st.stats.commits > 0 && st.store.as_ref().is_some_and(|s| s.file_len() >= format::DATA_START + RECLAIM_MIN_BYTES)
+        };
+        wrote && self.outside_percent(Keep::Committed).is_some_and(|p| p >= RECLAIM_PERCENT)
+    }
+}
+
 impl Drop for Core {
     fn drop(&mut self) {
         // Best effort: a busy or failing rewrite leaves the file as it is.
         if self.compact_percent > 0 && self.unreachable_percent().is_some_and(|p| p >= self.compact_percent as u64) {
             let _ = self.compact();
-        } else if self.outside_percent(Keep::Committed).is_some_and(|p| p >= RECLAIM_PERCENT)
-            && lock(&self.state).store.as_ref().is_some_and(|s| s.file_len() >= format::DATA_START + RECLAIM_MIN_BYTES)
-        {
+        } else if self.wrote_and_left_garbage() {
             let _ = self.rewrite(Keep::Committed);
         }
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
