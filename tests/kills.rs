@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use xnncache_tests::battery::{below, chance, report, seed, size};
-use xnncache_tests::launch::{temporaries, Ended, Launch, Spec};
+use xnncache_tests::launch::{random_models, temporaries, Ended, Launch, Spec};
 use xnncache_tests::{Rng, TempDir};
 
 #[test]
@@ -27,9 +27,6 @@ const NEW: u64 = xnncache::store::FileState::XNNCACHE_FILE_NEW as u64;
 const REUSED: u64 = xnncache::store::FileState::XNNCACHE_FILE_REUSED as u64;
 const CORRUPT: u64 = xnncache::store::FileState::XNNCACHE_FILE_REBUILT_CORRUPT as u64;
 
-/// Models of the random series: every packing path, a 4 MiB layer (a longer
-/// write-back) and two models sharing a constant.
-const POOL: &[&str] = &["fc_f32", "qc8", "qc4", "qs8", "conv", "deconv", "depthwise", "mixed", "shared_a", "shared_b", "large"];
 
 fn spec<'a>(path: &'a Path, models: &'a str, flags: &'a str) -> Spec<'a> {
     Spec { path, models, flags, env: Vec::new() }
@@ -70,18 +67,6 @@ fn check(path: &Path, models: &str, flags: &str, t: &mut Tally, crashes: &mut Ve
             None
         }
     }
-}
-
-fn random_models(rng: &mut Rng) -> String {
-    let n = 1 + below(rng, 3) as usize;
-    let mut picked: Vec<&str> = Vec::new();
-    while picked.len() < n {
-        let m = POOL[below(rng, POOL.len() as u64) as usize];
-        if !picked.contains(&m) {
-            picked.push(m);
-        }
-    }
-    picked.join(",")
 }
 
 #[test]

@@ -17,7 +17,7 @@ use std::sync::Barrier;
 use std::time::Duration;
 
 use xnncache_tests::battery::{below, chance, report, seed, size};
-use xnncache_tests::launch::{temporaries, Ended, Spec};
+use xnncache_tests::launch::{random_models, POOL, temporaries, Ended, Spec};
 use xnncache_tests::models::*;
 use xnncache_tests::{Cache, Rng, TempDir};
 
@@ -29,19 +29,6 @@ fn child_launch() {
 
 const REUSED: u64 = xnncache::store::FileState::XNNCACHE_FILE_REUSED as u64;
 
-const POOL: &[&str] = &["fc_f32", "qc8", "qc4", "qs8", "conv", "deconv", "depthwise", "mixed", "shared_a", "shared_b", "large"];
-
-fn random_models(rng: &mut Rng) -> String {
-    let n = 1 + below(rng, 3) as usize;
-    let mut picked: Vec<&str> = Vec::new();
-    while picked.len() < n {
-        let m = POOL[below(rng, POOL.len() as u64) as usize];
-        if !picked.contains(&m) {
-            picked.push(m);
-        }
-    }
-    picked.join(",")
-}
 
 fn random_flags(rng: &mut Rng) -> String {
     let mut flags = Vec::new();

@@ -23,7 +23,10 @@
 //! | `map_anonymous` / `unmap_anonymous` | large heap blocks |
 //! | `allocate`, `set_len`, `sync_data`, `file_size_limit` | disk blocks, length, durability, RLIMIT_FSIZE |
 //! | `read_exact_at`, `write_all_at`, `file_id`, `path_id` | positioned I/O and file identity |
-//! | `create_new`, `open_lock_file`, `try_lock`, `unlock`, `sync_dir` | the store's files and writer lock |
+//! | `open_existing(path, write)` | a regular file, never blocking, with its [`Ownership`] |
+//! | `create_new`, `set_mode`, `open_lock_file`, `try_lock`, `unlock`, `sync_dir` | the store's files and writer lock |
+//! | `remove_abandoned(temp, pid)` | deletes a dead writer's temporary |
+//! | `prefault`, `lower_thread_priority` | performance hints (best effort) |
 //! | `reopen_descriptor(fd, writable)` | a private open file description of a caller's descriptor |
 //! | `path_from_c(bytes)` | a path from the C API's bytes |
 
@@ -50,6 +53,25 @@ mod windows;
 pub(crate) use windows::*;
 
 pub(crate) mod cpu;
+
+/// What the store needs to know about a file before trusting its bytes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ownership {
+    /// Owned by this process's effective user, or by root (as ssh accepts).
+    pub trusted_owner: bool,
+    /// Someone other than the owner may write it (group or others).
+    pub writable_by_others: bool,
+    /// Permission bits, kept by a rebuild (0 where there are none).
+    pub mode: u32,
+}
+
+/// An existing regular file opened for the store (`open_existing`), whether
+/// we may write it, and who may change it.
+pub(crate) struct Existing {
+    pub file: std::fs::File,
+    pub writable: bool,
+    pub ownership: Ownership,
+}
 
 /// A file offset or length as a `usize` (an arena offset, a mapping length),
 /// or a clear error where it does not fit (a file over 4 GiB on a 32-bit

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::os;
+use super::{Existing, Ownership};
 
 /// The page size, read once from the system (4 KiB on most Linux machines,
 /// 16 KiB on Apple silicon and some Android devices).
@@ -320,24 +321,6 @@ pub fn file_id(file: &File) -> io::Result<(u64, u64)> {
 /// (device, inode) of what `path` names now, if anything.
 pub fn path_id(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
-/// What the store needs to know about a file before trusting its bytes.
-#[derive(Clone, Copy, Debug)]
-pub struct Ownership {
-    /// Owned by this process's effective user, or by root (as ssh accepts).
-    pub trusted_owner: bool,
-    /// Someone other than the owner may write it (group or others).
-    pub writable_by_others: bool,
-    /// Permission bits, kept by a rebuild.
-    pub mode: u32,
-}
-
-/// An existing regular file opened for the store, and who may change it.
-pub struct Existing {
-    pub file: File,
-    pub writable: bool,
-    pub ownership: Ownership,
 }
 
 fn euid() -> libc::uid_t {

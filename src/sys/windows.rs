@@ -35,6 +35,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
+use super::{Existing, Ownership};
+
 use windows_sys::core::BOOL;
 use windows_sys::Win32::Foundation::{CloseHandle, ERROR_LOCK_VIOLATION, GENERIC_READ, GENERIC_WRITE, HANDLE, INVALID_HANDLE_VALUE};
 use windows_sys::Win32::Storage::FileSystem::{
@@ -685,24 +687,10 @@ fn shared(options: &mut OpenOptions) -> &mut OpenOptions {
     options.share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE)
 }
 
-/// What the store needs to know before trusting a file's bytes. Windows
-/// folders carry ACLs inherited from their parent; a per-user folder (where
-/// apps keep caches) is not writable by other users, so nothing is checked.
-#[derive(Clone, Copy, Debug)]
-pub struct Ownership {
-    pub trusted_owner: bool,
-    pub writable_by_others: bool,
-    pub mode: u32,
-}
-
-pub struct Existing {
-    pub file: File,
-    pub writable: bool,
-    pub ownership: Ownership,
-}
-
 /// Opens the file at `path`, for reading if writing is not allowed; refuses
-/// anything but a regular file. `None`: nothing is there.
+/// anything but a regular file. `None`: nothing is there. Windows folders
+/// carry ACLs inherited from their parent, and a per-user folder (where apps
+/// keep caches) is not writable by other users: nothing more is checked.
 pub fn open_existing(path: &Path, write: bool) -> io::Result<Option<Existing>> {
     let open = |write: bool| shared(OpenOptions::new().read(true).write(write)).open(path);
     let (file, writable) = match open(write) {

@@ -235,3 +235,19 @@ pub fn temporaries(path: &Path) -> Vec<std::path::PathBuf> {
         })
         .unwrap_or_default()
 }
+
+/// Every model a launch can run (names for `by_name`).
+pub const POOL: &[&str] = &["fc_f32", "qc8", "qc4", "qs8", "conv", "deconv", "depthwise", "mixed", "shared_a", "shared_b", "large"];
+
+/// One to three distinct models of [`POOL`], for a launch's `T_MODELS`.
+pub fn random_models(rng: &mut crate::Rng) -> String {
+    let n = 1 + crate::battery::below(rng, 3) as usize;
+    let mut picked: Vec<&str> = Vec::new();
+    while picked.len() < n {
+        let m = POOL[crate::battery::below(rng, POOL.len() as u64) as usize];
+        if !picked.contains(&m) {
+            picked.push(m);
+        }
+    }
+    picked.join(",")
+}
