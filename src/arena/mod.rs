@@ -168,7 +168,11 @@ impl SealJob {
         for &(addr, len, offset) in &self.pieces {
             let mut done = 0;
             while done < len {
-                let n = WRITE_CHUNK.min(len - done);
+                // Pieces end on WRITE_CHUNK boundaries of the file (a multiple
+                // of 2 MiB): the page cache then holds the file in large
+                // folios that a later process maps with 2 MiB entries.
+                let at = offset + done;
+                let n = (WRITE_CHUNK - at % WRITE_CHUNK).min(len - done);
                 crate::fault::check("seal: write")?;
                 // SAFETY: the range is staged memory of the arena, fully written
                 // (XNNPACK finished packing everything below the seal).
