@@ -48,7 +48,7 @@ if [[ $mode == valgrind || $mode == all ]]; then
             T_MODELS=fc_f32,qc8,qc4,qs8,conv,deconv,depthwise,mixed,shared_a,shared_b \
             "${vg[@]}" "$kills" --exact child_launch --include-ignored --test-threads=1
     done
-    run "eight threads, three lifetimes" XNNCACHE_BATTERY_THREAD_ROUNDS=1 \
+    run "eight threads, one lifetime" XNNCACHE_BATTERY_THREAD_ROUNDS=1 \
         "${vg[@]}" "$races" --exact eight_threads_over_one_file_through_several_lifetimes --test-threads=1
     rm -rf "$tmp"
 fi
