@@ -545,11 +545,7 @@ impl Core {
         // packing that folds gives its space back for the next). Otherwise (a launch that may write
         // nothing, e.g. paths XNNPACK never looks up) it is scratch until we
         // know, so that the file is not locked or grown for nothing.
-        let building = !st.arena_full
-            && match (&st.store, &st.arena) {
-                (Some(store), Some(arena)) => store.is_locked() && arena.used_past(store.committed_end().max(format::DATA_START)),
-                _ => false,
-            };
+        let building = !st.arena_full && st.store.as_ref().is_some_and(|s| s.is_locked()) && st.grown_past_commit();
         let in_arena = st.store.is_none() || building || (packing_new && st.may_write_file(self));
         let space = if in_arena { self.allocate(&mut st, n) } else { st.heap.alloc(n, ALIGNMENT) };
         match space {
@@ -811,12 +807,7 @@ impl Core {
         }
         // Hand the file to other processes only when nothing of ours lies past
         // its newest commit: the next writer appends there.
-        let in_use = st.pending.iter().any(|p| !is_heap_offset(p.offset))
-            || st.uncommitted > 0
-            || match (&st.store, &st.arena) {
-                (Some(store), Some(arena)) => arena.used_past(store.committed_end().max(format::DATA_START)),
-                _ => false,
-            };
+        let in_use = st.pending.iter().any(|p| !is_heap_offset(p.offset)) || st.uncommitted > 0 || st.grown_past_commit();
         if !in_use {
             if let Some(store) = st.store.as_mut() {
                 store.unlock();
@@ -1074,6 +1065,15 @@ impl State {
         }
     }
 
+    /// Whether this process handed out file space past the newest commit:
+    /// bytes a commit must cover before another writer may append there.
+    fn grown_past_commit(&self) -> bool {
+        match (&self.store, &self.arena) {
+            (Some(store), Some(arena)) => arena.used_past(store.committed_end().max(format::DATA_START)),
+            _ => false,
+        }
+    }
+
     /// Takes the samples of the entries loaded from the file, so that a new
     /// packing can be folded into them: once, at the first packing of the
     /// session (a launch that only looks up never reads their bytes).
@@ -1175,8 +1175,8 @@ impl State {
     /// below it. Not while another thread is packing into the file: its space
     /// lies below the index and could not be sealed with it.
     fn prepare_commit(&mut self) -> std::io::Result<Option<Commit>> {
-        let (Some(store), Some(arena)) = (self.store.as_ref(), self.arena.as_ref()) else { return Ok(None) };
-        let grown = arena.used_past(store.committed_end().max(format::DATA_START));
+        let (Some(store), Some(_)) = (self.store.as_ref(), self.arena.as_ref()) else { return Ok(None) };
+        let grown = self.grown_past_commit();
         let packing = self.pending.iter().any(|p| !is_heap_offset(p.offset));
         if !store.is_locked() || packing || (self.uncommitted == 0 && store.generation() > 0 && !grown) {
             return Ok(None);

@@ -100,8 +100,11 @@ pub struct Store {
     /// What the path named when we opened it (device, inode), if anything: a
     /// rebuild renames over it only if that is still so.
     path_id: Option<(u64, u64)>,
-    /// Permission bits of the files we create (the lock, a compaction).
+    /// Permission bits of the files we create (the lock, a compaction):
+    /// those of the file we found, kept exactly (`keep_mode`), or the
+    /// options' less the umask.
     mode: u32,
+    keep_mode: bool,
 }
 
 /// Reads and validates everything a reader needs: header, then index.
@@ -240,14 +243,16 @@ impl Store {
         let mut read_only = options.read_only;
         let mut rebuild = !options.read_only;
         let mut refusal = None;
-        let mut mode = options.file_mode;
-        let (path, file) = match &options.source {
+        // An existing file's permission bits, which a rebuild keeps exactly.
+        let mut kept_mode = None;
+        // `path_id`: what the path named when we opened it.
+        let (path, file, len, path_id) = match &options.source {
             Source::Path(p) => {
                 // Anything but a regular file (a FIFO, a device, a directory)
                 // is an error here: packed weights go to the heap.
                 let existing = sys::open_existing(p, !options.read_only)?;
                 match existing {
-                    None => (Some(p.clone()), None),
+                    None => (Some(p.clone()), None, 0, None),
                     Some(e) => {
                         read_only |= !e.writable;
                         let o = e.ownership;
@@ -262,9 +267,9 @@ impl Store {
                         } else if o.writable_by_others {
                             refusal = Some(Refusal::Untrusted(format!("other users may write the file (mode {:o})", o.mode)));
                         } else {
-                            mode = o.mode; // a rebuild keeps the old file's bits
+                            kept_mode = Some(o.mode);
                         }
-                        (Some(p.clone()), Some(e.file))
+                        (Some(p.clone()), Some(e.file), e.len, Some(e.id))
                     }
                 }
             }
@@ -275,10 +280,10 @@ impl Store {
                 let (own, writable) = sys::reopen_descriptor(*fd, !options.read_only)?;
                 read_only = !writable;
                 rebuild = false;
-                (None, Some(own))
+                let len = own.metadata()?.len();
+                (None, Some(own), len, None)
             }
         };
-        let path_id = path.as_ref().and_then(|p| sys::path_id(p));
         let store = |file: File, temp: Option<PathBuf>, head: Option<(Header, usize)>, read_only: bool| Store {
             path_id,
             path: path.clone(),
@@ -290,11 +295,11 @@ impl Store {
             compat: options.compat.clone(),
             head,
             stale: false,
-            mode,
+            mode: kept_mode.unwrap_or(options.file_mode),
+            keep_mode: kept_mode.is_some(),
         };
 
         // An existing, non-empty file: reuse it if it is valid and ours.
-        let len = file.as_ref().map(|f| f.metadata().map(|m| m.len())).transpose()?.unwrap_or(0);
         if let (Some(f), true, None) = (&file, len > 0, &refusal) {
             let checked = read_committed_at(f, len, &options.compat).and_then(|(header, slot, index)| {
                 let arena = arena_options
@@ -324,7 +329,7 @@ impl Store {
         // an empty, writable descriptor (nobody can have mapped an empty file).
         let (file, temp) = match (&path, file) {
             (Some(p), _) if rebuild => {
-                let (tmp, f) = create_temp(p, mode, mode != options.file_mode)?;
+                let (tmp, f) = create_temp(p, kept_mode.unwrap_or(options.file_mode), kept_mode.is_some())?;
                 (f, Some(tmp))
             }
             (None, Some(f)) if refusal.is_none() && !read_only => (f, None),
@@ -498,7 +503,7 @@ impl Store {
     /// keys, and renames it over the path. The old file's readers keep theirs.
     pub fn compact(&mut self, payloads: &[(&[u8], u64)], keys: &[(u128, u32)]) -> io::Result<u64> {
         let path = self.path.clone().ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "a descriptor cannot be compacted"))?;
-        let (tmp, f) = create_temp(&path, self.mode, true)?;
+        let (tmp, f) = create_temp(&path, self.mode, self.keep_mode)?;
         let result = (|| {
             let mut index = Index::default();
             let mut offset = DATA_START;

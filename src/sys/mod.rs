@@ -71,6 +71,10 @@ pub(crate) struct Existing {
     pub file: std::fs::File,
     pub writable: bool,
     pub ownership: Ownership,
+    /// Its length when opened.
+    pub len: u64,
+    /// Its identity (as `file_id`): what the path named when we opened it.
+    pub id: (u64, u64),
 }
 
 /// A file offset or length as a `usize` (an arena offset, a mapping length),

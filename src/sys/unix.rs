@@ -362,7 +362,8 @@ fn kind_name(st: &libc::stat) -> &'static str {
 
 /// Opens the file at `path` (following a symlink) without ever blocking: a
 /// FIFO would block `open(2)` until a writer came. Anything but a regular
-/// file is refused. Asked for writing but not allowed (a read-only file, a
+/// file is refused. One `fstat` gives the type, the owner, the length and
+/// the identity the store needs. Asked for writing but not allowed (a read-only file, a
 /// read-only mount), it is opened for reading. `None`: nothing is there.
 pub fn open_existing(path: &Path, write: bool) -> io::Result<Option<Existing>> {
     let open = |write: bool| {
@@ -385,16 +386,8 @@ pub fn open_existing(path: &Path, write: bool) -> io::Result<Option<Existing>> {
     if !is_regular(&st) {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is {}, not a regular file", path.display(), kind_name(&st))));
     }
-    // Back to blocking I/O (nothing changes for a regular file, but a later
-    // reader of the flags should not be surprised).
-    // SAFETY: F_GETFL and F_SETFL on our own descriptor read and set its flags only.
-    unsafe {
-        let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
-        if flags >= 0 {
-            libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
-        }
-    }
-    Ok(Some(Existing { file, writable, ownership: ownership_of(&st) }))
+    // O_NONBLOCK stays set: it changes nothing for a regular file.
+    Ok(Some(Existing { file, writable, ownership: ownership_of(&st), len: st.st_size as u64, id: stat_id(&st) }))
 }
 
 #[allow(clippy::unnecessary_cast)] // mode_t is u16 on Apple, u32 elsewhere

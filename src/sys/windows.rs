@@ -702,10 +702,12 @@ pub fn open_existing(path: &Path, write: bool) -> io::Result<Option<Existing>> {
         },
         Err(e) => return Err(e),
     };
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a regular file", path.display())));
     }
-    Ok(Some(Existing { file, writable, ownership: Ownership { trusted_owner: true, writable_by_others: false, mode: 0 } }))
+    let id = file_id(&file)?;
+    Ok(Some(Existing { file, writable, ownership: Ownership { trusted_owner: true, writable_by_others: false, mode: 0 }, len: meta.len(), id }))
 }
 
 /// The new file inherits its folder's ACL; `mode` has no meaning here.
