@@ -62,13 +62,7 @@ fn a_drop_in_file_stays_bounded() {
 const JUST_PAST_THE_HEADER: u64 = 68 << 10;
 
 fn limit_past_the_header() -> std::io::Result<()> {
-    let lim = libc::rlimit { rlim_cur: JUST_PAST_THE_HEADER, rlim_max: JUST_PAST_THE_HEADER };
-    // SAFETY: setrlimit is async-signal-safe and reads only `lim`.
-    if unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &lim) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    xnncache_tests::limit_file_size(JUST_PAST_THE_HEADER)
 }
 
 /// Run by the_drop_in_finalizes_when_the_file_cannot_take_the_commit.

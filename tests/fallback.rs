@@ -41,13 +41,7 @@ fn an_unusable_path_falls_back_to_the_heap() {
 const LIMIT: u64 = 2 << 20;
 
 fn limit_file_size() -> std::io::Result<()> {
-    let lim = libc::rlimit { rlim_cur: LIMIT, rlim_max: LIMIT };
-    // SAFETY: setrlimit is async-signal-safe and reads only `lim`.
-    if unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &lim) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    xnncache_tests::limit_file_size(LIMIT)
 }
 
 /// Run by `a_file_size_limit_falls_back_without_sigxfsz_or_sigbus` in a

@@ -332,9 +332,7 @@ fn a_valid_cache_in_an_unwritable_folder_is_mapped_read_only() {
 #[ignore = "run in a child process by a_file_size_limit_is_a_status_never_a_signal"]
 fn child_opens_under_a_file_size_limit() {
     let limit: u64 = std::env::var("XNNCACHE_TEST_FSIZE").unwrap().parse().unwrap();
-    let lim = libc::rlimit { rlim_cur: limit as libc::rlim_t, rlim_max: libc::RLIM_INFINITY };
-    // SAFETY: setrlimit reads only `lim`.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &lim) }, 0);
+    xnncache_tests::limit_file_size(limit).unwrap();
     let path = std::path::PathBuf::from(std::env::var("XNNCACHE_TEST_PATH").unwrap());
     // A new file, and one more model onto the committed one.
     let fresh = path.with_extension("fresh");

@@ -744,6 +744,18 @@ pub fn file_mapping_usage(path: &std::path::Path) -> (u64, u64, usize) {
     (u.rss, u.dirty, u.mappings)
 }
 
+/// Sets this process's file-size limit (`RLIMIT_FSIZE`, soft and hard) to
+/// `bytes`. Async-signal-safe: usable in a `pre_exec` hook.
+pub fn limit_file_size(bytes: u64) -> std::io::Result<()> {
+    let lim = libc::rlimit { rlim_cur: bytes as libc::rlim_t, rlim_max: bytes as libc::rlim_t };
+    // SAFETY: setrlimit is async-signal-safe and reads only `lim`.
+    if unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &lim) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Runs the current test binary again with only `test` (an `#[ignore]`d
 /// child test), with `env` set, after `pre_exec` in the child. Returns its status.
 pub fn run_child(test: &str, env: &[(&str, &str)], pre_exec: Option<fn() -> std::io::Result<()>>) -> std::process::Output {
