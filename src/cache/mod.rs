@@ -1,0 +1,287 @@
+//! The cache: what each provider callback does, in safe Rust.
+//!
+//! The life of one packed weight:
+//!
+//! 1. `look_up(key)`: the index answers with an offset, or "not found". Keys
+//!    whose pointers lie in registered weights are persistent: entries found
+//!    by them may come from an earlier process, through the mapped file.
+//! 2. `reserve(n)`: on a miss, XNNPACK asks for `n` bytes to pack into. After
+//!    a missed look-up they come straight from the file (under the writer
+//!    lock); otherwise (paths that never look up, or no right to write) they
+//!    are scratch on the heap. The space is *pending* until step 3; a second
+//!    reserve on the same thread supersedes it and reuses its space.
+//! 3. `look_up_or_insert(key, ptr, n)`: XNNPACK has packed into `ptr`. If the
+//!    same bytes are already stored (under any key), the new copy is folded into
+//!    the old one and its space given back; otherwise it becomes an entry, in
+//!    the file when the file can take it. The returned offset always resolves.
+//! 4. `offset_to_addr(offset)`: at every reshape; addresses never move.
+//! 5. `finalize()`: everything inserted so far is written back and made
+//!    read-only; new persistent entries are committed to the file's index.
+//!
+//! All of it runs under one mutex; only the write-back of payload pages in
+//! `finalize` runs outside it, on pages nobody writes any more.
+//!
+//! Where each part lives:
+//! - this file: the public types ([`Cache`], [`CacheOptions`], [`Stats`]) and
+//!   finalize/wait, which hand work to the write-back thread;
+//! - `open`: opening the file (or memory) and loading its committed index;
+//! - `packing`: steps 1 to 4, what XNNPACK's callbacks do;
+//! - `aliases`: `alias_data` records and how long they last;
+//! - `state`: [`State`], what the mutex guards, and its shared helpers;
+//! - `writeback`: step 5 in the background: checksums, seal, commit;
+//! - `compaction`: verify, compact, and the space given back at close;
+//! - `report`: stats and the fallback messages sent to the host.
+
+mod aliases;
+mod compaction;
+mod open;
+mod packing;
+mod report;
+mod state;
+mod writeback;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::abi::Generation;
+use crate::error::{Error, Result, Status};
+use crate::store::Source;
+
+use state::State;
+use writeback::Background;
+
+/// Alignment of every packed weight: XNNPACK's allocation alignment is 64 on
+/// x86 and 16 on Arm; cache-line alignment serves both.
+pub(crate) const ALIGNMENT: usize = 64;
+
+/// Where a cache keeps its packed bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum xnncache_backing {
+    /// Pages of the cache file, mapped `MAP_SHARED`.
+    XNNCACHE_BACKING_FILE = 0,
+    /// Anonymous memory, because no path was given.
+    XNNCACHE_BACKING_MEMORY = 1,
+    /// Heap memory, because the file could not be used or grown (the message
+    /// of `xnncache_last_error()` after `xnncache_open` says why).
+    XNNCACHE_BACKING_HEAP = 2,
+}
+
+pub use xnncache_backing as Backing;
+
+/// What a cache has done so far.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Distinct packed weights stored.
+    pub entries: u64,
+    /// Bytes held by those entries.
+    pub stored_bytes: u64,
+    /// Bytes XNNPACK packed through this cache (including duplicates it folded).
+    pub packed_bytes: u64,
+    /// `look_up` calls, and how many of them found an entry.
+    pub look_ups: u64,
+    pub hits: u64,
+    /// Bytes XNNPACK did not have to pack because `look_up` found them.
+    pub found_bytes: u64,
+    /// Packings whose bytes were already stored: kept once, space given back.
+    pub duplicates_folded: u64,
+    pub folded_bytes: u64,
+    /// Bytes of entries on the heap because the file could not take them.
+    pub heap_fallback_bytes: u64,
+    /// Length of the cache file (0 without one).
+    pub file_size: u64,
+    /// Bytes made clean and read-only by `xnncache_finalize`.
+    pub sealed_bytes: u64,
+    /// Entries read from the file at open.
+    pub loaded_entries: u64,
+    /// Entries of this session that will not be in the file: their weights
+    /// were not registered, or the file could not take them.
+    pub not_persisted: u64,
+    /// Commits this cache wrote to the file.
+    pub commits: u64,
+    /// Packed bytes not yet written back to the file (they are in memory,
+    /// and runtimes use them; a commit follows their write-back).
+    pub pending_bytes: u64,
+    /// When this cache's last commit became durable, in milliseconds since
+    /// 1970-01-01 UTC; 0 before its first.
+    pub last_commit_unix_ms: u64,
+    /// Where new entries go now (an `xnncache_backing` value).
+    pub backing: u32,
+    /// The provider ABI generation the caller compiled against (1, 2 or 3).
+    pub abi_generation: u32,
+    /// What opening found (an `xnncache_file_state` value).
+    pub file_state: u32,
+    pub _reserved: u32,
+}
+
+/// How to open a cache.
+#[derive(Clone, Debug)]
+pub struct CacheOptions {
+    pub source: Option<Source>,
+    pub generation: Generation,
+    /// Fail instead of falling back to the heap when the file is unusable.
+    pub require_file: bool,
+    /// Never write the file; misses go to memory.
+    pub read_only: bool,
+    /// Check every payload's checksum at open.
+    pub verify: bool,
+    /// XNNPACK's build identifier; persistence needs it.
+    pub build_id: Vec<u8>,
+    /// Compact at close when this share (percent) of the file is unreachable; 0: never.
+    pub compact_percent: u32,
+    /// Write back and commit inside `finalize` instead of in the background.
+    pub sync_writeback: bool,
+    /// Permission bits of new cache files (before the umask).
+    pub file_mode: u32,
+    /// Use a file owned by another user (read-only) instead of refusing it.
+    pub allow_foreign: bool,
+    /// Address space to reserve for the first arena segment.
+    pub reservation: Option<usize>,
+}
+
+impl CacheOptions {
+    pub fn memory(generation: Generation) -> CacheOptions {
+        CacheOptions {
+            source: None,
+            generation,
+            require_file: false,
+            read_only: false,
+            verify: false,
+            build_id: Vec::new(),
+            compact_percent: 0,
+            sync_writeback: false,
+            file_mode: crate::store::PRIVATE_FILE_MODE,
+            allow_foreign: false,
+            reservation: None,
+        }
+    }
+
+    pub fn file(path: impl Into<PathBuf>, generation: Generation) -> CacheOptions {
+        CacheOptions { source: Some(Source::Path(path.into())), ..CacheOptions::memory(generation) }
+    }
+}
+
+/// A weights cache. The packing state lives in a [`Core`] shared with the
+/// background writer thread, which writes packed pages back to the file and
+/// commits them after [`Cache::finalize`] has returned.
+pub struct Cache {
+    core: Arc<Core>,
+    /// The write-back thread, started by the first finalize that needs it.
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Everything a cache holds; methods that answer XNNPACK are here.
+pub struct Core {
+    generation: Generation,
+    path: Option<PathBuf>,
+    compact_percent: u32,
+    /// Write back on the finalizing thread instead of in the background.
+    sync_writeback: bool,
+    state: Mutex<State>,
+    /// Serialises write-backs and compaction, which run outside `state`'s lock.
+    finalizing: Mutex<()>,
+    /// Why the file is not (or no longer) used, for stats and messages.
+    fallback_reason: Mutex<Option<String>>,
+    /// Kinds of fallback already logged (each is logged once per cache).
+    logged: Mutex<HashSet<&'static str>>,
+    background: Background,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic under the lock is caught at the C boundary; the state it left is
+    // still consistent enough to answer (entries are only ever added).
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Cache {
+    pub fn open(options: &CacheOptions) -> Result<Cache> {
+        Ok(Cache { core: Arc::new(Core::open(options)?), writer: Mutex::new(None) })
+    }
+
+    /// Step 5: every page packed so far becomes clean and read-only and new
+    /// persistent entries are committed, in the background: the runtime can
+    /// run as soon as this returns (its packed weights are already in place,
+    /// in memory that the write-back later swaps for the file's pages).
+    /// [`Cache::wait`] waits for it. With `sync_writeback`, or without a
+    /// file, the work is done before returning, and its error returned.
+    pub fn finalize(&self) -> Result<()> {
+        let core = &self.core;
+        if !core.end_creations() {
+            return Ok(()); // nothing new since the last write-back (a warm launch)
+        }
+        if core.sync_writeback || !core.has_store() {
+            return core.write_back().map(|_| ());
+        }
+        lock(&core.background.state).requested = true;
+        core.background.changed.notify_all();
+        let mut writer = lock(&self.writer);
+        if writer.is_none() {
+            let shared = Arc::clone(core);
+            match std::thread::Builder::new().name("xnncache-writeback".into()).spawn(move || shared.write_back_loop()) {
+                Ok(handle) => *writer = Some(handle),
+                Err(_) => {
+                    // No thread to be had: do the work here, as requested.
+                    lock(&core.background.state).requested = false;
+                    return core.write_back().map(|_| ());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every finalize so far has been written back and committed,
+    /// at most `timeout` (`None`: as long as it takes). `XNNCACHE_BUSY` when
+    /// the time ran out; `XNNCACHE_IO_ERROR` when the last write-back failed
+    /// (the runtime keeps its weights in memory, the file its last commit).
+    pub fn wait(&self, timeout: Option<std::time::Duration>) -> Result<()> {
+        let bg = &self.core.background;
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let mut st = lock(&bg.state);
+        while st.requested || st.running {
+            st = match deadline {
+                None => bg.changed.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = std::time::Instant::now();
+                    if now >= d {
+                        return Err(Error::new(Status::XNNCACHE_BUSY, "the write-back of packed weights is still running"));
+                    }
+                    bg.changed.wait_timeout(st, d - now).unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
+        }
+        match &st.error {
+            Some(e) => Err(Error::new(Status::XNNCACHE_IO_ERROR, e.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::ops::Deref for Cache {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl Drop for Cache {
+    /// Closing waits for the write-back in progress (it ends in a commit, so
+    /// the next launch finds this one's weights); the previous commit stays
+    /// valid whatever happens meanwhile.
+    fn drop(&mut self) {
+        lock(&self.core.background.state).stop = true;
+        self.core.background.changed.notify_all();
+        if let Some(handle) = lock(&self.writer).take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Core {
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+}
+

@@ -1,0 +1,240 @@
+//! Step 5: the write-back thread. It takes the checksums of new entries,
+//! writes packed pages to the file and seals them, and commits the index.
+
+use std::collections::HashMap;
+use std::sync::Condvar;
+use std::sync::Mutex;
+
+use super::state::{addr_of, entry_bytes, State};
+use super::{lock, Core, ALIGNMENT};
+use crate::error::{Error, Result};
+use crate::format;
+use crate::heap::is_heap_offset;
+use crate::index::EntryId;
+use crate::logging::Level;
+
+/// A commit being made: its index (already written into the arena) and
+/// what it covers.
+pub(super) struct Commit {
+    pub(super) index_offset: u64,
+    pub(super) index: Vec<u8>,
+    pub(super) data_end: u64,
+    /// The entries whose payloads the index names.
+    pub(super) entries: Vec<EntryId>,
+    /// How many uncommitted persistent links it covers.
+    pub(super) links: usize,
+}
+
+/// What the write-back thread is asked to do and has done.
+#[derive(Default)]
+pub(super) struct Background {
+    pub(super) state: Mutex<WriteBack>,
+    pub(super) changed: Condvar,
+}
+
+#[derive(Default)]
+pub(super) struct WriteBack {
+    /// A finalize asked for a write-back the thread has not started yet.
+    pub(super) requested: bool,
+    pub(super) running: bool,
+    /// The cache is closing: finish what was requested, then end.
+    pub(super) stop: bool,
+    /// Bytes being written back now.
+    pub(super) in_flight: u64,
+    /// Why a write-back failed (after that the file takes nothing more from this cache).
+    pub(super) error: Option<String>,
+    /// When the last commit became durable (milliseconds since 1970), 0: none yet.
+    pub(super) last_commit_unix_ms: u64,
+}
+
+impl Core {
+    pub(super) fn has_store(&self) -> bool {
+        lock(&self.state).store.is_some()
+    }
+
+    /// The write-back thread: one write-back per batch of finalize requests.
+    pub(super) fn write_back_loop(&self) {
+        // Inference running meanwhile comes first (issue 10: steady speed
+        // during the write-back).
+        crate::sys::lower_thread_priority();
+        let bg = &self.background;
+        loop {
+            let mut st = lock(&bg.state);
+            while !st.requested && !st.stop {
+                st = bg.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            if !st.requested {
+                return; // closing, and nothing left to write
+            }
+            (st.requested, st.running) = (false, true);
+            drop(st);
+            let result = self.write_back();
+            let mut st = lock(&bg.state);
+            st.running = false;
+            if let Err(e) = result {
+                // Sticky: a failed write-back poisons the store, so nothing
+                // this cache packs later reaches the file either.
+                st.error = Some(e.message);
+            }
+            drop(st);
+            bg.changed.notify_all();
+        }
+    }
+
+    /// Hashes the bytes of new persistent entries for the file's index, with
+    /// the state unlocked: runtimes created meanwhile are not held up.
+    pub(super) fn checksum_new_entries(&self) {
+        let todo = lock(&self.state).unchecksummed();
+        let sums: Vec<(EntryId, u64)> = todo
+            .into_iter()
+            // SAFETY: an arena entry's `size` bytes at its address are mapped
+            // for as long as the cache lives and never change once inserted
+            // (sealing swaps in identical file pages).
+            .map(|(id, addr, size)| (id, xxhash_rust::xxh3::xxh3_64(unsafe { core::slice::from_raw_parts(addr as *const u8, size) })))
+            .collect();
+        let mut st = lock(&self.state);
+        for (id, sum) in sums {
+            st.index.get_mut(id).checksum.get_or_insert(sum);
+        }
+    }
+
+    /// Writes back and write-protects every page packed so far, and commits
+    /// new persistent entries to the file; returns whether it committed.
+    /// Space still pending on another thread is left writable (and uncommitted).
+    pub(super) fn write_back(&self) -> Result<bool> {
+        let _one_at_a_time = lock(&self.finalizing);
+        self.checksum_new_entries();
+        let (job, commit) = {
+            let mut st = lock(&self.state);
+            let commit = st.prepare_commit().map_err(|e| Error::io("cannot write the cache file's index", &e))?;
+            let limit = st.pending.iter().filter(|p| !is_heap_offset(p.offset)).map(|p| p.offset).min();
+            match st.arena.as_mut() {
+                Some(arena) => (arena.begin_seal(limit.unwrap_or(usize::MAX)), commit),
+                None => return Ok(false),
+            }
+        };
+        let bytes = job.bytes() as u64;
+        lock(&self.background.state).in_flight = bytes;
+        let written = job.run();
+        lock(&self.background.state).in_flight = 0;
+        if let Err(e) = written {
+            // The packed bytes stay valid in memory; but the file may now lack
+            // some of them, so it must never be committed from here again.
+            self.poison(&format!("cannot write the cache file ({e})"));
+            return Err(Error::io("cannot write the cache file", &e));
+        }
+        let mut st = lock(&self.state);
+        st.stats.sealed_bytes += bytes;
+        let committed = commit.is_some();
+        if let Some(commit) = commit {
+            let store = st.store.as_mut().expect("a commit needs a store");
+            if let Err(e) = store.publish(commit.index_offset, &commit.index, commit.data_end) {
+                drop(st);
+                // The other header slot still names the previous commit.
+                self.poison(&format!("cannot commit the cache file ({e})"));
+                return Err(Error::io("cannot commit the cache file", &e));
+            }
+            st.stats.commits += 1;
+            // Only what this index holds is committed; weights inserted while
+            // the pages were being written wait for the next commit.
+            st.uncommitted -= commit.links;
+            for &id in &commit.entries {
+                st.index.get_mut(id).committed = true;
+            }
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            lock(&self.background.state).last_commit_unix_ms = now;
+        }
+        // Hand the file to other processes only when nothing of ours lies past
+        // its newest commit: the next writer appends there.
+        let in_use = st.pending.iter().any(|p| !is_heap_offset(p.offset)) || st.uncommitted > 0 || st.grown_past_commit();
+        if !in_use {
+            if let Some(store) = st.store.as_mut() {
+                store.unlock();
+            }
+        }
+        Ok(committed)
+    }
+
+    /// Stops persisting: the file may lack bytes an index would name.
+    pub(super) fn poison(&self, why: &str) {
+        let mut st = lock(&self.state);
+        if let Some(store) = st.store.as_mut() {
+            store.poison();
+        }
+        self.fall_back("poison", Level::XNNCACHE_LOG_ERROR, format!("{why}; nothing more is persisted"));
+    }
+}
+
+impl State {
+    /// New entries a commit will name, whose checksums are not taken yet:
+    /// their ids, addresses and sizes.
+    pub(super) fn unchecksummed(&self) -> Vec<(EntryId, usize, usize)> {
+        if self.store.is_none() {
+            return Vec::new(); // nothing is committed without a file
+        }
+        let mut ids: Vec<EntryId> = self.index.persistent_links().map(|(_, id)| id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .filter_map(|id| {
+                let e = self.index.get(id);
+                let addr = (e.checksum.is_none() && !is_heap_offset(e.offset)).then(|| addr_of(self.arena.as_ref(), &self.heap, e.offset)).flatten()?;
+                Some((id, addr as usize, e.size))
+            })
+            .collect()
+    }
+
+    /// Under the writer lock: writes the index of the next commit at the end
+    /// of the file's used space. A commit is due with new persistent entries,
+    /// for a new file, and whenever we used file space past the last commit
+    /// (even for unregistered weights): once the lock is released, the next
+    /// writer appends after `data_end`, so everything we still use must lie
+    /// below it. Not while another thread is packing into the file: its space
+    /// lies below the index and could not be sealed with it.
+    pub(super) fn prepare_commit(&mut self) -> std::io::Result<Option<Commit>> {
+        let (Some(store), Some(_)) = (self.store.as_ref(), self.arena.as_ref()) else { return Ok(None) };
+        let grown = self.grown_past_commit();
+        let packing = self.pending.iter().any(|p| !is_heap_offset(p.offset));
+        if !store.is_locked() || packing || (self.uncommitted == 0 && store.generation() > 0 && !grown) {
+            return Ok(None);
+        }
+        let mut index = format::Index::default();
+        let mut position: HashMap<EntryId, u32> = HashMap::new();
+        let mut links: Vec<(u128, EntryId)> = self.index.persistent_links().collect();
+        links.sort_unstable();
+        let mut entries = Vec::new();
+        for (key, id) in links {
+            let e = *self.index.get(id);
+            if is_heap_offset(e.offset) {
+                continue;
+            }
+            // Normally taken by `checksum_new_entries` outside the lock; an
+            // entry inserted since then is hashed here.
+            let checksum = match e.checksum {
+                Some(c) => c,
+                None => {
+                    let c = xxhash_rust::xxh3::xxh3_64(entry_bytes(self.arena.as_ref(), &self.heap, &e).expect("entries resolve"));
+                    self.index.get_mut(id).checksum = Some(c);
+                    c
+                }
+            };
+            let next = index.payloads.len() as u32;
+            let pos = *position.entry(id).or_insert_with(|| {
+                index.payloads.push(format::Payload { offset: e.offset as u64, size: e.size as u64, checksum });
+                entries.push(id);
+                next
+            });
+            index.keys.push(format::KeyRef { key, payload: pos });
+        }
+        let bytes = index.encode();
+        let arena = self.arena.as_mut().expect("a store has an arena");
+        let offset = arena.alloc_at_end(bytes.len(), ALIGNMENT).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let addr = arena.addr(offset).expect("just allocated");
+        // SAFETY: fresh, writable arena space of `bytes.len()` bytes.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), addr, bytes.len()) };
+        let data_end = (offset + bytes.len()) as u64;
+        crate::fault::point("commit: index written through the mapping");
+        Ok(Some(Commit { index_offset: offset as u64, index: bytes, data_end, entries, links: self.uncommitted }))
+    }
+}
+
