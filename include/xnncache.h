@@ -105,7 +105,9 @@ typedef enum xnncache_file_state {
   XNNCACHE_FILE_REBUILT_UNTRUSTED = 6,
 } xnncache_file_state;
 
-// An open cache. Opaque; the provider XNNPACK uses lives inside it.
+// An open cache. Opaque: an `xnncache*` is a handle, not an address, and a
+// closed one is never reused, so using it after `xnncache_close` is
+// `XNNCACHE_INVALID_ARGUMENT`, never a crash or another cache.
 typedef struct xnncache xnncache;
 
 // How to open a cache. Start from `XNNCACHE_OPTIONS_INIT`, which records the
@@ -249,8 +251,11 @@ enum xnncache_status xnncache_unregister_weights(struct xnncache *cache,
 // read-only, a rebuilt file, another process's writer lock, a failed
 // write-back) here, once per cache and kind, with its reason. The callback
 // may be called from any thread, including the cache's write-back thread;
-// `message` is valid during the call only. Rust hosts get the same messages
-// through the `log` crate (target "xnncache").
+// `message` is valid during the call only. It runs with no lock of
+// xnncache held: it may call any xnncache function, on the cache that is
+// logging too (`xnncache_wait` called on the write-back thread itself
+// returns `XNNCACHE_BUSY` at once: that thread cannot wait for itself).
+// Rust hosts get the same messages through the `log` crate (target "xnncache").
 enum xnncache_status xnncache_set_log_callback(xnncache_log_callback callback, void *user_data);
 
 // Checks every committed payload of the file against its checksum:
@@ -265,7 +270,9 @@ enum xnncache_status xnncache_compact(struct xnncache *cache);
 enum xnncache_status xnncache_stats(const struct xnncache *cache, struct xnncache_stats *stats);
 
 // Closes a cache. Every runtime created with its provider must be deleted
-// first. A write-back still running is waited for (it ends in a commit that
+// first. The handle is invalid from here on (`XNNCACHE_INVALID_ARGUMENT`);
+// a call on it still running on another thread finishes normally, and the
+// cache is closed when it returns. A write-back still running is waited for (it ends in a commit that
 // the next launch finds); call `xnncache_wait` with a timeout first if the
 // host cannot wait that long. The previous commit is never lost.
 void xnncache_close(struct xnncache *cache);

@@ -7,15 +7,14 @@
 
 use core::ffi::{c_char, c_int, c_void};
 use std::cell::RefCell;
-use std::collections::HashSet;
 use std::ffi::{CStr, CString};
-use std::sync::Mutex;
 
-use crate::abi::{Generation, ProviderV3};
-use crate::cache::{Cache, CacheOptions, Stats};
-use crate::store::Source;
+use crate::abi::Generation;
+use crate::cache::{CacheOptions, Stats};
 use crate::error::{xnncache_status, Error, Result, Status};
-use crate::provider::{no_unwind, provider_for};
+use crate::handles::{self, get as handle};
+use crate::provider::no_unwind;
+use crate::store::Source;
 
 /// Fail with `XNNCACHE_IO_ERROR` instead of falling back to the heap when the
 /// file cannot be used.
@@ -73,86 +72,16 @@ pub struct xnncache_options {
     pub address_space: u64,
 }
 
-/// An open cache. Opaque; the provider XNNPACK uses lives inside it.
-#[allow(non_camel_case_types)]
-pub struct xnncache {
-    provider: ProviderV3,
-    cache: Cache,
-}
+pub use crate::handles::{xnncache, XnnWeightsCacheProvider};
 
-impl xnncache {
-    pub fn cache(&self) -> &Cache {
-        &self.cache
-    }
-}
-
-/// Addresses of the handles alive now, so that a stale or foreign pointer
-/// gets `XNNCACHE_INVALID_STATE` instead of a crash.
-static LIVE: Mutex<Option<HashSet<usize>>> = Mutex::new(None);
-
-fn live() -> std::sync::MutexGuard<'static, Option<HashSet<usize>>> {
-    LIVE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The handle behind `ptr`, if it is one we opened and have not closed.
-pub(crate) fn handle<'a>(ptr: *const xnncache) -> Result<&'a xnncache> {
-    if ptr.is_null() {
-        return Err(Error::invalid("the cache is NULL"));
-    }
-    if !live().as_ref().is_some_and(|s| s.contains(&(ptr as usize))) {
-        return Err(Error::new(Status::XNNCACHE_INVALID_STATE, "not an open xnncache (closed twice, or a foreign pointer)"));
-    }
-    // SAFETY: the address is in LIVE, so it is a boxed handle not yet closed.
-    Ok(unsafe { &*ptr })
-}
-
+/// Opens a cache and gives it a handle; a fallback's reason (success, but
+/// no file) goes to `xnncache_last_error`.
 pub(crate) fn open_handle(options: &CacheOptions) -> Result<*mut xnncache> {
-    let cache = Cache::open(options)?;
-    let reason = cache.fallback_reason();
-    let boxed = Box::into_raw(Box::new(xnncache { provider: provider_for(core::ptr::null_mut()), cache }));
-    // SAFETY: just allocated; the provider's context is the handle itself.
-    unsafe { (*boxed).provider.context = boxed as *mut c_void };
-    live().get_or_insert_with(HashSet::new).insert(boxed as usize);
-    if let Some(reason) = reason {
-        // Success, but the caller may want to know why there is no file.
+    let h = handles::open(options)?;
+    if let Some(reason) = handles::get(h)?.cache.fallback_reason() {
         set_last_error(&reason);
     }
-    Ok(boxed)
-}
-
-pub(crate) fn close_handle(ptr: *mut xnncache) -> Status {
-    let removed = !ptr.is_null() && live().as_mut().is_some_and(|s| s.remove(&(ptr as usize)));
-    if !removed {
-        return fail(Error::new(Status::XNNCACHE_INVALID_STATE, "xnncache_close: not an open xnncache"));
-    }
-    // SAFETY: it was in LIVE, so it came from Box::into_raw and is dropped once.
-    drop(unsafe { Box::from_raw(ptr) });
-    Status::XNNCACHE_OK
-}
-
-/// The provider struct inside a handle, as `xnn_weights_cache_t`.
-pub(crate) fn provider_of(h: &xnncache) -> *mut XnnWeightsCacheProvider {
-    &h.provider as *const ProviderV3 as *mut XnnWeightsCacheProvider
-}
-
-/// The handle whose provider is `provider`, for the drop-in layer.
-pub(crate) fn handle_of_provider<'a>(provider: *mut XnnWeightsCacheProvider) -> Result<&'a xnncache> {
-    let guard = live();
-    let found = guard.as_ref().and_then(|s| {
-        // SAFETY: only addresses of live handles are dereferenced.
-        s.iter().copied().find(|&h| provider_of(unsafe { &*(h as *const xnncache) }) == provider)
-    });
-    drop(guard);
-    match found {
-        Some(h) => handle(h as *const xnncache),
-        None => Err(Error::new(Status::XNNCACHE_INVALID_STATE, "not a provider made by xnncache")),
-    }
-}
-
-/// `struct xnn_weights_cache_provider`, declared by `xnnpack.h`.
-#[repr(C)]
-pub struct XnnWeightsCacheProvider {
-    _opaque: [u8; 0],
+    Ok(h)
 }
 
 thread_local! {
@@ -162,6 +91,14 @@ thread_local! {
 pub(crate) fn set_last_error(message: &str) {
     let c = CString::new(message.replace('\0', " ")).unwrap_or_default();
     LAST_ERROR.with(|e| *e.borrow_mut() = c);
+}
+
+/// Closes a handle: its status, with the message recorded on failure.
+pub(crate) fn close_handle(cache: *mut xnncache) -> Status {
+    match handles::close(cache) {
+        Ok(()) => Status::XNNCACHE_OK,
+        Err(e) => fail(Error { message: format!("xnncache_close: {}", e.message), ..e }),
+    }
 }
 
 /// Records `e` for `xnncache_last_error` and returns its status.
@@ -182,9 +119,6 @@ pub(crate) fn api(name: &str, f: impl FnOnce() -> Result<()>) -> Status {
 fn options_from_c(o: &xnncache_options) -> Result<CacheOptions> {
     if o.options_size == 0 || o.key_size == 0 || o.provider_size == 0 {
         return Err(Error::invalid("options were not initialised with XNNCACHE_OPTIONS_INIT"));
-    }
-    if (o.options_size as usize) < core::mem::size_of::<xnncache_options>() {
-        return Err(Error::invalid(format!("options_size {} is smaller than this library's options", o.options_size)));
     }
     let generation = Generation::from_sizes(o.key_size as usize, o.provider_size as usize).ok_or_else(|| {
         Error::new(
@@ -252,7 +186,18 @@ pub extern "C" fn xnncache_open(options: *const xnncache_options, cache_out: *mu
         if options.is_null() || cache_out.is_null() {
             return Err(Error::invalid("options and cache_out must not be NULL"));
         }
-        // SAFETY: checked for NULL; the caller passes a valid options struct.
+        // SAFETY: checked for NULL; every version of the struct starts with
+        // its size, so the first field is there whatever the caller's version.
+        let size = unsafe { core::ptr::addr_of!((*options).options_size).read_unaligned() } as usize;
+        if size < core::mem::size_of::<xnncache_options>() {
+            // Read nothing past what the caller says it has: it may end at a page's end.
+            return Err(Error::invalid(format!(
+                "options_size {size} is smaller than this library's options ({}): initialise them with XNNCACHE_OPTIONS_INIT",
+                core::mem::size_of::<xnncache_options>()
+            )));
+        }
+        // SAFETY: checked for NULL, and the caller's struct covers ours
+        // (a newer, larger one starts with the same fields).
         let opts = options_from_c(unsafe { &*options })?;
         let h = open_handle(&opts)?;
         // SAFETY: checked for NULL; the caller passes a writable pointer.
@@ -266,7 +211,7 @@ pub extern "C" fn xnncache_open(options: *const xnncache_options, cache_out: *mu
 #[no_mangle]
 pub extern "C" fn xnncache_provider(cache: *mut xnncache) -> *mut XnnWeightsCacheProvider {
     no_unwind(core::ptr::null_mut(), || match handle(cache) {
-        Ok(h) => provider_of(h),
+        Ok(h) => h.provider(),
         Err(e) => {
             fail(e);
             core::ptr::null_mut()
@@ -344,8 +289,11 @@ pub extern "C" fn xnncache_unregister_weights(cache: *mut xnncache, data: *const
 /// read-only, a rebuilt file, another process's writer lock, a failed
 /// write-back) here, once per cache and kind, with its reason. The callback
 /// may be called from any thread, including the cache's write-back thread;
-/// `message` is valid during the call only. Rust hosts get the same messages
-/// through the `log` crate (target "xnncache").
+/// `message` is valid during the call only. It runs with no lock of
+/// xnncache held: it may call any xnncache function, on the cache that is
+/// logging too (`xnncache_wait` called on the write-back thread itself
+/// returns `XNNCACHE_BUSY` at once: that thread cannot wait for itself).
+/// Rust hosts get the same messages through the `log` crate (target "xnncache").
 #[no_mangle]
 pub extern "C" fn xnncache_set_log_callback(callback: crate::logging::xnncache_log_callback, user_data: *mut c_void) -> xnncache_status {
     api("xnncache_set_log_callback", || {
@@ -383,7 +331,9 @@ pub extern "C" fn xnncache_stats(cache: *const xnncache, stats: *mut Stats) -> x
 }
 
 /// Closes a cache. Every runtime created with its provider must be deleted
-/// first. A write-back still running is waited for (it ends in a commit that
+/// first. The handle is invalid from here on (`XNNCACHE_INVALID_ARGUMENT`);
+/// a call on it still running on another thread finishes normally, and the
+/// cache is closed when it returns. A write-back still running is waited for (it ends in a commit that
 /// the next launch finds); call `xnncache_wait` with a timeout first if the
 /// host cannot wait that long. The previous commit is never lost.
 #[no_mangle]
@@ -462,7 +412,7 @@ mod tests {
         assert_eq!(xnncache_open(&o, &mut out), Status::XNNCACHE_INVALID_ARGUMENT);
         assert_eq!(xnncache_finalize(core::ptr::null_mut()), Status::XNNCACHE_INVALID_ARGUMENT);
         let bogus = 0x1000 as *mut xnncache;
-        assert_eq!(xnncache_finalize(bogus), Status::XNNCACHE_INVALID_STATE);
+        assert_eq!(xnncache_finalize(bogus), Status::XNNCACHE_INVALID_ARGUMENT);
         assert!(xnncache_provider(bogus).is_null());
     }
 
@@ -478,7 +428,7 @@ mod tests {
         assert_eq!(s.abi_generation, 1);
         assert_eq!(xnncache_finalize(c), Status::XNNCACHE_OK);
         xnncache_close(c);
-        assert_eq!(xnncache_stats(c, &mut s), Status::XNNCACHE_INVALID_STATE);
+        assert_eq!(xnncache_stats(c, &mut s), Status::XNNCACHE_INVALID_ARGUMENT);
         xnncache_close(c); // a second close is reported, not a crash
         assert!(last_error().contains("not an open xnncache"));
     }

@@ -18,7 +18,8 @@ use core::mem::size_of;
 use crate::abi::{Generation, KeyV1, ProviderV1, XnnFinalizationKind, XnnStatus};
 use crate::abi::{XNN_STATUS_INVALID_PARAMETER, XNN_STATUS_INVALID_STATE, XNN_STATUS_OUT_OF_MEMORY, XNN_STATUS_SUCCESS};
 use crate::cache::CacheOptions;
-use crate::capi::{close_handle, fail, handle_of_provider, open_handle, provider_of, XnnWeightsCacheProvider};
+use crate::capi::{close_handle, fail, open_handle, XnnWeightsCacheProvider};
+use crate::handles;
 use crate::error::{Error, Status};
 use crate::provider::no_unwind;
 
@@ -51,8 +52,9 @@ fn create(key_size: u32, provider_size: u32, build_id: &[u8], size: usize, out: 
         // arena never reallocates, so there is nothing to size.
         let _ = size;
         let h = open_handle(&options)?;
-        // SAFETY: checked for NULL; `h` is a live handle we just opened.
-        unsafe { *out = provider_of(&*h) };
+        let provider = handles::get(h)?.provider();
+        // SAFETY: checked for NULL; the caller passes a writable pointer.
+        unsafe { *out = provider };
         Ok(())
     });
     to_xnn_status(status)
@@ -103,7 +105,8 @@ pub extern "C" fn xnncache_create_weights_cache_for_abi(
 pub extern "C" fn xnncache_finalize_weights_cache(weights_cache: *mut XnnWeightsCacheProvider, finalization_kind: XnnFinalizationKind) -> XnnStatus {
     let _ = finalization_kind;
     to_xnn_status(crate::capi::api("xnncache_finalize_weights_cache", || {
-        let cache = handle_of_provider(weights_cache)?.cache();
+        let (_, open) = handles::of_provider(weights_cache)?;
+        let cache = &open.cache;
         match cache.finalize() {
             Err(e) if e.status == Status::XNNCACHE_IO_ERROR => {
                 let why = format!("{}; packed weights stay in memory, the file keeps its last commit", e.message);
@@ -119,8 +122,8 @@ pub extern "C" fn xnncache_finalize_weights_cache(weights_cache: *mut XnnWeights
 /// everything packed so far (its write-back may still be running).
 #[no_mangle]
 pub extern "C" fn xnncache_weights_cache_is_finalized(weights_cache: *mut XnnWeightsCacheProvider) -> bool {
-    no_unwind(false, || match handle_of_provider(weights_cache) {
-        Ok(h) => h.cache().is_finalized(),
+    no_unwind(false, || match handles::of_provider(weights_cache) {
+        Ok((_, open)) => open.cache.is_finalized(),
         Err(e) => {
             fail(e);
             false
@@ -131,8 +134,11 @@ pub extern "C" fn xnncache_weights_cache_is_finalized(weights_cache: *mut XnnWei
 /// Like `xnn_delete_weights_cache`.
 #[no_mangle]
 pub extern "C" fn xnncache_delete_weights_cache(weights_cache: *mut XnnWeightsCacheProvider) -> XnnStatus {
-    no_unwind(XNN_STATUS_INVALID_PARAMETER, || match handle_of_provider(weights_cache) {
-        Ok(h) => to_xnn_status(close_handle(h as *const _ as *mut _)),
+    no_unwind(XNN_STATUS_INVALID_PARAMETER, || match handles::of_provider(weights_cache) {
+        Ok((h, open)) => {
+            drop(open);
+            to_xnn_status(close_handle(h))
+        }
         Err(e) => to_xnn_status(fail(e)),
     })
 }

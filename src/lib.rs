@@ -23,7 +23,8 @@
 //! - [`index`] finds entries by look-up key and by content.
 //! - [`cache`] is the provider's state machine in safe Rust.
 //! - [`provider`] is the thin `extern "C"` layer XNNPACK calls.
-//! - [`capi`] and [`dropin`] are the C API of `include/xnncache.h`.
+//! - [`capi`] and [`dropin`] are the C API of `include/xnncache.h`;
+//!   [`handles`] turns its handles into caches, safely under racing closes.
 //! - `sys` is everything that differs between operating systems.
 //! - [`logging`] sends fallbacks and their reasons to the host (`log`, or a C callback).
 //!
@@ -66,6 +67,7 @@ pub mod dropin;
 pub mod error;
 pub mod fault;
 pub mod format;
+pub mod handles;
 pub mod heap;
 pub mod identity;
 pub mod index;

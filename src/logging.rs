@@ -29,6 +29,7 @@ pub use xnncache_log_level as Level;
 #[allow(non_camel_case_types)]
 pub type xnncache_log_callback = Option<unsafe extern "C" fn(level: xnncache_log_level, message: *const c_char, user_data: *mut c_void)>;
 
+#[derive(Clone, Copy)]
 struct Sink {
     callback: unsafe extern "C" fn(xnncache_log_level, *const c_char, *mut c_void),
     user_data: usize,
@@ -50,8 +51,10 @@ pub fn emit(level: Level, message: &str) {
         Level::XNNCACHE_LOG_INFO => log::Level::Info,
     };
     log::log!(target: "xnncache", facade, "{message}");
-    let sink = SINK.read().unwrap_or_else(|e| e.into_inner());
-    if let Some(s) = sink.as_ref() {
+    // Copied out: the callback runs with no lock held, so it may install
+    // another callback or call any function of the C API.
+    let sink = *SINK.read().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = sink {
         let text = CString::new(message.replace('\0', " ")).unwrap_or_default();
         // SAFETY: the host gave us this function for exactly this call; the
         // message outlives the call.

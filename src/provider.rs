@@ -13,9 +13,13 @@ pub(crate) fn no_unwind<T>(fallback: T, f: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
 }
 
-/// A provider whose every slot, `alias_data` included, points here, with
-/// `context` set to the cache. Unused slots do not exist: all eight are ours.
-pub fn provider_for(context: *mut c_void) -> ProviderV3 {
+/// What the `delete_cache` slot calls: the owner of the cache closes it.
+pub type DeleteCache = unsafe extern "C" fn(context: *mut c_void) -> XnnStatus;
+
+/// A provider whose every slot, `alias_data` included, is set, with
+/// `context` pointing to a [`Cache`] that outlives every runtime created with
+/// it. Unused slots do not exist: all eight are ours.
+pub fn provider_for(context: *mut c_void, delete_cache: DeleteCache) -> ProviderV3 {
     ProviderV3 {
         context,
         look_up: Some(look_up),
@@ -31,11 +35,11 @@ pub fn provider_for(context: *mut c_void) -> ProviderV3 {
 /// The cache behind a provider's `context`.
 ///
 /// # Safety
-/// `context` is NULL or the `context` of a provider made by [`provider_for`]
-/// for a live handle.
+/// `context` is NULL or the `context` of a provider made by [`provider_for`],
+/// whose cache is still open.
 unsafe fn cache<'a>(context: *mut c_void) -> Option<&'a Cache> {
-    // SAFETY: per the contract, a non-NULL context is a live `xnncache` handle.
-    unsafe { (context as *const crate::capi::xnncache).as_ref() }.map(|h| h.cache())
+    // SAFETY: per the contract, a non-NULL context is a live `Cache`.
+    unsafe { (context as *const Cache).as_ref() }
 }
 
 /// # Safety
@@ -93,18 +97,6 @@ unsafe extern "C" fn offset_to_addr(context: *mut c_void, offset: usize) -> *mut
         match unsafe { cache(context) } {
             Some(c) => c.offset_to_addr(offset) as *mut c_void,
             None => core::ptr::null_mut(),
-        }
-    })
-}
-
-/// XNNPACK never calls this; a caller who does closes the cache.
-unsafe extern "C" fn delete_cache(context: *mut c_void) -> XnnStatus {
-    no_unwind(XNN_STATUS_INVALID_PARAMETER, || {
-        let status = crate::capi::close_handle(context as *mut crate::capi::xnncache);
-        if status == crate::error::Status::XNNCACHE_OK {
-            XNN_STATUS_SUCCESS
-        } else {
-            XNN_STATUS_INVALID_PARAMETER
         }
     })
 }

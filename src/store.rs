@@ -15,6 +15,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::arena::{Arena, ArenaOptions};
 use crate::format::{self, Compat, Header, Index, Payload, Refusal, DATA_START, HEADER_SIZE, SLOT_OFFSETS};
@@ -85,8 +86,9 @@ pub struct Opened {
 
 pub struct Store {
     path: Option<PathBuf>,
-    /// Our own handle on the file the arena maps.
-    file: File,
+    /// Our own handle on the file the arena maps (shared with a
+    /// [`Publication`] while it writes outside the cache's lock).
+    file: Arc<File>,
     lock_file: Option<File>,
     locked: bool,
     /// A rebuild: our file lives here until its first commit renames it.
@@ -287,7 +289,7 @@ impl Store {
         let store = |file: File, temp: Option<PathBuf>, head: Option<(Header, usize)>, read_only: bool| Store {
             path_id,
             path: path.clone(),
-            file,
+            file: Arc::new(file),
             lock_file: None,
             locked: false,
             temp,
@@ -373,7 +375,7 @@ impl Store {
                 }
                 self.lock_file.as_ref().expect("just opened")
             }
-            None => &self.file,
+            None => &*self.file,
         };
         if !sys::try_lock(lock)? {
             return Ok(None);
@@ -421,7 +423,7 @@ impl Store {
         if !self.locked {
             return;
         }
-        sys::unlock(self.lock_file.as_ref().unwrap_or(&self.file));
+        sys::unlock(self.lock_file.as_ref().unwrap_or(&*self.file));
         self.locked = false;
     }
 
@@ -434,15 +436,11 @@ impl Store {
         self.head.as_ref().map_or(0, |(h, _)| h.data_end)
     }
 
-    /// Publishes a commit whose payloads and index are already written back:
-    /// sync, write the older header slot, sync, and (for a rebuild) rename
-    /// the new file over the old one.
-    pub fn publish(&mut self, index_offset: u64, index: &[u8], data_end: u64) -> io::Result<()> {
+    /// Prepares the commit of payloads and an index already written back;
+    /// [`Publication::write`] makes it durable (outside the cache's lock) and
+    /// [`Store::published`] records it. Memory work only.
+    pub fn prepare_publish(&self, index_offset: u64, index: &[u8], data_end: u64) -> Publication {
         debug_assert!(self.locked);
-        crate::fault::point("commit: before syncing payloads and index");
-        crate::fault::check("commit: sync payloads and index")?;
-        sys::sync_data(&self.file)?;
-        crate::fault::point("commit: payloads and index synced");
         let (generation, slot) = match &self.head {
             Some((h, s)) => (h.generation + 1, 1 - s),
             None => (1, 0),
@@ -455,26 +453,18 @@ impl Store {
             index_checksum: xxhash_rust::xxh3::xxh3_64(index),
             data_end,
         };
-        crate::fault::check("commit: write header slot")?;
-        sys::write_all_at(&self.file, &header.encode()[..HEADER_SIZE / 2], SLOT_OFFSETS[slot])?;
-        crate::fault::point("commit: half a header slot written");
-        sys::write_all_at(&self.file, &header.encode()[HEADER_SIZE / 2..], SLOT_OFFSETS[slot] + HEADER_SIZE as u64 / 2)?;
-        crate::fault::point("commit: header slot written");
-        crate::fault::check("commit: sync header")?;
-        sys::sync_data(&self.file)?;
-        crate::fault::point("commit: header synced");
-        if let (Some(tmp), Some(path)) = (&self.temp, &self.path) {
-            crate::fault::check("commit: rename")?;
-            std::fs::rename(tmp, path)?;
-            crate::fault::point("commit: renamed");
-            // No longer a temporary that a cleaner must leave alone.
-            sys::unlock(&self.file);
-            sys::sync_dir(path);
+        let rename = self.temp.clone().zip(self.path.clone());
+        Publication { file: Arc::clone(&self.file), header, slot, rename }
+    }
+
+    /// Records a publication that [`Publication::write`] made durable.
+    pub fn published(&mut self, publication: Publication, written: Written) {
+        if let Some(id) = written.renamed_to {
+            // No longer a temporary: the path names our file now.
             self.temp = None;
-            self.path_id = Some(sys::file_id(&self.file)?);
+            self.path_id = Some(id);
         }
-        self.head = Some((header, slot));
-        Ok(())
+        self.head = Some((publication.header, publication.slot));
     }
 
     /// At close: gives back growth slack past what the newest commit names, if
@@ -485,10 +475,15 @@ impl Store {
             self.unlock();
             return;
         }
-        if let (Some(arena), Ok(Some(_))) = (arena, self.try_lock()) {
-            let committed = self.head.as_ref().map_or(0, |(h, _)| h.data_end);
-            // Only when there is slack: even a same-length truncate bumps the mtime.
-            if arena.used() as u64 >= committed && arena.len() as u64 > arena.used() as u64 && self.file_len() > committed {
+        // Only when there is slack, and only if we grew the file: a launch
+        // that added nothing neither locks nor lists anything (and even a
+        // same-length truncate bumps the mtime).
+        let slack = |store: &Store, arena: &Arena| {
+            let committed = store.committed_end();
+            arena.used() as u64 >= committed && arena.len() > arena.used()
+        };
+        if let Some(arena) = arena.filter(|a| slack(self, a)) {
+            if matches!(self.try_lock(), Ok(Some(_))) && slack(self, arena) && self.file_len() > self.committed_end() {
                 let _ = arena.trim_file();
             }
         }
@@ -499,11 +494,34 @@ impl Store {
         self.file.metadata().map_or(0, |m| m.len())
     }
 
+    /// Prepares a rewrite of the file (see [`Compaction::write`]); memory work only.
+    pub fn prepare_compaction(&self) -> io::Result<Compaction> {
+        let path = self.path.clone().ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "a descriptor cannot be compacted"))?;
+        Ok(Compaction { path, mode: self.mode, keep_mode: self.keep_mode, compat: self.compat.clone() })
+    }
+
+    /// After a [`Compaction`] was written: the path names the compacted file
+    /// now, ours is the old one, which we no longer write.
+    pub fn compacted(&mut self) {
+        self.stale = true;
+    }
+}
+
+/// A rewrite of the file, prepared under the cache's lock and written
+/// outside it.
+pub struct Compaction {
+    path: PathBuf,
+    mode: u32,
+    keep_mode: bool,
+    compat: Compat,
+}
+
+impl Compaction {
     /// Writes a new file holding only `payloads` (bytes, checksum) and their
     /// keys, and renames it over the path. The old file's readers keep theirs.
-    pub fn compact(&mut self, payloads: &[(&[u8], u64)], keys: &[(u128, u32)]) -> io::Result<u64> {
-        let path = self.path.clone().ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "a descriptor cannot be compacted"))?;
-        let (tmp, f) = create_temp(&path, self.mode, self.keep_mode)?;
+    pub fn write(&self, payloads: &[(&[u8], u64)], keys: &[(u128, u32)]) -> io::Result<u64> {
+        let path = &self.path;
+        let (tmp, f) = create_temp(path, self.mode, self.keep_mode)?;
         let result = (|| {
             let mut index = Index::default();
             let mut offset = DATA_START;
@@ -531,18 +549,62 @@ impl Store {
             crate::fault::point("compact: header written");
             sys::sync_data(&f)?;
             crate::fault::point("compact: header synced");
-            std::fs::rename(&tmp, &path)?;
+            std::fs::rename(&tmp, path)?;
             crate::fault::point("compact: renamed");
-            sys::sync_dir(&path);
+            sys::sync_dir(path);
             Ok(data_end)
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
-        } else {
-            // The path names the compacted file now; ours is the old one.
-            self.stale = true;
         }
         result
+    }
+}
+
+/// A commit on its way to the disk: everything it writes, so that the
+/// writing needs no access to the [`Store`] (and no lock of the cache's).
+/// Only one is in flight per store: the cache's write-backs are serialised.
+pub struct Publication {
+    file: Arc<File>,
+    header: Header,
+    slot: usize,
+    /// A rebuild's temporary and the path it replaces once durable.
+    rename: Option<(PathBuf, PathBuf)>,
+}
+
+/// What [`Publication::write`] did.
+pub struct Written {
+    /// The identity (device, inode) the path names after a rebuild's rename.
+    renamed_to: Option<(u64, u64)>,
+}
+
+impl Publication {
+    /// Makes the commit durable: syncs payloads and index, writes the older
+    /// header slot, syncs it, and (for a rebuild) renames the new file over
+    /// the old one. A failure leaves the other slot naming the previous commit.
+    pub fn write(&self) -> io::Result<Written> {
+        crate::fault::point("commit: before syncing payloads and index");
+        crate::fault::check("commit: sync payloads and index")?;
+        sys::sync_data(&self.file)?;
+        crate::fault::point("commit: payloads and index synced");
+        let encoded = self.header.encode();
+        let slot = SLOT_OFFSETS[self.slot];
+        crate::fault::check("commit: write header slot")?;
+        sys::write_all_at(&self.file, &encoded[..HEADER_SIZE / 2], slot)?;
+        crate::fault::point("commit: half a header slot written");
+        sys::write_all_at(&self.file, &encoded[HEADER_SIZE / 2..], slot + HEADER_SIZE as u64 / 2)?;
+        crate::fault::point("commit: header slot written");
+        crate::fault::check("commit: sync header")?;
+        sys::sync_data(&self.file)?;
+        crate::fault::point("commit: header synced");
+        let Some((tmp, path)) = &self.rename else { return Ok(Written { renamed_to: None }) };
+        crate::fault::check("commit: rename")?;
+        std::fs::rename(tmp, path)?;
+        crate::fault::point("commit: renamed");
+        // No longer a temporary that a cleaner must leave alone.
+        sys::unlock(&self.file);
+        sys::sync_dir(path);
+        Ok(Written { renamed_to: Some(sys::file_id(&self.file)?) })
     }
 }
 

@@ -4,7 +4,7 @@
 use std::thread::ThreadId;
 
 use super::state::{Alias, State};
-use super::{lock, Core};
+use super::Core;
 use crate::error::{Error, Result};
 
 impl Core {
@@ -24,7 +24,7 @@ impl Core {
         if alias == 0 || original == 0 {
             return Err(Error::invalid("alias_data: NULL pointer"));
         }
-        let mut st = lock(&self.state);
+        let mut st = self.locked();
         let me = std::thread::current().id();
         if st.creating.contains(&me) {
             // A new creation on this thread: the copies its earlier aliases
@@ -45,7 +45,7 @@ impl Core {
     /// The part of finalize that runs on the caller's thread: it ends the
     /// creations before it. Returns whether a write-back has anything to do.
     pub(super) fn end_creations(&self) -> bool {
-        let mut st = lock(&self.state);
+        let mut st = self.locked();
         st.finalized = true;
         // XNNPACK's fp32 copies may be freed from here on (see `alias`).
         st.aliases.clear();

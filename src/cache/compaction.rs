@@ -28,18 +28,26 @@ pub(super) const RECLAIM_PERCENT: u64 = 50;
 pub(super) const RECLAIM_MIN_BYTES: u64 = 4 << 20;
 
 impl Core {
-    /// Checks every committed payload against its checksum.
+    /// Checks every committed payload against its checksum. The hashing
+    /// runs with the state unlocked.
     pub fn verify(&self) -> Result<()> {
-        let st = lock(&self.state);
-        let Some(arena) = st.arena.as_ref() else { return Ok(()) };
-        let payloads: Vec<format::Payload> = st
-            .index
-            .entries()
+        let payloads: Vec<(usize, usize, Option<u64>)> = {
+            let st = self.locked();
+            let Some(arena) = st.arena.as_ref() else { return Ok(()) };
+            st.index.entries().iter().filter(|e| e.committed).map(|e| (arena.addr(e.offset).map_or(0, |a| a as usize), e.size, e.checksum)).collect()
+        };
+        let bad = payloads
             .iter()
-            .filter(|e| e.committed)
-            .map(|e| format::Payload { offset: e.offset as u64, size: e.size as u64, checksum: e.checksum.expect("committed entries have checksums") })
-            .collect();
-        crate::store::verify_payloads(arena, &payloads).map_err(|r| Error::new(Status::XNNCACHE_CORRUPT, r.message().to_string()))
+            .filter(|&&(addr, size, checksum)| {
+                // SAFETY: a committed entry's bytes are mapped for as long as
+                // the cache lives and never move (0: not mapped, counted bad).
+                addr == 0 || checksum != Some(xxhash_rust::xxh3::xxh3_64(unsafe { core::slice::from_raw_parts(addr as *const u8, size) }))
+            })
+            .count();
+        match bad {
+            0 => Ok(()),
+            _ => Err(Error::new(Status::XNNCACHE_CORRUPT, format!("{bad} of {} payloads fail their checksum", payloads.len()))),
+        }
     }
 
     /// Rewrites the file with only the persistent entries this session used,
@@ -49,30 +57,62 @@ impl Core {
         self.rewrite(Keep::Used)
     }
 
+    /// Writes a new file of the entries `keep` selects, with the state
+    /// unlocked (its bytes never move); the writer lock keeps other
+    /// processes out meanwhile, and `finalizing` this cache's write-backs.
     pub(super) fn rewrite(&self, keep: Keep) -> Result<u64> {
         let _one_at_a_time = lock(&self.finalizing);
-        let mut st = lock(&self.state);
-        let st = &mut *st;
-        if st.store.is_none() || st.arena.is_none() {
-            return Err(Error::new(Status::XNNCACHE_INVALID_STATE, "compact needs a writable cache file"));
-        }
-        match st.lock_and_follow() {
-            Ok(true) => {}
-            Ok(false) => return Err(Error::new(Status::XNNCACHE_BUSY, "another process is writing the cache file")),
-            Err(e) => return Err(Error::io("cannot lock the cache file", &e)),
-        }
-        let (ids, keys) = st.live_links(keep);
-        let (Some(store), Some(arena)) = (st.store.as_mut(), st.arena.as_ref()) else { unreachable!("checked above") };
-        let payloads: Vec<(&[u8], u64)> = ids
-            .iter()
-            .map(|&id| {
-                let e = st.index.get(id);
-                let bytes = entry_bytes(Some(arena), &st.heap, e).expect("entries resolve");
-                (bytes, e.checksum.unwrap_or_else(|| xxhash_rust::xxh3::xxh3_64(bytes)))
+        let (compaction, payloads, keys) = {
+            let mut st = self.locked();
+            let st = &mut *st;
+            if st.store.is_none() || st.arena.is_none() {
+                return Err(Error::new(Status::XNNCACHE_INVALID_STATE, "compact needs a writable cache file"));
+            }
+            match st.lock_and_follow() {
+                Ok(true) => {}
+                Ok(false) => return Err(Error::new(Status::XNNCACHE_BUSY, "another process is writing the cache file")),
+                Err(e) => return Err(Error::io("cannot lock the cache file", &e)),
+            }
+            let (ids, keys) = st.live_links(keep);
+            let payloads: Vec<(usize, usize, Option<u64>)> = ids
+                .iter()
+                .map(|&id| {
+                    let e = st.index.get(id);
+                    (entry_bytes(st.arena.as_ref(), &st.heap, e).map_or(0, |b| b.as_ptr() as usize), e.size, e.checksum)
+                })
+                .collect();
+            let compaction = st.store.as_ref().map(|s| s.prepare_compaction());
+            match compaction {
+                Some(Ok(c)) => (c, payloads, keys),
+                Some(Err(e)) => {
+                    if let Some(s) = st.store.as_mut() {
+                        s.unlock();
+                    }
+                    return Err(Error::io("cannot compact the cache file", &e));
+                }
+                None => unreachable!("checked above"),
+            }
+        };
+        let payloads: Option<Vec<(&[u8], u64)>> = payloads
+            .into_iter()
+            .map(|(addr, size, checksum)| {
+                // SAFETY: an entry's bytes stay mapped, unchanged, at the same
+                // address while the cache lives (live_links names no heap entry).
+                let bytes = (addr != 0).then(|| unsafe { core::slice::from_raw_parts(addr as *const u8, size) })?;
+                Some((bytes, checksum.unwrap_or_else(|| xxhash_rust::xxh3::xxh3_64(bytes))))
             })
             .collect();
-        let result = store.compact(&payloads, &keys);
-        store.unlock();
+        let result = match payloads {
+            Some(payloads) => compaction.write(&payloads, &keys),
+            None => Err(std::io::Error::other("an entry does not resolve")),
+        };
+        let mut st = self.locked();
+        if let Some(store) = st.store.as_mut() {
+            if result.is_ok() {
+                store.compacted();
+            }
+            store.unlock();
+        }
         result.map_err(|e| Error::io("cannot compact the cache file", &e))
     }
 
@@ -85,7 +125,7 @@ impl Core {
     /// The share (percent) of the file, and its bytes, that no persistent
     /// entry reaches: space nobody can ever look up again.
     pub(super) fn outside_percent(&self, keep: Keep) -> Option<u64> {
-        let st = lock(&self.state);
+        let st = self.locked();
         let store = st.store.as_ref().filter(|s| s.can_write())?;
         let (ids, keys) = st.live_links(keep);
         let live: u64 = ids.iter().map(|&id| st.index.get(id).size as u64).sum::<u64>() + format::DATA_START + 24 * (ids.len() + keys.len()) as u64;
@@ -99,7 +139,7 @@ impl Core {
     /// `RECLAIM_MIN_BYTES`.
     pub(super) fn wrote_and_left_garbage(&self) -> bool {
         let wrote = {
-            let st = lock(&self.state);
+            let st = self.locked();
             st.stats.commits > 0 && st.store.as_ref().is_some_and(|s| s.file_len() >= format::DATA_START + RECLAIM_MIN_BYTES)
         };
         wrote && self.outside_percent(Keep::Committed).is_some_and(|p| p >= RECLAIM_PERCENT)

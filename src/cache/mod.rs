@@ -174,20 +174,38 @@ pub struct Cache {
 }
 
 /// Everything a cache holds; methods that answer XNNPACK are here.
+///
+/// # Locks
+///
+/// Taken in this order, never the other way round (a lock may be skipped):
+///
+/// 1. `finalizing`: one write-back or rewrite of the file at a time. Held
+///    across their I/O (that is what it is for); nothing else waits on it.
+/// 2. `state`: the index, the arena's bookkeeping, pending space. Only memory
+///    work runs under it, and the writer lock's non-blocking `flock` (with the
+///    read of what another process committed) while a runtime is being created:
+///    never a sync, a whole-file pass, a page-fault storm or host code.
+///    [`Core::locked`] releases it before sending queued log messages.
+/// 3. `background.state`, then `fallback_reason`, `logged`: a few fields each,
+///    held for an assignment.
+///
+/// The log callback runs with none of them held, so it may call any function
+/// of the C API, on this cache too.
 pub struct Core {
     generation: Generation,
     path: Option<PathBuf>,
     compact_percent: u32,
     /// Write back on the finalizing thread instead of in the background.
     sync_writeback: bool,
-    state: Mutex<State>,
-    /// Serialises write-backs and compaction, which run outside `state`'s lock.
+    /// Serialises write-backs and compaction, whose I/O runs outside `state`.
     finalizing: Mutex<()>,
+    /// Take it through [`Core::locked`].
+    state: Mutex<State>,
+    background: Background,
     /// Why the file is not (or no longer) used, for stats and messages.
     fallback_reason: Mutex<Option<String>>,
     /// Kinds of fallback already logged (each is logged once per cache).
     logged: Mutex<HashSet<&'static str>>,
-    background: Background,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -220,7 +238,12 @@ impl Cache {
         let mut writer = lock(&self.writer);
         if writer.is_none() {
             let shared = Arc::clone(core);
-            match std::thread::Builder::new().name("xnncache-writeback".into()).spawn(move || shared.write_back_loop()) {
+            let run = move || {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shared.write_back_loop())).is_err() {
+                    shared.write_back_thread_died();
+                }
+            };
+            match std::thread::Builder::new().name("xnncache-writeback".into()).spawn(run) {
                 Ok(handle) => *writer = Some(handle),
                 Err(_) => {
                     // No thread to be had: do the work here, as requested.
@@ -237,6 +260,11 @@ impl Cache {
     /// the time ran out; `XNNCACHE_IO_ERROR` when the last write-back failed
     /// (the runtime keeps its weights in memory, the file its last commit).
     pub fn wait(&self, timeout: Option<std::time::Duration>) -> Result<()> {
+        let me = std::thread::current().id();
+        if lock(&self.writer).as_ref().is_some_and(|h| h.thread().id() == me) {
+            // A log callback on the write-back thread: it would wait for itself.
+            return Err(Error::new(Status::XNNCACHE_BUSY, "called on the write-back thread (from a log callback), which cannot wait for itself"));
+        }
         let bg = &self.core.background;
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
         let mut st = lock(&bg.state);
@@ -253,7 +281,7 @@ impl Cache {
             };
         }
         match &st.error {
-            Some(e) => Err(Error::new(Status::XNNCACHE_IO_ERROR, e.clone())),
+            Some(e) => Err(e.clone()),
             None => Ok(()),
         }
     }
@@ -273,7 +301,10 @@ impl Drop for Cache {
     fn drop(&mut self) {
         lock(&self.core.background.state).stop = true;
         self.core.background.changed.notify_all();
-        if let Some(handle) = lock(&self.writer).take() {
+        let writer = lock(&self.writer).take();
+        // Not from the write-back thread itself (a log callback there that
+        // closes the cache): that thread ends on its own once it returns.
+        if let Some(handle) = writer.filter(|h| h.thread().id() != std::thread::current().id()) {
             let _ = handle.join();
         }
     }
@@ -282,6 +313,11 @@ impl Drop for Cache {
 impl Core {
     pub fn generation(&self) -> Generation {
         self.generation
+    }
+
+    /// Locks the state; messages queued under it are sent once it is released.
+    fn locked(&self) -> state::Locked<'_> {
+        state::Locked::new(self, &self.state)
     }
 }
 

@@ -35,6 +35,7 @@ impl Core {
             uncommitted: 0,
             finalized: false,
             stats: Stats::default(),
+            notes: Vec::new(),
         };
         let mut reason = None;
         let path = match &options.source {

@@ -2,11 +2,11 @@
 //! creates runtimes (look up, reserve, insert) and runs them (addresses).
 
 use super::state::{addr_of, entry_bytes, Pending, State};
-use super::{lock, Core, ALIGNMENT};
+use super::{Core, ALIGNMENT};
 use crate::abi::{Key, NOT_FOUND};
 use crate::heap::is_heap_offset;
 use crate::identity::content_identity;
-use crate::index::{Entry, IndexKey};
+use crate::index::{Entry, EntryId, IndexKey};
 use crate::logging::Level;
 
 impl Core {
@@ -28,7 +28,7 @@ impl Core {
         // Hash outside the lock: it reads the whole buffer.
         // SAFETY: guaranteed by the caller.
         let identity = name.is_none().then(|| unsafe { content_identity(data, size) });
-        let mut st = lock(&self.state);
+        let mut st = self.locked();
         // The newest word on a piece of memory wins: records made before
         // this registration named whatever that memory held then.
         st.forget_memory(data as usize, size);
@@ -41,12 +41,12 @@ impl Core {
     /// is freed while the cache lives on. Packed entries stay (their bytes
     /// are still found by content and by persistent keys).
     pub fn unregister(&self, data: *const u8, size: usize) {
-        lock(&self.state).forget_memory(data as usize, size);
+        self.locked().forget_memory(data as usize, size);
     }
 
     /// Step 1: the offset of the one entry `key` names, or `NOT_FOUND`.
     pub fn look_up(&self, key: Key) -> usize {
-        let mut st = lock(&self.state);
+        let mut st = self.locked();
         let key = st.index_key(key);
         st.note_creating();
         st.stats.look_ups += 1;
@@ -70,7 +70,7 @@ impl Core {
 
     /// Step 2: `n` writable bytes to pack into, or NULL if memory ran out.
     pub fn reserve(&self, n: usize) -> *mut u8 {
-        let mut st = lock(&self.state);
+        let mut st = self.locked();
         st.finalized = false;
         let me = std::thread::current().id();
         let packing_new = st.missed.remove(&me);
@@ -90,43 +90,26 @@ impl Core {
         // nothing, e.g. paths XNNPACK never looks up) it is scratch until we
         // know, so that the file is not locked or grown for nothing.
         let building = !st.arena_full && st.store.as_ref().is_some_and(|s| s.is_locked()) && st.grown_past_commit();
-        let in_arena = st.store.is_none() || building || (packing_new && st.may_write_file(self));
-        let space = if in_arena { self.allocate(&mut st, n) } else { st.heap.alloc(n, ALIGNMENT) };
-        match space {
-            Some((offset, addr)) => {
-                if !is_heap_offset(offset) {
-                    // XNNPACK writes every byte of it (it zeroes the space
-                    // before packing): fault it in with one call, not one
-                    // fault per page.
-                    // SAFETY: `n` bytes of fresh, writable arena space.
-                    unsafe { crate::sys::prefault(addr, n) };
-                }
-                st.pending.push(Pending { offset, addr, len: n, thread: me });
-                addr
-            }
-            None => core::ptr::null_mut(),
+        let in_arena = st.store.is_none() || building || (packing_new && st.may_write_file());
+        let space = if in_arena { st.allocate(n) } else { st.heap.alloc(n, ALIGNMENT) };
+        let Some((offset, addr)) = space else { return core::ptr::null_mut() };
+        st.pending.push(Pending { offset, addr, len: n, thread: me });
+        drop(st);
+        if !is_heap_offset(offset) {
+            // XNNPACK writes every byte of it (it zeroes the space before
+            // packing): fault it in with one call, not one fault per page;
+            // outside the lock, since that may take a while. The space is
+            // this thread's until it inserts it.
+            // SAFETY: `n` bytes of fresh, writable arena space.
+            unsafe { crate::sys::prefault(addr, n) };
         }
-    }
-
-    /// Arena space if the arena can give it, heap space otherwise.
-    pub(super) fn allocate(&self, st: &mut State, n: usize) -> Option<(usize, *mut u8)> {
-        if let (Some(arena), false) = (st.arena.as_mut(), st.arena_full) {
-            match arena.alloc(n, ALIGNMENT) {
-                Ok(offset) => return arena.addr(offset).map(|a| (offset, a)),
-                Err(e) => {
-                    let what = if arena.is_file_backed() { "the cache file" } else { "anonymous memory" };
-                    st.arena_full = true;
-                    self.fall_back("grow", Level::XNNCACHE_LOG_ERROR, format!("{what} cannot grow ({e}); further packed weights go to the heap"));
-                }
-            }
-        }
-        st.heap.alloc(n, ALIGNMENT)
+        addr
     }
 
     /// Step 3: stores (or folds) the bytes XNNPACK packed at `ptr`, or with a
     /// NULL `ptr` answers like a look-up for `key` and `size`.
     pub fn look_up_or_insert(&self, key: Key, ptr: *const u8, size: usize) -> usize {
-        let mut st = lock(&self.state);
+        let mut st = self.locked();
         let key = st.index_key(key);
         st.note_creating();
         if ptr.is_null() {
@@ -135,7 +118,7 @@ impl Core {
         }
         let pending = match st.pending.iter().position(|p| std::ptr::eq(p.addr, ptr)) {
             Some(i) => st.pending.swap_remove(i),
-            None => match st.adopt(self, ptr, size) {
+            None => match st.adopt(ptr, size) {
                 Ok(offset) => return offset,
                 Err(p) => p,
             },
@@ -148,15 +131,18 @@ impl Core {
         let bytes = unsafe { core::slice::from_raw_parts(pending.addr, size) };
         let sample = crate::index::sample_of(bytes);
         st.stats.packed_bytes += size as u64;
-        if is_heap_offset(pending.offset) && st.store.is_some() && !st.arena_full {
-            // This packing may go to the file: take the writer lock first, so
-            // that what other processes committed meanwhile is loaded and
-            // found below, instead of being stored a second time.
-            st.may_write_file(self);
+        let mut same = st.find_bytes(sample, bytes);
+        if same.is_none() && is_heap_offset(pending.offset) && st.store.is_some() && !st.arena_full {
+            // New bytes, as far as we know, that may go to the file: take the
+            // writer lock first, so that what other processes committed
+            // meanwhile is loaded and found, instead of being stored a second
+            // time. (Bytes already stored fold without it: a launch that adds
+            // nothing never takes the writer lock.)
+            let known = st.index.entries().len();
+            if st.may_write_file() && st.index.entries().len() > known {
+                same = st.find_bytes(sample, bytes);
+            }
         }
-        st.sample_loaded();
-        let State { index, arena, heap, .. } = &mut *st;
-        let same = index.find_content(sample, size, |e| entry_bytes(arena.as_ref(), heap, e) == Some(bytes));
         if let Some(id) = same {
             st.link(key, id);
             st.index.get_mut(id).used = true;
@@ -165,7 +151,7 @@ impl Core {
             st.give_back(pending.offset, pending.len);
             return st.index.get(id).offset;
         }
-        let (offset, len) = st.place(self, &pending, size);
+        let (offset, len) = st.place(&pending, size);
         let kept = size.div_ceil(ALIGNMENT) * ALIGNMENT;
         if is_heap_offset(offset) {
             st.stats.heap_fallback_bytes += size as u64;
@@ -188,7 +174,7 @@ impl Core {
 
     /// Step 4: the address of an offset this cache returned, or NULL.
     pub fn offset_to_addr(&self, offset: usize) -> *mut u8 {
-        let mut st = lock(&self.state);
+        let mut st = self.locked();
         if !st.aliases.is_empty() {
             // XNNPACK asks at reshape, after creation: this thread's creation
             // is over, and its runtime may be deleted (with the copies its
@@ -200,11 +186,33 @@ impl Core {
 
     /// True when a finalize came after the last packing.
     pub fn is_finalized(&self) -> bool {
-        lock(&self.state).finalized
+        self.locked().finalized
     }
 }
 
 impl State {
+    /// Arena space if the arena can give it, heap space otherwise.
+    pub(super) fn allocate(&mut self, n: usize) -> Option<(usize, *mut u8)> {
+        if let (Some(arena), false) = (self.arena.as_mut(), self.arena_full) {
+            match arena.alloc(n, ALIGNMENT) {
+                Ok(offset) => return arena.addr(offset).map(|a| (offset, a)),
+                Err(e) => {
+                    let what = if arena.is_file_backed() { "the cache file" } else { "anonymous memory" };
+                    self.arena_full = true;
+                    self.fall_back("grow", Level::XNNCACHE_LOG_ERROR, format!("{what} cannot grow ({e}); further packed weights go to the heap"));
+                }
+            }
+        }
+        self.heap.alloc(n, ALIGNMENT)
+    }
+
+    /// The entry holding exactly `bytes` (whose sample is `sample`), if any.
+    fn find_bytes(&mut self, sample: u64, bytes: &[u8]) -> Option<EntryId> {
+        self.sample_loaded();
+        let State { index, arena, heap, .. } = self;
+        index.find_content(sample, bytes.len(), |e| entry_bytes(arena.as_ref(), heap, e) == Some(bytes))
+    }
+
     /// The key the index uses: persistent when the pointers are registered.
     pub(super) fn index_key(&self, key: Key) -> IndexKey {
         let key = if self.aliases.is_empty() { key } else { Key { kernel: self.resolve(key.kernel), bias: self.resolve(key.bias), ..key } };
@@ -216,9 +224,9 @@ impl State {
 
     /// Where a new entry's bytes live: its reservation, or, for heap scratch
     /// when the file can take it, a copy in the file.
-    pub(super) fn place(&mut self, cache: &Core, pending: &Pending, size: usize) -> (usize, usize) {
-        if is_heap_offset(pending.offset) && self.store.is_some() && !self.arena_full && self.may_write_file(cache) {
-            if let Some((offset, addr)) = cache.allocate(self, size).filter(|(o, _)| !is_heap_offset(*o)) {
+    pub(super) fn place(&mut self, pending: &Pending, size: usize) -> (usize, usize) {
+        if is_heap_offset(pending.offset) && self.store.is_some() && !self.arena_full && self.may_write_file() {
+            if let Some((offset, addr)) = self.allocate(size).filter(|(o, _)| !is_heap_offset(*o)) {
                 // SAFETY: two distinct allocations of at least `size` bytes.
                 unsafe { core::ptr::copy_nonoverlapping(pending.addr, addr, size) };
                 self.heap.free(pending.offset);
@@ -231,12 +239,12 @@ impl State {
     /// `look_up_or_insert` with a pointer we never handed out. If it is an
     /// entry's own address, that entry is the answer; otherwise the bytes are
     /// copied into fresh space and inserted like any packing.
-    pub(super) fn adopt(&mut self, cache: &Core, ptr: *const u8, size: usize) -> std::result::Result<usize, Pending> {
+    pub(super) fn adopt(&mut self, ptr: *const u8, size: usize) -> std::result::Result<usize, Pending> {
         let known = self.arena.as_ref().and_then(|a| a.offset_of(ptr)).or_else(|| self.heap.offset_of(ptr));
         if let Some(id) = known.and_then(|off| self.index.find_offset(off)) {
             return Ok(self.index.get(id).offset);
         }
-        let space = if self.store.is_some() { self.heap.alloc(size, ALIGNMENT) } else { cache.allocate(self, size) };
+        let space = if self.store.is_some() { self.heap.alloc(size, ALIGNMENT) } else { self.allocate(size) };
         match space {
             Some((offset, addr)) => {
                 // SAFETY: XNNPACK passes `size` readable bytes at `ptr`; `addr` is

@@ -1,11 +1,12 @@
 //! What a cache tells its host: stats, and why it does without its file.
 
+use super::state::Note;
 use super::{lock, Backing, Core, Stats};
 use crate::logging::Level;
 
 impl Core {
     pub fn stats(&self) -> Stats {
-        let st = lock(&self.state);
+        let st = self.locked();
         let mut s = st.stats;
         s.file_size = match (&st.store, &st.arena) {
             (Some(store), _) => store.file_len(),
@@ -37,14 +38,27 @@ impl Core {
 
     /// Records why the cache does without (part of) its file, and logs it the
     /// first time this kind of fallback happens to this cache.
+    /// Never call it with the state locked: the host's callback may call back
+    /// into this cache (under the lock, queue a [`Note`] instead).
     pub(super) fn fall_back(&self, kind: &'static str, level: Level, why: String) {
+        *lock(&self.fallback_reason) = Some(why.clone());
         self.log_once(kind, level, &why);
-        *lock(&self.fallback_reason) = Some(why);
     }
 
-    /// Logs `why` the first time `kind` happens to this cache.
+    /// Sends a message queued under the lock, now that it is released.
+    pub(super) fn send(&self, note: Note) {
+        if note.is_fallback {
+            self.fall_back(note.kind, note.level, note.why);
+        } else {
+            self.log_once(note.kind, note.level, &note.why);
+        }
+    }
+
+    /// Logs `why` the first time `kind` happens to this cache. Not with the
+    /// state locked (see [`Core::fall_back`]).
     pub(crate) fn log_once(&self, kind: &'static str, level: Level, why: &str) {
-        if lock(&self.logged).insert(kind) {
+        let first = lock(&self.logged).insert(kind);
+        if first {
             let path = self.path.as_ref().map_or("the cache's descriptor".into(), |p| p.display().to_string());
             crate::logging::emit(level, &format!("xnncache: {path}: {why}"));
         }

@@ -2,6 +2,8 @@
 //! a committed index, the writer lock, giving space back, finding bytes.
 
 use std::collections::{BTreeMap, HashSet};
+use std::mem::ManuallyDrop;
+use std::sync::{Mutex, MutexGuard};
 use std::thread::ThreadId;
 
 use super::{Core, Stats};
@@ -54,6 +56,69 @@ pub(super) struct State {
     /// `is_finalized` reports; the write-back may still be running).
     pub(super) finalized: bool,
     pub(super) stats: Stats,
+    /// Messages for the host, sent once the lock is released (a log callback
+    /// may call back into the cache): see [`Locked`].
+    pub(super) notes: Vec<Note>,
+}
+
+/// A message decided under the lock, sent after it.
+pub(super) struct Note {
+    /// Each kind is logged once per cache.
+    pub(super) kind: &'static str,
+    pub(super) level: Level,
+    pub(super) why: String,
+    /// Also the reason `xnncache_stats`/`fallback_reason` give for the fallback.
+    pub(super) is_fallback: bool,
+}
+
+impl State {
+    /// Queues a fallback: logged (once per kind) and recorded as the reason
+    /// once the lock is released.
+    pub(super) fn fall_back(&mut self, kind: &'static str, level: Level, why: String) {
+        self.notes.push(Note { kind, level, why, is_fallback: true });
+    }
+
+    /// Queues a message logged once per kind, after the lock is released.
+    pub(super) fn log_once(&mut self, kind: &'static str, level: Level, why: &str) {
+        self.notes.push(Note { kind, level, why: why.to_string(), is_fallback: false });
+    }
+}
+
+/// The state, locked. Dropping it releases the lock first and then sends the
+/// messages queued meanwhile, so that no host code runs under the lock.
+pub(super) struct Locked<'a> {
+    core: &'a Core,
+    guard: ManuallyDrop<MutexGuard<'a, State>>,
+}
+
+impl<'a> Locked<'a> {
+    pub(super) fn new(core: &'a Core, state: &'a Mutex<State>) -> Locked<'a> {
+        Locked { core, guard: ManuallyDrop::new(super::lock(state)) }
+    }
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let notes = std::mem::take(&mut self.guard.notes);
+        // SAFETY: the guard is dropped exactly once, here, and not used after.
+        unsafe { ManuallyDrop::drop(&mut self.guard) };
+        for note in notes {
+            self.core.send(note);
+        }
+    }
 }
 
 // SAFETY: the raw pointers in `pending` name memory owned by the arena or the
@@ -158,16 +223,16 @@ impl State {
 
     /// Whether new weights may go into the file now: takes the writer lock
     /// if needed, and adopts what other processes committed meanwhile.
-    pub(super) fn may_write_file(&mut self, cache: &Core) -> bool {
+    pub(super) fn may_write_file(&mut self) -> bool {
         match self.lock_and_follow() {
             Ok(true) => true,
             Ok(false) => {
                 let why = "another process holds the cache file's writer lock: new weights of this session stay in memory";
-                cache.log_once("busy", Level::XNNCACHE_LOG_WARN, why);
+                self.log_once("busy", Level::XNNCACHE_LOG_WARN, why);
                 false
             }
             Err(e) => {
-                cache.fall_back("lock", Level::XNNCACHE_LOG_ERROR, format!("cannot lock or follow the cache file: {e}"));
+                self.fall_back("lock", Level::XNNCACHE_LOG_ERROR, format!("cannot lock or follow the cache file: {e}"));
                 false
             }
         }

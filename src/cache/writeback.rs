@@ -1,13 +1,15 @@
 //! Step 5: the write-back thread. It takes the checksums of new entries,
 //! writes packed pages to the file and seals them, and commits the index.
 
+use std::any::Any;
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Condvar;
 use std::sync::Mutex;
 
 use super::state::{addr_of, entry_bytes, State};
 use super::{lock, Core, ALIGNMENT};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Status};
 use crate::format;
 use crate::heap::is_heap_offset;
 use crate::index::EntryId;
@@ -42,17 +44,20 @@ pub(super) struct WriteBack {
     /// Bytes being written back now.
     pub(super) in_flight: u64,
     /// Why a write-back failed (after that the file takes nothing more from this cache).
-    pub(super) error: Option<String>,
+    pub(super) error: Option<Error>,
     /// When the last commit became durable (milliseconds since 1970), 0: none yet.
     pub(super) last_commit_unix_ms: u64,
 }
 
 impl Core {
     pub(super) fn has_store(&self) -> bool {
-        lock(&self.state).store.is_some()
+        self.locked().store.is_some()
     }
 
     /// The write-back thread: one write-back per batch of finalize requests.
+    /// A panic in a write-back poisons the store (nothing more is persisted)
+    /// and is reported to `wait` as an error; the thread goes on serving
+    /// requests, so waiters and close always return.
     pub(super) fn write_back_loop(&self) {
         // Inference running meanwhile comes first (issue 10: steady speed
         // during the write-back).
@@ -68,23 +73,40 @@ impl Core {
             }
             (st.requested, st.running) = (false, true);
             drop(st);
-            let result = self.write_back();
-            let mut st = lock(&bg.state);
-            st.running = false;
-            if let Err(e) = result {
-                // Sticky: a failed write-back poisons the store, so nothing
-                // this cache packs later reaches the file either.
-                st.error = Some(e.message);
-            }
-            drop(st);
-            bg.changed.notify_all();
+            let result = catch_unwind(AssertUnwindSafe(|| self.write_back())).unwrap_or_else(|panic| {
+                let why = format!("the write-back panicked ({})", panic_message(&*panic));
+                self.poison(&why);
+                Err(Error::new(Status::XNNCACHE_INTERNAL_ERROR, why))
+            });
+            self.write_back_ended(result.err());
         }
+    }
+
+    /// Marks the write-back in progress as over (with its error, which is
+    /// sticky: after a failure the store is poisoned, so nothing this cache
+    /// packs later reaches the file either) and wakes every waiter.
+    pub(super) fn write_back_ended(&self, error: Option<Error>) {
+        let mut st = lock(&self.background.state);
+        st.running = false;
+        if let Some(e) = error {
+            st.error = Some(e);
+        }
+        drop(st);
+        self.background.changed.notify_all();
+    }
+
+    /// The write-back thread ended by a panic outside any write-back: nothing
+    /// will serve requests any more, so they fail instead of hanging.
+    pub(super) fn write_back_thread_died(&self) {
+        self.poison("the write-back thread panicked");
+        lock(&self.background.state).requested = false;
+        self.write_back_ended(Some(Error::new(Status::XNNCACHE_INTERNAL_ERROR, "the write-back thread panicked")));
     }
 
     /// Hashes the bytes of new persistent entries for the file's index, with
     /// the state unlocked: runtimes created meanwhile are not held up.
     pub(super) fn checksum_new_entries(&self) {
-        let todo = lock(&self.state).unchecksummed();
+        let todo = self.locked().unchecksummed();
         let sums: Vec<(EntryId, u64)> = todo
             .into_iter()
             // SAFETY: an arena entry's `size` bytes at its address are mapped
@@ -92,7 +114,7 @@ impl Core {
             // (sealing swaps in identical file pages).
             .map(|(id, addr, size)| (id, xxhash_rust::xxh3::xxh3_64(unsafe { core::slice::from_raw_parts(addr as *const u8, size) })))
             .collect();
-        let mut st = lock(&self.state);
+        let mut st = self.locked();
         for (id, sum) in sums {
             st.index.get_mut(id).checksum.get_or_insert(sum);
         }
@@ -105,7 +127,7 @@ impl Core {
         let _one_at_a_time = lock(&self.finalizing);
         self.checksum_new_entries();
         let (job, commit) = {
-            let mut st = lock(&self.state);
+            let mut st = self.locked();
             let commit = st.prepare_commit().map_err(|e| Error::io("cannot write the cache file's index", &e))?;
             let limit = st.pending.iter().filter(|p| !is_heap_offset(p.offset)).map(|p| p.offset).min();
             match st.arena.as_mut() {
@@ -123,26 +145,43 @@ impl Core {
             self.poison(&format!("cannot write the cache file ({e})"));
             return Err(Error::io("cannot write the cache file", &e));
         }
-        let mut st = lock(&self.state);
-        st.stats.sealed_bytes += bytes;
+        let publication = {
+            let mut st = self.locked();
+            st.stats.sealed_bytes += bytes;
+            match (&commit, st.store.as_ref()) {
+                (Some(c), Some(store)) => Some(store.prepare_publish(c.index_offset, &c.index, c.data_end)),
+                _ => None,
+            }
+        };
+        // The syncs, the header and the rename run with the state unlocked:
+        // runtimes keep being reshaped and created meanwhile. Nothing else
+        // touches the store's commit meanwhile (`finalizing` is held), and
+        // until it is recorded, others see the previous commit: conservative.
+        let written = publication.map(|p| p.write().map(|w| (p, w))).transpose();
+        let mut st = self.locked();
         let committed = commit.is_some();
-        if let Some(commit) = commit {
-            let store = st.store.as_mut().expect("a commit needs a store");
-            if let Err(e) = store.publish(commit.index_offset, &commit.index, commit.data_end) {
+        match (written, commit) {
+            (Err(e), _) => {
                 drop(st);
                 // The other header slot still names the previous commit.
                 self.poison(&format!("cannot commit the cache file ({e})"));
                 return Err(Error::io("cannot commit the cache file", &e));
             }
-            st.stats.commits += 1;
-            // Only what this index holds is committed; weights inserted while
-            // the pages were being written wait for the next commit.
-            st.uncommitted -= commit.links;
-            for &id in &commit.entries {
-                st.index.get_mut(id).committed = true;
+            (Ok(Some((publication, w))), Some(commit)) => {
+                if let Some(store) = st.store.as_mut() {
+                    store.published(publication, w);
+                }
+                st.stats.commits += 1;
+                // Only what this index holds is committed; weights inserted while
+                // the pages were being written wait for the next commit.
+                st.uncommitted -= commit.links;
+                for &id in &commit.entries {
+                    st.index.get_mut(id).committed = true;
+                }
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+                lock(&self.background.state).last_commit_unix_ms = now;
             }
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-            lock(&self.background.state).last_commit_unix_ms = now;
+            _ => {}
         }
         // Hand the file to other processes only when nothing of ours lies past
         // its newest commit: the next writer appends there.
@@ -157,8 +196,7 @@ impl Core {
 
     /// Stops persisting: the file may lack bytes an index would name.
     pub(super) fn poison(&self, why: &str) {
-        let mut st = lock(&self.state);
-        if let Some(store) = st.store.as_mut() {
+        if let Some(store) = self.locked().store.as_mut() {
             store.poison();
         }
         self.fall_back("poison", Level::XNNCACHE_LOG_ERROR, format!("{why}; nothing more is persisted"));
@@ -238,3 +276,8 @@ impl State {
     }
 }
 
+
+/// What a panic said, when it said it with a string.
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic.downcast_ref::<&str>().copied().or_else(|| panic.downcast_ref::<String>().map(String::as_str)).unwrap_or("no message")
+}
