@@ -47,6 +47,18 @@ mod imp {
         PASSED.load(Ordering::SeqCst)
     }
 
+    static COUNTS: Mutex<std::collections::BTreeMap<&'static str, u64>> = Mutex::new(std::collections::BTreeMap::new());
+
+    /// Counts one system call of a kind the tests watch (see [`counted`]).
+    pub fn count(what: &'static str) {
+        *COUNTS.lock().unwrap_or_else(|e| e.into_inner()).entry(what).or_default() += 1;
+    }
+
+    /// How many times this process made the calls [`count`]ed as `what`.
+    pub fn counted(what: &str) -> u64 {
+        COUNTS.lock().unwrap_or_else(|e| e.into_inner()).get(what).copied().unwrap_or(0)
+    }
+
     static FAIL: Mutex<Option<(String, i32)>> = Mutex::new(None);
 
     /// Makes the next [`check`] of the step `name` fail with EIO (once).
@@ -85,6 +97,9 @@ mod imp {
     }
 
     #[inline(always)]
+    pub fn count(_what: &'static str) {}
+
+    #[inline(always)]
     pub fn check(_name: &str) -> std::io::Result<()> {
         Ok(())
     }
@@ -97,6 +112,12 @@ pub use imp::point;
 pub use imp::set_hook;
 /// How many points this process has passed.
 pub use imp::passed;
+/// Counts a watched system call (only with `fault-injection`): the writer
+/// lock's `flock`, the creation of its file, a listing of the folder.
+pub use imp::count;
+/// How many watched calls of a kind this process made.
+#[cfg(feature = "fault-injection")]
+pub use imp::counted;
 /// An I/O step a test can make fail (only with `fault-injection`; otherwise Ok).
 pub use imp::check;
 /// Arms one failure of [`check`] at a named step (EIO, or an errno).

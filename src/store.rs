@@ -197,6 +197,7 @@ fn temp_owner(path: &Path, entry: &std::ffi::OsStr) -> Option<u32> {
 /// first write to a reused file): leftovers live until the next writer.
 pub fn remove_abandoned_temps(path: &Path) -> usize {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    crate::fault::count("folder listed");
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     entries
         .filter_map(Result::ok)
@@ -371,12 +372,14 @@ impl Store {
         let lock = match &self.path {
             Some(p) => {
                 if self.lock_file.is_none() {
+                    crate::fault::count("lock file opened");
                     self.lock_file = Some(sys::open_lock_file(&lock_path(p), self.mode)?);
                 }
                 self.lock_file.as_ref().expect("just opened")
             }
             None => &*self.file,
         };
+        crate::fault::count("writer lock taken");
         if !sys::try_lock(lock)? {
             return Ok(None);
         }

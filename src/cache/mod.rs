@@ -189,6 +189,9 @@ pub struct Cache {
 /// 3. `background.state`, then `fallback_reason`, `logged`: a few fields each,
 ///    held for an assignment.
 ///
+/// [`Cache`]'s `writer` (the write-back thread's handle) is held only to start
+/// or recognise that thread, before `background.state` when both are.
+///
 /// The log callback runs with none of them held, so it may call any function
 /// of the C API, on this cache too.
 pub struct Core {

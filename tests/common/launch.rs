@@ -73,7 +73,7 @@ pub fn child_launch() {
     let s = cache.stats();
     drop(cache);
     println!(
-        "RESULT wrong={wrong} entries={} loaded={} hits={} not_persisted={} commits={} file_state={} finalize={} wait={} compact={compact} digest={digest} build_us={} points={} warning={}",
+        "RESULT wrong={wrong} entries={} loaded={} hits={} not_persisted={} commits={} file_state={} finalize={} wait={} compact={compact} digest={digest} build_us={} points={} writer_locks={} lock_files={} folder_listings={} folded={} warning={}",
         s.entries,
         s.loaded_entries,
         s.hits,
@@ -84,6 +84,10 @@ pub fn child_launch() {
         wait as i32,
         started.elapsed().as_micros(),
         xnncache::fault::passed(),
+        xnncache::fault::counted("writer lock taken"),
+        xnncache::fault::counted("lock file opened"),
+        xnncache::fault::counted("folder listed"),
+        s.duplicates_folded,
         warning.replace(' ', "_"),
     );
 }

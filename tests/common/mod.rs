@@ -13,10 +13,12 @@
 
 pub mod battery;
 mod counting;
+mod watchdog;
 pub mod launch;
 pub mod models;
 
 pub use counting::Counting;
+pub use watchdog::Watchdog;
 
 use std::ffi::CStr;
 use std::ptr::{null, null_mut};
