@@ -48,6 +48,13 @@ unsafe impl Send for Open {}
 // SAFETY: as above: shared references only read the provider struct.
 unsafe impl Sync for Open {}
 
+impl std::ops::Deref for Open {
+    type Target = Cache;
+    fn deref(&self) -> &Cache {
+        &self.cache
+    }
+}
+
 impl Open {
     /// The provider struct, as `xnn_weights_cache_t`. It lives as long as the
     /// cache (the `Arc`'s allocation never moves).
@@ -109,7 +116,10 @@ pub fn close(handle: *mut xnncache) -> Result<()> {
     let removed = table().open.remove(&(handle as usize));
     match removed {
         // Dropped outside the table's lock: closing waits for the write-back.
-        Some(open) => Ok(drop(open)),
+        Some(open) => {
+            drop(open);
+            Ok(())
+        }
         None => Err(Error::invalid("not an open xnncache (closed already, or not a handle from xnncache_open)")),
     }
 }

@@ -59,6 +59,12 @@
 //! # Ok::<(), xnncache::Error>(())
 //! ```
 
+// Every unsafe operation sits in an `unsafe` block, and every such block says
+// in a `// SAFETY:` comment why it is sound: checked by the compiler and
+// clippy, not hoped for.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod abi;
 pub mod arena;
 pub mod cache;

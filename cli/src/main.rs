@@ -419,8 +419,10 @@ fn compact(path: &Path) -> Result<Value, Failure> {
     }
     let payloads: Vec<(&[u8], u64)> = bytes.iter().map(|(b, c)| (b.as_slice(), *c)).collect();
     let new_len = store
-        .compact(&payloads, &plan.keys)
+        .prepare_compaction()
+        .and_then(|c| c.write(&payloads, &plan.keys))
         .map_err(|e| Failure::Io(format!("cannot compact: {e}")))?;
+    store.compacted();
     store.unlock();
     Ok(json!({
         "file": path.display().to_string(),

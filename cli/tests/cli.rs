@@ -12,7 +12,7 @@ use std::ffi::CString;
 
 use xnncache::abi::{Key, KeyV1, ProviderV1};
 use xnncache::capi::{xnncache_close, xnncache_open, xnncache_options, xnncache_register_weights};
-use xnncache::{Cache, Status};
+use xnncache::Status;
 
 /// What look_up answers for a miss (XNNPACK's SIZE_MAX).
 const NOT_FOUND: usize = usize::MAX;
@@ -68,9 +68,8 @@ impl Handle {
         );
     }
 
-    fn cache(&self) -> &Cache {
-        // SAFETY: an open handle, closed only by drop.
-        unsafe { &*self.0 }.cache()
+    fn cache(&self) -> std::sync::Arc<xnncache::handles::Open> {
+        xnncache::handles::get(self.0).expect("an open handle, closed only by drop")
     }
 }
 

@@ -413,8 +413,8 @@ impl Arena {
         let len = target - self.end;
         // Staging (for a file, whose blocks are now reserved) or plain
         // anonymous memory: our own reservation made writable.
-        // SAFETY: as above.
         match &self.file {
+            // SAFETY: as above.
             Some(f) => unsafe { sys::stage(addr, len, f, self.end as u64) },
             // SAFETY: as above.
             None => unsafe { sys::commit(addr, len) },
