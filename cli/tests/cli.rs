@@ -325,6 +325,7 @@ fn compact_refuses_while_another_process_holds_the_writer_lock() {
     unsafe { space.write_bytes(1, 300) };
     assert_ne!(writer.look_up_or_insert(key, space, 300), NOT_FOUND);
     writer.finalize().unwrap();
+    drop(writer); // the handle's cache is closed once nothing uses it
     drop(handle);
     let out = run(&["compact", p, "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
