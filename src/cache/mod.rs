@@ -18,8 +18,10 @@
 //! 5. `finalize()`: everything inserted so far is written back and made
 //!    read-only; new persistent entries are committed to the file's index.
 //!
-//! All of it runs under one mutex; only the write-back of payload pages in
-//! `finalize` runs outside it, on pages nobody writes any more.
+//! Steps 1 to 4 run under the state lock, which guards memory only; the
+//! write-back of step 5 (checksums, writing pages, syncs, the header, the
+//! rename) runs outside it, on pages nobody writes any more. See [`Core`] for
+//! the locks and their order.
 //!
 //! Where each part lives:
 //! - this file: the public types ([`Cache`], [`CacheOptions`], [`Stats`]) and
