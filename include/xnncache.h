@@ -134,9 +134,10 @@ typedef struct xnncache_options {
   // and `_size()`): a file written by another XNNPACK build is not used.
   const void *build_id;
   size_t build_id_size;
-  // Address space reserved up front for the file's mappings (0: 8 GiB on
-  // 64-bit). Only address space: it costs no memory, and more is reserved
-  // if the cache outgrows it.
+  // Address space reserved for new packed weights when the cache first
+  // adds one (0: 1 GiB on 64-bit, 256 MiB on 32-bit); twice as much again
+  // each time that fills up. A launch that adds nothing reserves only the
+  // file's length. Only address space: it costs no memory.
   uint64_t address_space;
 } xnncache_options;
 

@@ -66,9 +66,10 @@ pub struct xnncache_options {
     /// and `_size()`): a file written by another XNNPACK build is not used.
     pub build_id: *const c_void,
     pub build_id_size: usize,
-    /// Address space reserved up front for the file's mappings (0: 8 GiB on
-    /// 64-bit). Only address space: it costs no memory, and more is reserved
-    /// if the cache outgrows it.
+    /// Address space reserved for new packed weights when the cache first
+    /// adds one (0: 1 GiB on 64-bit, 256 MiB on 32-bit); twice as much again
+    /// each time that fills up. A launch that adds nothing reserves only the
+    /// file's length. Only address space: it costs no memory.
     pub address_space: u64,
 }
 

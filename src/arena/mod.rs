@@ -2,11 +2,18 @@
 //! memory, whose addresses never move once handed out.
 //!
 //! XNNPACK keeps the address of every packed weight for as long as a runtime
-//! lives, so the arena can never `mremap`. Instead it reserves a large span of
-//! address space up front (`PROT_NONE`, costing nothing) and makes it usable
-//! piece by piece as it grows. An offset in the arena is the offset in the
-//! file, and `offset -> address` is one subtraction inside a segment. When a
-//! reservation fills up, another one (twice as large) starts a new segment.
+//! lives, so the arena can never `mremap`. Instead it reserves spans of
+//! address space (`PROT_NONE`, costing no memory) and makes them usable piece
+//! by piece as it grows. An offset in the arena is the offset in the file, and
+//! `offset -> address` is one subtraction inside a segment.
+//!
+//! Reservations are made when needed, not up front: an existing file gets one
+//! span of exactly its committed length (a launch that only reads reserves
+//! nothing more), and the first byte handed out reserves the growth room
+//! ([`ArenaOptions::reservation`], 1 GiB by default on 64-bit), twice the
+//! previous span when that fills up. Address space is not free everywhere:
+//! iOS caps an app's, 32-bit processes have 3 GiB, and qemu-user tracks every
+//! reserved page of its guest.
 //!
 //! For a file, new space is *staged*: XNNPACK packs into anonymous memory at
 //! the address the bytes will keep. (Not `MADV_HUGEPAGE`: with the common
@@ -40,7 +47,7 @@ pub(crate) const MAX_GROWTH: usize = 64 << 20;
 const WRITE_CHUNK: usize = 8 << 20;
 
 #[cfg(target_pointer_width = "64")]
-const DEFAULT_RESERVATION: usize = 8 << 30;
+const DEFAULT_RESERVATION: usize = 1 << 30;
 #[cfg(not(target_pointer_width = "64"))]
 const DEFAULT_RESERVATION: usize = 256 << 20;
 /// File segments are placed so that `address % LARGE_FOLIO == offset %
@@ -73,7 +80,8 @@ impl ArenaOptions {
         ArenaOptions::default()
     }
 
-    /// Address space reserved for the first segment (a hint; later segments double).
+    /// Address space reserved for growth when the arena first hands out a
+    /// byte (a hint; later segments double).
     pub fn reservation(mut self, bytes: usize) -> ArenaOptions {
         self.reservation = bytes.max(MIN_RESERVATION);
         self
@@ -216,6 +224,8 @@ impl std::fmt::Display for GrowError {
 pub struct Arena {
     file: Option<Arc<File>>,
     page: usize,
+    /// Address space for the first growth segment.
+    reservation: usize,
     segments: Vec<Segment>,
     /// End of what is mapped (and, for a file, its length).
     end: usize,
@@ -246,9 +256,10 @@ impl Arena {
     fn new(file: Option<File>, options: &ArenaOptions, truncate: bool) -> io::Result<Arena> {
         let page = sys::arena_granularity();
         let data_start = round_up(options.data_start, page);
-        let mut arena = Arena {
+        let arena = Arena {
             file: file.map(Arc::new),
             page,
+            reservation: options.reservation.max(page),
             segments: Vec::new(),
             end: data_start,
             cursor: data_start,
@@ -261,7 +272,6 @@ impl Arena {
             // The bytes before `data_start` exist in the file but are not mapped.
             sys::set_len(f, data_start as u64)?;
         }
-        arena.add_segment(options.reservation.max(page)).map_err(grow_error)?;
         Ok(arena)
     }
 
@@ -333,9 +343,10 @@ impl Arena {
         let mut start = round_up(self.cursor, align);
         let seg_end = self.segments.last().map_or(0, Segment::reserved_end);
         if start.checked_add(len).is_none_or(|e| e > seg_end) {
-            // Does not fit in this segment's address space: open a new one at
-            // the current end of the file. What is left of this one is a hole.
-            let grow = self.segments.last().map_or(0, |s| s.reserved).saturating_mul(2);
+            // Does not fit in this segment's address space (or there is none
+            // yet): open a new one at the current end of the file. What is
+            // left of this one is a hole.
+            let grow = self.segments.last().map_or(0, |s| s.reserved).saturating_mul(2).max(self.reservation);
             self.add_segment(grow.max(len))?;
             self.add_hole(self.cursor, self.end);
             self.cursor = self.end;
@@ -374,7 +385,7 @@ impl Arena {
         if need <= self.end {
             return Ok(());
         }
-        let seg = self.segments.last().expect("an arena always has a segment");
+        let Some(seg) = self.segments.last() else { unreachable!("alloc opened a segment for `need`") };
         let step = (self.end - self.data_start).clamp(MIN_GROWTH, MAX_GROWTH);
         let exact = round_up(need, self.page);
         let generous = round_up(need.max(self.end + step), self.page).min(seg.reserved_end());
@@ -405,7 +416,7 @@ impl Arena {
                 }
             }
         };
-        let seg = self.segments.last_mut().expect("an arena always has a segment");
+        let Some(seg) = self.segments.last_mut() else { unreachable!("alloc opened a segment for `need`") };
         // SAFETY: `[end, target)` lies inside the last segment's reservation (the
         // caller checked `need` fits and `target` is capped at its end) and
         // nothing has been mapped or handed out there yet.
@@ -430,11 +441,13 @@ impl Arena {
     fn map_existing(&mut self, end: usize) -> Result<(), GrowError> {
         let seg_end = self.segments.last().map_or(0, Segment::reserved_end);
         if end > seg_end {
+            // The file as it is: no more address space than its length (and,
+            // after another process's commit, twice the last span).
             let grow = self.segments.last().map_or(0, |s| s.reserved).saturating_mul(2);
             self.add_segment(grow.max(end - self.end))?;
         }
         let file = self.file.as_ref().expect("only file arenas have existing bytes");
-        let seg = self.segments.last_mut().expect("an arena always has a segment");
+        let Some(seg) = self.segments.last_mut() else { unreachable!("a segment was opened above") };
         let start = self.end;
         // SAFETY: `[start, end)` lies inside the last segment's reservation and
         // nothing is mapped or handed out there yet.
@@ -627,6 +640,32 @@ mod tests {
         unsafe { q.add(MIN_RESERVATION - 1).write(1) };
         assert_eq!(a.offset_of(q), Some(big));
         assert_eq!(a.offset_of(p), Some(first));
+    }
+
+    #[test]
+    fn address_space_is_reserved_when_needed() {
+        let reserved = |a: &Arena| a.segments.iter().map(|s| s.reserved).sum::<usize>();
+        // Nothing before the first byte is handed out; then the growth room.
+        let mut a = ArenaOptions::new().reservation(MIN_RESERVATION).anonymous().unwrap();
+        assert_eq!(reserved(&a), 0);
+        a.alloc(100, 64).unwrap();
+        assert_eq!(reserved(&a), MIN_RESERVATION);
+        // An existing file: exactly its committed pages, until it grows.
+        let (path, f) = temp_file("reserve");
+        let mut w = ArenaOptions::new().data_start(4096).file(f.try_clone().unwrap()).unwrap();
+        let at = w.alloc(3 << 20, 64).unwrap();
+        let end = (at + (3 << 20)) as u64;
+        w.begin_seal(usize::MAX).run().unwrap();
+        drop(w);
+        let mut e = ArenaOptions::new().data_start(4096).reservation(MIN_RESERVATION).existing(f, end, true).unwrap();
+        let page = e.page;
+        assert_eq!(reserved(&e), round_up(end as usize, page) - round_up(4096, page));
+        let first = e.addr(at).unwrap();
+        let more = e.alloc(1 << 20, 64).unwrap();
+        assert!(reserved(&e) >= MIN_RESERVATION, "growth room once it writes");
+        assert_eq!(e.addr(at).unwrap(), first, "existing bytes keep their address");
+        assert!(e.addr(more).is_some());
+        let _ = std::fs::remove_file(path);
     }
 
     #[test]
