@@ -28,15 +28,21 @@ fn finalized_pages_are_clean_read_only_and_not_anonymous() {
     let growth = rollup("Anonymous").saturating_sub(before);
     let packed = cache.stats().stored_bytes;
     assert!(packed >= 4 << 20, "{packed}");
-    assert!(plain_growth >= packed * 9 / 10, "without a cache the packed weights ({packed}) should be anonymous, grew {plain_growth}");
-    assert!(staged >= packed * 9 / 10, "before finalize the packed weights are staged in anonymous memory ({staged})");
-    assert!(growth < packed / 20, "after finalize, anonymous memory grew {growth} bytes for {packed} packed bytes");
     assert_eq!(rt.infer().unwrap(), expected);
-
-    let (rss, dirty, mappings) = file_mapping_usage(&dir.0);
-    assert!(mappings >= 1, "the cache file is not mapped");
-    assert_eq!(dirty, 0, "dirty bytes in the cache file's mappings after finalize");
-    assert!(rss >= packed / 2, "the packed weights should be resident file pages ({rss})");
+    // Under qemu-user the process's memory figures are qemu's own (its
+    // translated code and tables move them by megabytes): scripts/test-arm64.sh
+    // says so with XNNCACHE_UNDER_EMULATOR=1, and everything else is checked.
+    if std::env::var_os("XNNCACHE_UNDER_EMULATOR").is_some() {
+        eprintln!("memory: under an emulator: the anonymous-memory and RSS figures are not checked (they need a native run)");
+    } else {
+        assert!(plain_growth >= packed * 9 / 10, "without a cache the packed weights ({packed}) should be anonymous, grew {plain_growth}");
+        assert!(staged >= packed * 9 / 10, "before finalize the packed weights are staged in anonymous memory ({staged})");
+        assert!(growth < packed / 20, "after finalize, anonymous memory grew {growth} bytes for {packed} packed bytes");
+        let (rss, dirty, mappings) = file_mapping_usage(&dir.0);
+        assert!(mappings >= 1, "the cache file is not mapped");
+        assert_eq!(dirty, 0, "dirty bytes in the cache file's mappings after finalize");
+        assert!(rss >= packed / 2, "the packed weights should be resident file pages ({rss})");
+    }
 
     // A write into a finalized page faults.
     let packed_addr = xnncache::capi::xnncache_provider(cache.0);
