@@ -258,6 +258,12 @@ const PAYLOAD_RECORD: usize = 24;
 const KEY_RECORD: usize = 24;
 const INDEX_HEADER: usize = 8 + 8 + 8;
 
+/// Bytes of an index block naming `payloads` payloads and `keys` keys: the
+/// one place the index's size is computed (the cache, the CLI).
+pub fn index_len(payloads: usize, keys: usize) -> usize {
+    INDEX_HEADER + payloads * PAYLOAD_RECORD + keys * KEY_RECORD
+}
+
 impl Index {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer(Vec::with_capacity(self.encoded_len()));
@@ -278,7 +284,7 @@ impl Index {
     }
 
     pub fn encoded_len(&self) -> usize {
-        INDEX_HEADER + self.payloads.len() * PAYLOAD_RECORD + self.keys.len() * KEY_RECORD
+        index_len(self.payloads.len(), self.keys.len())
     }
 
     /// Decodes an index block and checks it against its header: checksum,

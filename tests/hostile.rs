@@ -12,7 +12,7 @@ use std::time::Duration;
 use xnncache::capi::{XNNCACHE_FLAG_ALLOW_FOREIGN_OWNER, XNNCACHE_FLAG_READ_ONLY, XNNCACHE_FLAG_SHARE_READ, XNNCACHE_FLAG_SYNC_WRITEBACK};
 use xnncache::store::FileState;
 use xnncache_tests::models::*;
-use xnncache_tests::{init, last_error, options, run_child, Backing, Cache, Model, TempDir};
+use xnncache_tests::{cannot_run, init, last_error, options, run_child, Backing, Cache, Model, TempDir};
 
 /// Opens `path` with `flags` (plus synchronous write-back), runs `model`
 /// through it before and after a finalize, and checks both outputs against
@@ -244,8 +244,7 @@ fn chown(p: &Path, uid: u32) {
 fn another_users_cache_is_never_used_or_replaced() {
     let dir = TempDir::new("hostile-foreign");
     if !can_act_as_another_user(&dir.0) {
-        eprintln!("skipped: needs root (with other users mapped) to give a file to another user");
-        return;
+        return cannot_run("root, with other users mapped, to give a file to another user");
     }
     let path = dir.file("cache.bin");
     let model = fc_f32_bias();
@@ -303,8 +302,7 @@ fn a_valid_cache_in_an_unwritable_folder_is_mapped_read_only() {
     let dir = TempDir::new("hostile-readonly");
     let as_nobody = can_act_as_another_user(&dir.0);
     if is_root() && !as_nobody {
-        eprintln!("skipped: root without another user to become ignores permissions");
-        return;
+        return cannot_run("another user to become (root ignores permissions)");
     }
     let bundle = dir.file("bundle");
     std::fs::create_dir(&bundle).unwrap();
@@ -409,8 +407,7 @@ fn a_valid_cache_on_a_read_only_mount_is_used() {
     std::fs::create_dir(&mnt).unwrap();
     let mount = |opts: &str| std::process::Command::new("mount").args(["-t", "tmpfs", "-o", opts, "tmpfs"]).arg(&mnt).status().is_ok_and(|s| s.success());
     if !mount("size=8m") {
-        eprintln!("skipped: this process may not mount a tmpfs");
-        return;
+        return cannot_run("the right to mount a tmpfs");
     }
     let result = std::panic::catch_unwind(|| {
         let path = mnt.join("cache.bin");

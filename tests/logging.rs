@@ -86,6 +86,8 @@ fn every_fallback_is_logged_once_with_its_reason() {
 fn nothing_is_printed_by_default() {
     let out = run_child("child_falls_back", &[], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The child did fall back (else "nothing printed" would prove nothing).
+    assert!(String::from_utf8_lossy(&out.stdout).contains("child-fell-back-to-the-heap"), "{}", String::from_utf8_lossy(&out.stdout));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("xnncache:"), "printed: {stderr}");
 }
@@ -96,5 +98,9 @@ fn child_falls_back() {
     let dir = TempDir::new("logging-child");
     let bad = dir.file("file");
     std::fs::write(&bad, b"x").unwrap();
-    drop(Cache::open(Some(&bad.join("c.xnncache"))));
+    let cache = Cache::open(Some(&bad.join("c.xnncache")));
+    assert_eq!(cache.stats().backing, xnncache_tests::Backing::XNNCACHE_BACKING_HEAP as u32);
+    assert!(xnncache_tests::last_error().contains("heap"), "{}", xnncache_tests::last_error());
+    drop(cache);
+    println!("child-fell-back-to-the-heap");
 }

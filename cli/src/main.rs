@@ -186,7 +186,7 @@ fn plan(index: &Index) -> Plan {
     for p in &payloads {
         offset = (offset + p.size).div_ceil(PAYLOAD_ALIGN) * PAYLOAD_ALIGN;
     }
-    let encoded = 24 + 24 * (payloads.len() + keys.len()) as u64;
+    let encoded = xnncache::format::index_len(payloads.len(), keys.len()) as u64;
     Plan {
         len: offset + encoded,
         payloads,

@@ -128,7 +128,7 @@ impl Core {
         let st = self.locked();
         let store = st.store.as_ref().filter(|s| s.can_write())?;
         let (ids, keys) = st.live_links(keep);
-        let live: u64 = ids.iter().map(|&id| st.index.get(id).size as u64).sum::<u64>() + format::DATA_START + 24 * (ids.len() + keys.len()) as u64;
+        let live: u64 = ids.iter().map(|&id| st.index.get(id).size as u64).sum::<u64>() + format::DATA_START + format::index_len(ids.len(), keys.len()) as u64;
         let len = store.file_len().max(1);
         Some(len.saturating_sub(live) * 100 / len)
     }

@@ -657,6 +657,19 @@ impl Drop for Cache {
     }
 }
 
+/// A test that cannot run here because the machine lacks `what` (a right, a
+/// tool): with `XNNCACHE_REQUIRE_ALL=1` (set by CI) it fails, saying so;
+/// otherwise it prints SKIPPED on stderr, past the harness's capture, and the
+/// caller returns having checked nothing.
+pub fn cannot_run(what: &str) {
+    if std::env::var("XNNCACHE_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+        panic!("this test needs {what}, which this machine lacks (XNNCACHE_REQUIRE_ALL=1)");
+    }
+    use std::io::Write;
+    let test = std::thread::current().name().unwrap_or("a test").to_string();
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: needs {what}");
+}
+
 pub fn last_error() -> String {
     // SAFETY: xnncache_last_error returns a valid C string.
     unsafe { CStr::from_ptr(xnncache::capi::xnncache_last_error()) }.to_string_lossy().into_owned()
