@@ -14,9 +14,12 @@ use xnncache::store::FileState;
 use xnncache_tests::models::*;
 use xnncache_tests::{cannot_run, init, last_error, options, run_child, Backing, Cache, Model, TempDir};
 
-/// Opens `path` with `flags` (plus synchronous write-back), runs `model`
-/// through it before and after a finalize, and checks both outputs against
-/// a runtime without a cache. Returns the stats after the finalize.
+/// Opens `path` with `flags`, runs `model` through it before and after a
+/// finalize, and checks both outputs against a runtime without a cache.
+/// Returns the stats after the finalize. The write-back is synchronous, or
+/// with `XNNCACHE_TEST_BACKGROUND=1` (see
+/// [`every_hostile_case_again_with_the_background_write_back`]) the default
+/// background one, waited for.
 fn use_cache(path: &Path, flags: u32, model: &Model) -> xnncache_tests::Stats {
     let (s, status) = use_cache_finalizing(path, flags, model);
     assert_eq!(status, xnncache::Status::XNNCACHE_OK, "{}: xnncache_finalize: {}", path.display(), last_error());
@@ -30,11 +33,18 @@ fn use_cache_finalizing(path: &Path, flags: u32, model: &Model) -> (xnncache_tes
     let expected = model.run(std::ptr::null_mut());
     let c = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     let mut o = options(Some(&c));
-    o.flags = flags | XNNCACHE_FLAG_SYNC_WRITEBACK;
+    let background = std::env::var_os("XNNCACHE_TEST_BACKGROUND").is_some();
+    o.flags = if background { flags } else { flags | XNNCACHE_FLAG_SYNC_WRITEBACK };
     let cache = Cache::open_with(&o);
     model.register(&cache, true);
     assert_eq!(model.run(cache.provider()), expected, "{}: outputs through the cache", path.display());
-    let status = xnncache::capi::xnncache_finalize(cache.0);
+    let status = if background {
+        // finalize returns at once; the write-back's outcome comes with wait.
+        assert_eq!(xnncache::capi::xnncache_finalize(cache.0), xnncache::Status::XNNCACHE_OK, "{}", last_error());
+        xnncache::capi::xnncache_wait(cache.0, u32::MAX)
+    } else {
+        xnncache::capi::xnncache_finalize(cache.0)
+    };
     assert!(matches!(status, xnncache::Status::XNNCACHE_OK | xnncache::Status::XNNCACHE_IO_ERROR), "{status:?}: {}", last_error());
     assert_eq!(model.run(cache.provider()), expected, "{}: outputs after finalize", path.display());
     (cache.stats(), status)
@@ -425,4 +435,23 @@ fn a_valid_cache_on_a_read_only_mount_is_used() {
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
+}
+
+/// Every test of this file again, in a child, with the default background
+/// write-back instead of the synchronous one (the hostile paths and the
+/// file-size limits must hold for the mode hosts use).
+#[test]
+fn every_hostile_case_again_with_the_background_write_back() {
+    if std::env::var_os("XNNCACHE_TEST_BACKGROUND").is_some() {
+        return; // this is the child run
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--skip", "every_hostile_case_again_with_the_background_write_back"])
+        .env("XNNCACHE_TEST_BACKGROUND", "1")
+        .output()
+        .expect("run this test binary again");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "with the background write-back:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let passed: u32 = stdout.lines().find_map(|l| l.strip_prefix("test result: ok. ")?.split(' ').next()?.parse().ok()).unwrap_or(0);
+    assert!(passed >= 10, "the child ran {passed} tests:\n{stdout}");
 }
