@@ -17,7 +17,7 @@
 //!    key naming a payload; the commit inside the file);
 //! 2. `xnncache::Cache::open` (read-only, with verify) must return a cache,
 //!    not an error, whose state agrees with step 1, and whose payloads read
-//!    back (verify reads every byte of every payload through the mapping).
+//!    back (verify reads every byte of every payload through the read-only mapping of the file).
 
 #![allow(dead_code)]
 

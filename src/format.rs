@@ -3,7 +3,7 @@
 //! ```text
 //! offset 0      header slot 0   (HEADER_SIZE bytes)
 //! offset 2048   header slot 1
-//! DATA_START    payloads, each 64-byte aligned, written through the mapping
+//! DATA_START    payloads, each 64-byte aligned (staged in memory, then written with pwrite)
 //!   ...         index block of the latest commit (and older, unreachable ones)
 //! data_end      end of what the newest valid header covers
 //! ```
@@ -13,7 +13,7 @@
 //! build, CPU identity or provider ABI does not use the file.
 //!
 //! A commit never overwrites bytes a valid header points to: new payloads and
-//! a new index go past the old `data_end`, are written back (`msync` /
+//! a new index go past the old `data_end`, are written back (`pwrite`, then
 //! `fdatasync`), and only then is the *older* header slot overwritten with a
 //! higher generation and synced. A crash before that last write leaves the
 //! previous commit intact; a torn header slot fails its checksum and the other

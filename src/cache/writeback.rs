@@ -271,7 +271,7 @@ impl State {
         // SAFETY: fresh, writable arena space of `bytes.len()` bytes.
         unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), addr, bytes.len()) };
         let data_end = (offset + bytes.len()) as u64;
-        crate::fault::point("commit: index written through the mapping");
+        crate::fault::point("commit: index staged");
         Ok(Some(Commit { index_offset: offset as u64, index: bytes, data_end, entries, links: self.uncommitted }))
     }
 }
