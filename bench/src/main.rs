@@ -512,6 +512,24 @@ fn report(args: &Args, model: &str, weights: usize, packed: u64, rows: &BTreeMap
     println!("{:<13} {:>28}", "writeback", format!("{:.2} [{:.2}-{:.2}]", wb.0, wb.1, wb.2));
     println!("ratios ({model}):");
     for (k, v, target) in ratios {
-        println!("  {k:<34} {:>12}   target {target}", v.map_or("-".into(), |v| format!("{v:.3}")));
+        println!("  {k:<34} {:>12}   target {target:<9} {}", v.map_or("-".into(), |v| format!("{v:.3}")), verdict(v, target));
+    }
+}
+
+/// "met" or "missed" for a value against a target such as "<= 1.10" (what
+/// README's marks are copied from); "" for a target that only reports.
+fn verdict(value: Option<f64>, target: &str) -> &'static str {
+    let (Some(v), Some((op, bound))) = (value, target.split_once(' ')) else { return "" };
+    let Ok(bound) = bound.parse::<f64>() else { return "" };
+    let met = match op {
+        "<=" => v <= bound,
+        ">=" => v >= bound,
+        "==" => v == bound,
+        _ => return "",
+    };
+    if met {
+        "met"
+    } else {
+        "missed"
     }
 }
