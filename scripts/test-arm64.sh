@@ -231,6 +231,13 @@ if [[ -n $cgroup ]]; then
     # This shell and everything it starts from here on: cargo, every qemu.
     echo $$ >"$cgroup/cgroup.procs" 2>/dev/null || echo $$ >"$cgroup/tasks"
 fi
+# The battery's series at a third of their smoke sizes: under qemu every
+# launch costs about a second of translation, and the x86-64 run covers the
+# sizes. An XNNCACHE_BATTERY_<NAME> already set wins.
+export XNNCACHE_BATTERY_FLIP_STRIDE=${XNNCACHE_BATTERY_FLIP_STRIDE:-15} XNNCACHE_BATTERY_MULTI=${XNNCACHE_BATTERY_MULTI:-4}
+export XNNCACHE_BATTERY_JUNK=${XNNCACHE_BATTERY_JUNK:-2} XNNCACHE_BATTERY_PAGE_STRIDE=${XNNCACHE_BATTERY_PAGE_STRIDE:-69}
+export XNNCACHE_BATTERY_KILLS=${XNNCACHE_BATTERY_KILLS:-6} XNNCACHE_BATTERY_RACE_ROUNDS=${XNNCACHE_BATTERY_RACE_ROUNDS:-2}
+export XNNCACHE_BATTERY_THREAD_LIFETIMES=${XNNCACHE_BATTERY_THREAD_LIFETIMES:-2} XNNCACHE_BATTERY_POINTS_PER_SCENARIO=${XNNCACHE_BATTERY_POINTS_PER_SCENARIO:-2}
 status=0
 XNNCACHE_UNDER_EMULATOR=1 "${wrap[@]}" nice -n 10 /usr/bin/cargo test -p xnncache-tests --target "$target" -Zbuild-std --no-fail-fast "${args[@]}" "$@" || status=$?
 peak
