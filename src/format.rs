@@ -258,6 +258,21 @@ const PAYLOAD_RECORD: usize = 24;
 const KEY_RECORD: usize = 24;
 const INDEX_HEADER: usize = 8 + 8 + 8;
 
+/// Where a compaction puts payloads of these sizes, one after the other
+/// from `DATA_START`, each aligned: their offsets, and where the index goes.
+pub fn compacted_layout(sizes: impl IntoIterator<Item = u64>) -> (Vec<u64>, u64) {
+    let mut offset = DATA_START;
+    let offsets = sizes
+        .into_iter()
+        .map(|size| {
+            let at = offset;
+            offset = (offset + size).div_ceil(PAYLOAD_ALIGN) * PAYLOAD_ALIGN;
+            at
+        })
+        .collect();
+    (offsets, offset)
+}
+
 /// Bytes of an index block naming `payloads` payloads and `keys` keys: the
 /// one place the index's size is computed (the cache, the CLI).
 pub fn index_len(payloads: usize, keys: usize) -> usize {

@@ -122,10 +122,7 @@ fn read_committed_at(file: &File, len: u64, compat: &Compat) -> Result<(Header, 
     if sys::to_usize(len).is_err() {
         return Err(Refusal::Incompatible(format!("the file's {len} bytes do not fit this {}-bit process", usize::BITS)));
     }
-    // Both slots in one read (a short file leaves the missing part zero: invalid).
-    let span = (SLOT_OFFSETS[1] as usize + HEADER_SIZE).min(len as usize);
-    let mut head = vec![0u8; SLOT_OFFSETS[1] as usize + HEADER_SIZE];
-    sys::read_exact_at(file, &mut head[..span], 0).map_err(|e| Refusal::Corrupt(format!("cannot read the header: {e}")))?;
+    let head = read_head(file, len).map_err(|e| Refusal::Corrupt(format!("cannot read the header: {e}")))?;
     let slot = |i: usize| &head[SLOT_OFFSETS[i] as usize..SLOT_OFFSETS[i] as usize + HEADER_SIZE];
     let (newest, header) = format::pick_header([slot(0), slot(1)], len)?;
     header.check_compat(compat)?;
@@ -145,6 +142,49 @@ fn read_committed_at(file: &File, len: u64, compat: &Compat) -> Result<(Header, 
         }
     }
     Err(first_error.expect("the newest slot was tried"))
+}
+
+/// Both header slots in one read (a short file leaves the missing part
+/// zero: invalid).
+fn read_head(file: &File, len: u64) -> io::Result<Vec<u8>> {
+    let mut head = vec![0u8; SLOT_OFFSETS[1] as usize + HEADER_SIZE];
+    let span = head.len().min(usize::try_from(len).unwrap_or(usize::MAX));
+    sys::read_exact_at(file, &mut head[..span], 0)?;
+    Ok(head)
+}
+
+/// Each header slot of `file` (whose length is `len`), decoded on its own,
+/// for tools that show both: a slot of zeros was never written.
+pub fn read_slots(file: &File, len: u64) -> io::Result<[Result<Header, Refusal>; 2]> {
+    let head = read_head(file, len)?;
+    let slot = |i: usize| {
+        let bytes = &head[SLOT_OFFSETS[i] as usize..][..HEADER_SIZE];
+        if bytes.iter().all(|&b| b == 0) {
+            return Err(Refusal::Corrupt("empty (never written)".into()));
+        }
+        Header::decode(bytes, len)
+    };
+    Ok([slot(0), slot(1)])
+}
+
+/// The newest commit of `file` whatever XNNPACK build, CPU or ABI it was
+/// made for (tools read any file; a cache uses only its own).
+pub fn read_any_committed(file: &File) -> Result<(Header, usize, Index), Refusal> {
+    let len = file.metadata().map_err(|e| Refusal::Corrupt(format!("cannot stat: {e}")))?.len();
+    let head = read_head(file, len).map_err(|e| Refusal::Corrupt(format!("cannot read the header: {e}")))?;
+    let slot = |i: usize| &head[SLOT_OFFSETS[i] as usize..SLOT_OFFSETS[i] as usize + HEADER_SIZE];
+    let (_, header) = format::pick_header([slot(0), slot(1)], len)?;
+    read_committed_at(file, len, &header.compat)
+}
+
+/// A payload's bytes read from `file` (not through a mapping: a tool's
+/// read survives the file being cut under it), or `None` if they fail their
+/// checksum.
+pub fn read_payload(file: &File, p: &Payload) -> io::Result<Option<Vec<u8>>> {
+    let size = usize::try_from(p.size).map_err(|_| sys::too_large(p.size))?;
+    let mut bytes = vec![0u8; size];
+    sys::read_exact_at(file, &mut bytes, p.offset)?;
+    Ok((xxhash_rust::xxh3::xxh3_64(&bytes) == p.checksum).then_some(bytes))
 }
 
 fn read_index(file: &File, header: &Header) -> Result<Index, Refusal> {
@@ -527,11 +567,10 @@ impl Compaction {
         let (tmp, f) = create_temp(path, self.mode, self.keep_mode)?;
         let result = (|| {
             let mut index = Index::default();
-            let mut offset = DATA_START;
-            for (bytes, checksum) in payloads {
-                sys::write_all_at(&f, bytes, offset)?;
-                index.payloads.push(Payload { offset, size: bytes.len() as u64, checksum: *checksum });
-                offset = (offset + bytes.len() as u64).div_ceil(format::PAYLOAD_ALIGN) * format::PAYLOAD_ALIGN;
+            let (offsets, offset) = format::compacted_layout(payloads.iter().map(|(b, _)| b.len() as u64));
+            for ((bytes, checksum), at) in payloads.iter().zip(offsets) {
+                sys::write_all_at(&f, bytes, at)?;
+                index.payloads.push(Payload { offset: at, size: bytes.len() as u64, checksum: *checksum });
             }
             index.keys = keys.iter().map(|&(key, payload)| format::KeyRef { key, payload }).collect();
             let bytes = index.encode();

@@ -16,16 +16,13 @@
 //! layout and [`xnncache::store`] for reading a commit and for compaction.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use xnncache::arena::ArenaOptions;
-use xnncache::format::{
-    self, Header, Index, Refusal, DATA_START, HEADER_SIZE, PAYLOAD_ALIGN, SLOT_OFFSETS,
-};
+use xnncache::format::{self, Header, Index, Refusal};
 use xnncache::store::{self, FileState, Source, Store, StoreOptions};
 
 /// `println!` that ignores a closed stdout (`xnncache inspect f | head`):
@@ -130,29 +127,10 @@ fn read(file: &File) -> Result<Snapshot, Failure> {
         .metadata()
         .map_err(|e| Failure::Io(format!("cannot stat: {e}")))?
         .len();
-    let mut head = vec![0u8; SLOT_OFFSETS[1] as usize + HEADER_SIZE];
-    let span = head.len().min(len as usize);
-    file.read_exact_at(&mut head[..span], 0)
+    let slots = store::read_slots(file, len)
         .map_err(|e| Failure::Io(format!("cannot read the header: {e}")))?;
-    let slot = |i: usize| {
-        let bytes = &head[SLOT_OFFSETS[i] as usize..][..HEADER_SIZE];
-        if bytes.iter().all(|&b| b == 0) {
-            return Err(Refusal::Corrupt("empty (never written)".into()));
-        }
-        Header::decode(bytes, len)
-    };
-    let slots = [slot(0), slot(1)];
     // The file's own compatibility: we read it whatever it was made for.
-    let committed = match format::pick_header(
-        [
-            &head[..HEADER_SIZE],
-            &head[SLOT_OFFSETS[1] as usize..][..HEADER_SIZE],
-        ],
-        len,
-    ) {
-        Ok((_, h)) => store::read_committed(file, &h.compat).map(|(h, s, i)| (s, h, i)),
-        Err(r) => Err(r),
-    };
+    let committed = store::read_any_committed(file).map(|(h, s, i)| (s, h, i));
     Ok(Snapshot {
         len,
         slots,
@@ -182,10 +160,7 @@ fn plan(index: &Index) -> Plan {
         .iter()
         .map(|k| (k.key, renumber(k.payload)))
         .collect();
-    let mut offset = DATA_START;
-    for p in &payloads {
-        offset = (offset + p.size).div_ceil(PAYLOAD_ALIGN) * PAYLOAD_ALIGN;
-    }
+    let (_, offset) = format::compacted_layout(payloads.iter().map(|p| p.size));
     let encoded = xnncache::format::index_len(payloads.len(), keys.len()) as u64;
     Plan {
         len: offset + encoded,
@@ -345,12 +320,10 @@ fn verify(path: &Path, build_id: Option<&[u8]>) -> Result<(Value, bool), Failure
         .committed
         .map_err(|r| Failure::Bad(r.message().to_string()))?;
     let mut bad = Vec::new();
-    let mut buf = Vec::new();
     for p in &index.payloads {
-        buf.resize(p.size as usize, 0);
-        file.read_exact_at(&mut buf, p.offset)
+        let bytes = store::read_payload(&file, p)
             .map_err(|e| Failure::Io(format!("cannot read the payload at {}: {e}", p.offset)))?;
-        if xxhash_rust::xxh3::xxh3_64(&buf) != p.checksum {
+        if bytes.is_none() {
             bad.push(json!({ "offset": p.offset, "size": p.size }));
         }
     }
@@ -406,15 +379,14 @@ fn compact(path: &Path) -> Result<Value, Failure> {
     let plan = plan(&index);
     let mut bytes = Vec::with_capacity(plan.payloads.len());
     for p in &plan.payloads {
-        let mut b = vec![0u8; p.size as usize];
-        file.read_exact_at(&mut b, p.offset)
-            .map_err(|e| Failure::Io(format!("cannot read the payload at {}: {e}", p.offset)))?;
-        if xxhash_rust::xxh3::xxh3_64(&b) != p.checksum {
-            return Err(Failure::Bad(format!(
-                "the payload at {} fails its checksum: not compacting a corrupt file",
-                p.offset
-            )));
-        }
+        let b = store::read_payload(&file, p)
+            .map_err(|e| Failure::Io(format!("cannot read the payload at {}: {e}", p.offset)))?
+            .ok_or_else(|| {
+                Failure::Bad(format!(
+                    "the payload at {} fails its checksum: not compacting a corrupt file",
+                    p.offset
+                ))
+            })?;
         bytes.push((b, p.checksum));
     }
     let payloads: Vec<(&[u8], u64)> = bytes.iter().map(|(b, c)| (b.as_slice(), *c)).collect();
