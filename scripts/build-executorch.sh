@@ -42,17 +42,23 @@ RECIPE=1
 deps="${XNNCACHE_DEPS_DIR:-$(dirname "$repo")/shared/deps}"
 [[ -d "$deps" ]] || { log "no source tarballs: set XNNCACHE_DEPS_DIR (looked in $deps)"; exit 1; }
 
-# name-prefix  sha256  destination inside executorch/
-tarballs=(
-  "executorch-cff6f4dd32e630945b7188512c1f2b4f102b05ad.tar.xz 2e10d9aec6bc402a7e118cf4772ab784331e56c5f1dec7885b7e0fb6be9f9c68 ."
-  "xnnpack-92a7ad501b9516f9fecae119e0146dd1f58e54c1.tar.xz 5b3f3ca40f7e93371ba723da5be381db4bd354faf9328a38df67669b44ca6a17 backends/xnnpack/third-party/XNNPACK"
-  "cpuinfo-6882af581bbbdd073c946eae4fd21bc037ff39cf.tar.xz a662206e9df0c40d6acd3d0b772bc60e11550fae92ce571e4b6c848bf92d41b9 backends/xnnpack/third-party/cpuinfo"
-  "pthreadpool-0e6ca13779b57d397a5ba6bfdcaa8a275bc8ea2e.tar.xz fa188aca7e6489fbe96556babc519b00a2bc3fe61aef77955d7f87e68849c452 backends/xnnpack/third-party/pthreadpool"
-  "FP16-4dfe081cf6bcd15db339cf2680b9281b8451eeb3.tar.xz 3f8cdd03f35e8240c12c821591242363b21bc9795c6624ce090673b4fa3c8d69 backends/xnnpack/third-party/FP16"
-  "fxdiv_0.0~git20200417.b408327.orig.tar.xz 7953482badaf4cb34026c3487c257b8e4ab2df061c019bd6fabbbc12ad52c44b backends/xnnpack/third-party/FXdiv"
-  "flatbuffers-595bf0007ab1929570c7671f091313c8fc20644e.tar.xz 7e227d71fde65a9f0cdfc9f71a25ea0db28035a7a4c3027a5105ab7aff577825 third-party/flatbuffers"
-  "flatcc-896db54787e8b730a6be482c69324751f3f5f117.tar.xz 460615b9752a51a64f53a3f466e0ce17a3f1f8c2570eee1d083c78fde826b8f6 third-party/flatcc"
-)
+# "file sha256 destination inside executorch/"; the sums come from
+# xnnpack-sys/sources.txt (written once there).
+tarballs=()
+while read -r file dest; do
+  sum=$(awk -v f="$file" '$1 == f { print $2 }' xnnpack-sys/sources.txt)
+  [[ -n $sum ]] || { log "$file is not in xnnpack-sys/sources.txt"; exit 1; }
+  tarballs+=("$file $sum $dest")
+done <<'LIST'
+executorch-cff6f4dd32e630945b7188512c1f2b4f102b05ad.tar.xz .
+xnnpack-92a7ad501b9516f9fecae119e0146dd1f58e54c1.tar.xz backends/xnnpack/third-party/XNNPACK
+cpuinfo-6882af581bbbdd073c946eae4fd21bc037ff39cf.tar.xz backends/xnnpack/third-party/cpuinfo
+pthreadpool-0e6ca13779b57d397a5ba6bfdcaa8a275bc8ea2e.tar.xz backends/xnnpack/third-party/pthreadpool
+FP16-4dfe081cf6bcd15db339cf2680b9281b8451eeb3.tar.xz backends/xnnpack/third-party/FP16
+fxdiv_0.0~git20200417.b408327.orig.tar.xz backends/xnnpack/third-party/FXdiv
+flatbuffers-595bf0007ab1929570c7671f091313c8fc20644e.tar.xz third-party/flatbuffers
+flatcc-896db54787e8b730a6be482c69324751f3f5f117.tar.xz third-party/flatcc
+LIST
 
 cmake_flags=(
   -G Ninja -DCMAKE_BUILD_TYPE=Release -DPYTHON_EXECUTABLE=/usr/bin/python3

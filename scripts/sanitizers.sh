@@ -2,7 +2,7 @@
 # The C and C++ test programs and the Rust tests under valgrind memcheck and
 # under AddressSanitizer + UndefinedBehaviorSanitizer (issue 12).
 #
-#   scripts/sanitizers.sh [valgrind|asan|all]     (default: all)
+#   scripts/sanitizers.sh [valgrind|asan|tsan|all]     (default: all)
 #
 # valgrind: the debug test binaries as `cargo test` builds them; each run
 #   in a child (the C program, the C++ program, cold and warm launches of
@@ -74,6 +74,41 @@ if [[ $mode == asan || $mode == all ]]; then
         echo "sanitizers: asan+ubsan: clean"
     else
         echo "sanitizers: asan+ubsan: FAILED"; failures=$((failures + 1))
+    fi
+fi
+
+if [[ $mode == tsan || $mode == all ]]; then
+    # ThreadSanitizer needs an instrumented standard library (-Zbuild-std):
+    # rustup's toolchain here has no rust-src, so Debian's rustc-web builds
+    # everything (its rust-web-src), and the TSan runtime it lacks is taken
+    # from rustup's toolchain (-Zexternal-clangrt; scripts/tsan-link.sh links
+    # it into executables only). XNNPACK and the C test programs are not
+    # instrumented: what TSan sees is xnncache, the tests and std.
+    bash scripts/install-platform-deps.sh toolchain
+    rt=$(ls "$(rustc --print sysroot)"/lib/rustlib/x86_64-unknown-linux-gnu/lib/librustc-*_rt.tsan.a | head -1)
+    tsan_tests=(--test threads --test races --test background --test interleaving --test locking --test handles --test aliases --test c_api)
+    tsan() {
+        env PATH="/usr/bin:$PATH" RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 \
+            XNNCACHE_TSAN_RT="$rt" RUSTFLAGS="-Zsanitizer=thread -Zexternal-clangrt -Clinker=$(pwd)/scripts/tsan-link.sh" \
+            CARGO_TARGET_DIR="$target_dir/tsan" TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1 $TSAN_EXTRA" \
+            nice -n 10 /usr/bin/cargo test -Zbuild-std --target x86_64-unknown-linux-gnu -p xnncache-tests "$@"
+    }
+    # The tool works: a deliberate race must be reported (exit 66).
+    if TSAN_EXTRA="" tsan --test threads -- --exact tsan_control_a_deliberate_race --include-ignored >"$target_dir/tsan-control.log" 2>&1; then
+        echo "sanitizers: tsan: the deliberate race was NOT reported: the build is not instrumented"; failures=$((failures + 1))
+    elif grep -q "WARNING: ThreadSanitizer: data race" "$target_dir/tsan-control.log"; then
+        echo "sanitizers: tsan: the deliberate race is reported (the tool works)"
+        if tsan --no-fail-fast "${tsan_tests[@]}" -- --test-threads=2 2>&1 | tee "$target_dir/tsan.log" | grep -E "^test result|WARNING: ThreadSanitizer|FAILED"; then
+            if grep -q "WARNING: ThreadSanitizer" "$target_dir/tsan.log" || grep -q "FAILED\|error: test failed" "$target_dir/tsan.log"; then
+                echo "sanitizers: tsan: FAILED"; failures=$((failures + 1))
+            else
+                echo "sanitizers: tsan: clean ($(grep -c '^test .* ok$' "$target_dir/tsan.log") tests)"
+            fi
+        else
+            echo "sanitizers: tsan: FAILED"; failures=$((failures + 1))
+        fi
+    else
+        echo "sanitizers: tsan: the control did not build or run:"; tail -30 "$target_dir/tsan-control.log"; failures=$((failures + 1))
     fi
 fi
 

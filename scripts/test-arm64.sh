@@ -57,13 +57,14 @@ deps="${XNNCACHE_DEPS_DIR:-$(dirname "$repo")/shared/deps}"
 mkdir -p "$build_cache"
 
 # --- 1. XNNPACK for aarch64 -------------------------------------------------
-tarballs=(
-    "xnnpack_0.0~git20241108.4ea82e5.orig.tar.xz 90bde2caef0f880f627bab0dc805a86c4b8070cd98e3243db3046ab3f3be1a99"
-    "cpuinfo_0.0~git20250905.877328f.orig.tar.xz 557ca404a3836b9f335a3a06b65ff9fe9dbaaefab7fb5c0185f53d9f33615a10"
-    "pthreadpool_0.0~git20240616.560c60d.orig.tar.xz 4cc3cbd933b28131d2a34edc54f76af9fb41bc490af5eae1a5bd3cd07ea90708"
-    "fxdiv_0.0~git20200417.b408327.orig.tar.xz 7953482badaf4cb34026c3487c257b8e4ab2df061c019bd6fabbbc12ad52c44b"
-    "kleidiai-382b07835c43fcb0401cb4dab3c8fb85eaf187b6.tar.xz 4bb3923b73c7516f26fd6feb30caba78993c26950cac03a9cc8588d22391414d"
-)
+# "file sha256", the sums from xnnpack-sys/sources.txt (written once there).
+source_line() { awk -v f="$1" '$1 == f { print $1 " " $2; found = 1 } END { exit !found }' xnnpack-sys/sources.txt; }
+tarballs=()
+for f in xnnpack_0.0~git20241108.4ea82e5.orig.tar.xz cpuinfo_0.0~git20250905.877328f.orig.tar.xz \
+    pthreadpool_0.0~git20240616.560c60d.orig.tar.xz fxdiv_0.0~git20200417.b408327.orig.tar.xz \
+    kleidiai-382b07835c43fcb0401cb4dab3c8fb85eaf187b6.tar.xz; do
+    tarballs+=("$(source_line "$f")")
+done
 toolchain_file='set(CMAKE_SYSTEM_NAME Linux)
 set(CMAKE_SYSTEM_PROCESSOR aarch64)
 set(CMAKE_C_COMPILER aarch64-linux-gnu-gcc)

@@ -48,3 +48,21 @@ fn eight_threads_share_one_cache() {
         assert_eq!(&m.run(cache.provider()), e);
     }
 }
+
+/// scripts/sanitizers.sh's control for ThreadSanitizer: two threads write one
+/// word with no synchronisation at all, on purpose. The script expects TSan to
+/// report it (else its build is not instrumented and a clean run means
+/// nothing). Not run otherwise: the race is deliberate, and harmless only in
+/// the sense that nobody reads the word.
+#[test]
+#[ignore = "run by scripts/sanitizers.sh tsan, which expects ThreadSanitizer to report it"]
+fn tsan_control_a_deliberate_race() {
+    let word = Box::into_raw(Box::new(0u64)) as usize;
+    let other = std::thread::spawn(move || {
+        // SAFETY: not sound, deliberately: this is the race TSan must see.
+        unsafe { std::ptr::write_volatile(word as *mut u64, 1) };
+    });
+    // SAFETY: as above.
+    unsafe { std::ptr::write_volatile(word as *mut u64, 2) };
+    other.join().unwrap();
+}

@@ -68,56 +68,62 @@ const INSTALL_HINT: &str = "run scripts/install-deps.sh from the xnncache reposi
      cmake, ninja-build, python3, gcc, g++, libclang-dev, curl and xz-utils with apt-get), \
      or set XNNPACK_LIB_DIR and XNNPACK_INCLUDE_DIR to an XNNPACK you built yourself";
 
-/// One source tarball.
+/// One source tarball (its sha256 is in `sources.txt`).
 struct Tarball {
     package: &'static str,
     file: &'static str,
-    sha256: &'static str,
     /// Whether Debian's pool carries it (otherwise only `XNNCACHE_DEPS_DIR` does).
     debian: bool,
+}
+
+/// `sources.txt`: every tarball's name and sha256, written once for the
+/// crate and the scripts.
+const SOURCES: &str = include_str!("sources.txt");
+
+impl Tarball {
+    fn sha256(&self) -> &'static str {
+        SOURCES
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.split_once(' ').filter(|(f, _)| *f == self.file).map(|(_, s)| s.trim()))
+            .unwrap_or_else(|| panic!("xnnpack-sys: {} is not in sources.txt", self.file))
+    }
 }
 
 const XNNPACK: Tarball = Tarball {
     package: "xnnpack",
     file: "xnnpack_0.0~git20241108.4ea82e5.orig.tar.xz",
-    sha256: "90bde2caef0f880f627bab0dc805a86c4b8070cd98e3243db3046ab3f3be1a99",
     debian: true,
 };
 const CPUINFO: Tarball = Tarball {
     package: "cpuinfo",
     file: "cpuinfo_0.0~git20250905.877328f.orig.tar.xz",
-    sha256: "557ca404a3836b9f335a3a06b65ff9fe9dbaaefab7fb5c0185f53d9f33615a10",
     debian: true,
 };
 const PTHREADPOOL: Tarball = Tarball {
     package: "pthreadpool",
     file: "pthreadpool_0.0~git20240616.560c60d.orig.tar.xz",
-    sha256: "4cc3cbd933b28131d2a34edc54f76af9fb41bc490af5eae1a5bd3cd07ea90708",
     debian: true,
 };
 const FXDIV: Tarball = Tarball {
     package: "fxdiv",
     file: "fxdiv_0.0~git20200417.b408327.orig.tar.xz",
-    sha256: "7953482badaf4cb34026c3487c257b8e4ab2df061c019bd6fabbbc12ad52c44b",
     debian: true,
 };
 
 const XNNPACK_92A7AD5: Tarball = Tarball {
     package: "xnnpack",
     file: "xnnpack-92a7ad501b9516f9fecae119e0146dd1f58e54c1.tar.xz",
-    sha256: "5b3f3ca40f7e93371ba723da5be381db4bd354faf9328a38df67669b44ca6a17",
     debian: false,
 };
 const CPUINFO_6882AF5: Tarball = Tarball {
     package: "cpuinfo",
     file: "cpuinfo-6882af581bbbdd073c946eae4fd21bc037ff39cf.tar.xz",
-    sha256: "a662206e9df0c40d6acd3d0b772bc60e11550fae92ce571e4b6c848bf92d41b9",
     debian: false,
 };
 const PTHREADPOOL_0E6CA13: Tarball = Tarball {
     package: "pthreadpool",
     file: "pthreadpool-0e6ca13779b57d397a5ba6bfdcaa8a275bc8ea2e.tar.xz",
-    sha256: "fa188aca7e6489fbe96556babc519b00a2bc3fe61aef77955d7f87e68849c452",
     debian: false,
 };
 
@@ -202,6 +208,7 @@ struct Install {
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=sources.txt");
     println!("cargo::rustc-check-cfg=cfg(xnnpack_sys_fetch_only)");
     println!("cargo::rustc-check-cfg=cfg(xnnpack_has_build_identifier)");
 
@@ -404,7 +411,7 @@ fn tarball(t: &Tarball, root: &Path) -> PathBuf {
         panic!(
             "xnnpack-sys: {} (sha256 {}) is not in Debian's archive; put it in a folder and set \
              XNNCACHE_DEPS_DIR to that folder (the README says where these tarballs come from)",
-            t.file, t.sha256
+            t.file, t.sha256()
         );
     }
     let downloads = root.join("downloads");
@@ -412,7 +419,7 @@ fn tarball(t: &Tarball, root: &Path) -> PathBuf {
         .unwrap_or_else(|e| panic!("xnnpack-sys: cannot create {}: {e}", downloads.display()));
     let path = downloads.join(t.file);
     if path.is_file() {
-        if sha256_file(&path).ok().as_deref() == Some(t.sha256) {
+        if sha256_file(&path).ok().as_deref() == Some(t.sha256()) {
             return path;
         }
         // A corrupt or truncated earlier download: fetch it again.
@@ -425,12 +432,12 @@ fn tarball(t: &Tarball, root: &Path) -> PathBuf {
 fn verify(path: &Path, t: &Tarball) {
     let actual = sha256_file(path)
         .unwrap_or_else(|e| panic!("xnnpack-sys: cannot read {}: {e}", path.display()));
-    if actual != t.sha256 {
+    if actual != t.sha256() {
         panic!(
             "xnnpack-sys: {} has sha256 {actual}, expected {}; it is not the tarball this crate builds \
              (replace it with the right file, or remove it to have it downloaded)",
             path.display(),
-            t.sha256
+            t.sha256()
         );
     }
 }
@@ -551,7 +558,7 @@ fn download(t: &Tarball, dest: &Path) {
              Put a copy of it (sha256 {}) and the other three tarballs in a folder and set \
              XNNCACHE_DEPS_DIR to that folder. Tried: {}",
             t.file,
-            t.sha256,
+            t.sha256(),
             errors.join("; ")
         );
     }
@@ -727,7 +734,7 @@ impl Source {
     /// A line of the cache key: the tarball's hash, or the folder plus a cheap fingerprint.
     fn key(&self) -> String {
         match self {
-            Source::Tarball(t) => format!("tarball {} sha256 {}", t.file, t.sha256),
+            Source::Tarball(t) => format!("tarball {} sha256 {}", t.file, t.sha256()),
             Source::Dir(dir) => format!("dir {} {}", dir.display(), fingerprint(dir)),
         }
     }
