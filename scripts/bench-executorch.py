@@ -92,7 +92,7 @@ def row_of(prog, threads, build, mode, runs):
         # Once the process has exited (the runner's own figure, taken before
         # the cache is closed, is cache_file_bytes_open).
         "cache_file_bytes": m(lambda d: d.get("cache_file_bytes_after_exit")) if mode in ("cold", "warm") else None,
-        "cache_file_bytes_open": m(lambda d: d["cache_file_bytes"] if d["cache_file_bytes"] >= 0 else None)
+        "cache_file_bytes_open": m(lambda d: d["cache_file_bytes_while_open"] if d["cache_file_bytes_while_open"] >= 0 else None)
         if mode in ("cold", "warm") else None,
         "cache_file_maps": ok[0].get("cache_file_maps") or None,
         "threads_reported": ok[0].get("threads"),

@@ -210,3 +210,5 @@ echo "ET_BASE=$base"
 echo "ET_SRC=$base/src/executorch"
 echo "ET_VARIANT=$variant"
 echo "XNNCACHE_LIB=$variant/lib/libxnncache.a"
+# ExecuTorch's configure flags (no spaces in any), for tests that configure it again.
+echo "ET_CMAKE_FLAGS='${cmake_flags[*]}'"

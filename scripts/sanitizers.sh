@@ -90,7 +90,7 @@ if [[ $mode == tsan || $mode == all ]]; then
     tsan() {
         env PATH="/usr/bin:$PATH" RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 \
             XNNCACHE_TSAN_RT="$rt" RUSTFLAGS="-Zsanitizer=thread -Zexternal-clangrt -Clinker=$(pwd)/scripts/tsan-link.sh" \
-            CARGO_TARGET_DIR="$target_dir/tsan" TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1 $TSAN_EXTRA" \
+            CARGO_TARGET_DIR="$target_dir/tsan" TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1 ${TSAN_EXTRA:-}" \
             nice -n 10 /usr/bin/cargo test -Zbuild-std --target x86_64-unknown-linux-gnu -p xnncache-tests "$@"
     }
     # The tool works: a deliberate race must be reported (exit 66).

@@ -45,6 +45,29 @@ fi
 source scripts/executorch-runner.sh   # ExecuTorch (cached), et_cxxflags, et_link_*, et_build_runners
 log "ExecuTorch ready after $((SECONDS - started)) s ($ET_BASE, $ET_VARIANT)"
 
+# --- The hook says what is wrong at configure time (issue 21) --------------
+# ExecuTorch configured with README's hook line, each time with one mistake a
+# new user makes: the configure must fail with the message that says what to do.
+configure_must_fail() {  # WHAT EXPECTED-MESSAGE CMAKE-ARGS...
+  local what=$1 expected=$2; shift 2
+  local dir; dir=$(mktemp -d)
+  local t=$SECONDS
+  # shellcheck disable=SC2086
+  if cmake -S "$ET_SRC" -B "$dir" $ET_CMAKE_FLAGS \
+      -DCMAKE_PROJECT_executorch_INCLUDE="$(pwd)/integrations/executorch/hook.cmake" "$@" >"$dir.log" 2>&1; then
+    log "FAIL: configuring ExecuTorch with $what succeeded"; rm -rf "$dir" "$dir.log"; exit 1
+  fi
+  if ! grep -q "$expected" "$dir.log"; then
+    log "FAIL: configuring with $what failed without saying \"$expected\":"; tail -20 "$dir.log" >&2; rm -rf "$dir" "$dir.log"; exit 1
+  fi
+  log "configuring with $what fails at configure time, saying so ($((SECONDS - t)) s)"
+  rm -rf "$dir" "$dir.log"
+}
+configure_must_fail "a XNNCACHE_LIBRARY that does not exist" "cargo build --release -p xnncache" \
+  -DXNNCACHE_LIBRARY=/nonexistent/libxnncache.a
+configure_must_fail "EXECUTORCH_XNNPACK_ENABLE_WEIGHT_CACHE=OFF" "EXECUTORCH_XNNPACK_ENABLE_WEIGHT_CACHE is OFF" \
+  -DXNNCACHE_LIBRARY="$XNNCACHE_LIB" -DEXECUTORCH_XNNPACK_ENABLE_WEIGHT_CACHE=OFF
+
 programs="${XNNCACHE_ET_PROGRAMS:-$(dirname "$repo")/shared/executorch}"
 [[ -d "$programs" ]] || { log "no programs folder $programs (set XNNCACHE_ET_PROGRAMS)"; exit 1; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/xnncache-et.XXXXXX")

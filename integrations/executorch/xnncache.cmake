@@ -19,9 +19,25 @@ if(NOT TARGET xnnpack_backend)
                       "(EXECUTORCH_BUILD_XNNPACK=ON, EXECUTORCH_XNNPACK_ENABLE_WEIGHT_CACHE=ON)")
 endif()
 
+# Without the weight cache option ExecuTorch never calls the class: the swap
+# would link xnncache for nothing. Refused, unless asked for explicitly.
+if(NOT EXECUTORCH_XNNPACK_ENABLE_WEIGHT_CACHE AND NOT XNNCACHE_ALLOW_WITHOUT_WEIGHT_CACHE)
+  message(FATAL_ERROR "xnncache.cmake: EXECUTORCH_XNNPACK_ENABLE_WEIGHT_CACHE is OFF, so ExecuTorch's "
+                      "XNNPACK backend never uses a weights cache and xnncache would do nothing. Configure "
+                      "with -DEXECUTORCH_XNNPACK_ENABLE_WEIGHT_CACHE=ON (or, to link it anyway, "
+                      "-DXNNCACHE_ALLOW_WITHOUT_WEIGHT_CACHE=ON).")
+endif()
+
 get_filename_component(_xnncache_root "${CMAKE_CURRENT_LIST_DIR}/../.." ABSOLUTE)
 if(NOT XNNCACHE_LIBRARY)
   set(XNNCACHE_LIBRARY "${_xnncache_root}/target/release/libxnncache.a")
+endif()
+# A wrong path, or configuring before the library was built, fails here and
+# not when the first program links.
+if(NOT EXISTS "${XNNCACHE_LIBRARY}")
+  message(FATAL_ERROR "xnncache.cmake: XNNCACHE_LIBRARY=${XNNCACHE_LIBRARY} does not exist. Build it "
+                      "with `cargo build --release -p xnncache` in ${_xnncache_root} (it makes "
+                      "target/release/libxnncache.a), or set -DXNNCACHE_LIBRARY to a libxnncache.a you built.")
 endif()
 
 # 1. The replacement source file.
