@@ -16,7 +16,10 @@ import statistics
 import sys
 
 BUILDS = ("stock", "xnncache")
-MODES = ("none", "heap", "cold", "warm")
+# disk: warm from disk, the cache file and the program dropped from the page
+# cache before the process starts (scripts/evict.py).
+MODES = ("none", "heap", "cold", "warm", "disk")
+FILE_MODES = ("cold", "warm", "disk")
 # An error or a warning on stderr: ExecuTorch's log lines start with their
 # level (E error, F fatal; W for loggers that have warnings), anything else
 # says "error:" or "warning:".
@@ -87,20 +90,28 @@ def row_of(prog, threads, build, mode, runs):
         # The worst run, right after load_method and at the end (after the
         # runs and xnncache's background write-back): must be 0.
         "cache_file_dirty_kib": max(max(d["after_load"]["file_dirty"], d["end"]["file_dirty"]) for d in ok)
-        if mode in ("cold", "warm") else None,
-        "cache_file_pmd_mib": m(lambda d: d["end"]["file_pmd"] / kib) if mode in ("cold", "warm") else None,
+        if mode in FILE_MODES else None,
+        "cache_file_pmd_mib": m(lambda d: d["end"]["file_pmd"] / kib) if mode in FILE_MODES else None,
         # Once the process has exited (the runner's own figure, taken before
         # the cache is closed, is cache_file_bytes_open).
-        "cache_file_bytes": m(lambda d: d.get("cache_file_bytes_after_exit")) if mode in ("cold", "warm") else None,
+        "cache_file_bytes": m(lambda d: d.get("cache_file_bytes_after_exit")) if mode in FILE_MODES else None,
         "cache_file_bytes_open": m(lambda d: d["cache_file_bytes_while_open"] if d["cache_file_bytes_while_open"] >= 0 else None)
-        if mode in ("cold", "warm") else None,
+        if mode in FILE_MODES else None,
         "cache_file_maps": ok[0].get("cache_file_maps") or None,
+        # Bytes the process made the disk read, by the end of load_method and in all.
+        "read_mib_after_load": m(lambda d: d["read_bytes_after_load"] / kib / kib if d.get("read_bytes_after_load", -1) >= 0 else None),
+        "read_mib": m(lambda d: d["read_bytes"] / kib / kib if d.get("read_bytes", -1) >= 0 else None),
+        # Every execute, position by position (median over the processes):
+        # in a cold process the first ones run during the write-back.
+        "execute_ms_each": [median(d["execute_ms"][i] for d in ok if len(d.get("execute_ms", [])) > i)
+                            for i in range(max(len(d.get("execute_ms", [])) for d in ok))],
         "threads_reported": ok[0].get("threads"),
     })
     xs = [d["xnncache"] for d in ok if d.get("xnncache")]
     if xs:
         row["packed_bytes"] = median(x["packed_bytes"] for x in xs)
         row["found_bytes"] = median(x["found_bytes"] for x in xs)
+        row["commit_durable_ms"] = median(x.get("commit_durable_ms") for x in xs if x.get("commit_durable_ms", -1) >= 0)
     return row
 
 
@@ -146,8 +157,8 @@ def main():
           f"{a.runs} executes after it; memory right after load_method; file dirty = worst run, after "
           f"load and at the end", file=out)
     cols = ("program", "thr", "build", "mode", "1st_output", "[min-max]", "load_method", "1st_exec",
-            "steady", "peakRSS_MiB", "PSS_MiB", "dirty_MiB", "file_dirty_KiB", "file_bytes", "identical",
-            "err_logged")
+            "steady", "peakRSS_MiB", "PSS_MiB", "dirty_MiB", "file_dirty_KiB", "file_bytes", "read_MiB",
+            "commit_ms", "identical", "err_logged")
     table = [cols]
     for (prog, t, build, mode), r in rows.items():
         table.append((prog, str(t), build, mode, fmt(r.get("first_output_ms")),
@@ -156,6 +167,7 @@ def main():
                       fmt(r.get("steady_execute_ms")), fmt(r.get("peak_rss_mib"), 1),
                       fmt(r.get("pss_after_load_mib"), 1), fmt(r.get("dirty_after_load_mib"), 1),
                       fmt(r.get("cache_file_dirty_kib")), fmt(r.get("cache_file_bytes")),
+                      fmt(r.get("read_mib"), 1), fmt(r.get("commit_durable_ms"), 0),
                       fmt(r["identical"]), f"{r['errors_logged']}/{r['processes']}"))
     w = [max(len(x[i]) for x in table) for i in range(len(cols))]
     for x in table:
@@ -173,7 +185,13 @@ def main():
     for prog in programs:
         for t in threads:
             g = lambda b, m, k="first_output_ms": rows[(prog, t, b, m)].get(k)
+            # Every execute of a cold xnncache process against the same
+            # execute of a no-cache process: the worst ratio.
+            cold_each, none_each = g("xnncache", "cold", "execute_ms_each") or [], g("xnncache", "none", "execute_ms_each") or []
+            each = [ratio(c, n) for c, n in zip(cold_each, none_each)]
             ratios.append({
+                "disk_xnncache_over_stock": ratio(g("xnncache", "disk"), g("stock", "disk")),
+                "worst_cold_execute_over_none_xnncache": max((e for e in each if e is not None), default=None),
                 "program": prog, "threads": t,
                 "warm_xnncache_over_stock": ratio(g("xnncache", "warm"), g("stock", "warm")),
                 "cold_xnncache_over_stock": ratio(g("xnncache", "cold"), g("stock", "cold")),
@@ -187,11 +205,12 @@ def main():
                                                          g("stock", "warm", "steady_execute_ms")),
             })
     print("== ratios of time to first output (and of warm PSS after load)", file=out)
-    rcols = ("program", "thr", "warm x/s", "cold x/s", "cold/none stock", "cold/none xnncache",
-             "warm PSS x/s", "warm load_method x/s", "warm steady x/s")
-    rt = [rcols] + [(r["program"], str(r["threads"]), fmt(r["warm_xnncache_over_stock"]),
+    rcols = ("program", "thr", "disk x/s", "warm x/s", "cold x/s", "cold/none stock", "cold/none xnncache",
+             "worst cold exec/none", "warm PSS x/s", "warm load_method x/s", "warm steady x/s")
+    rt = [rcols] + [(r["program"], str(r["threads"]), fmt(r["disk_xnncache_over_stock"]), fmt(r["warm_xnncache_over_stock"]),
                      fmt(r["cold_xnncache_over_stock"]), fmt(r["cold_over_none_stock"]),
-                     fmt(r["cold_over_none_xnncache"]), fmt(r["warm_pss_xnncache_over_stock"]),
+                     fmt(r["cold_over_none_xnncache"]), fmt(r["worst_cold_execute_over_none_xnncache"]),
+                     fmt(r["warm_pss_xnncache_over_stock"]),
                      fmt(r["warm_load_method_xnncache_over_stock"]),
                      fmt(r["warm_steady_xnncache_over_stock"])) for r in ratios]
     w = [max(len(x[i]) for x in rt) for i in range(len(rcols))]
@@ -213,8 +232,8 @@ def main():
     md = []
     md.append("| program | threads | mode | first output, ms | load_method, ms | first execute, ms | "
               "steady execute, ms | peak RSS, MiB | PSS after load, MiB | dirty after load, MiB | "
-              "dirty in cache file, KiB | cache file, bytes | error logged |")
-    md.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+              "dirty in cache file, KiB | cache file, bytes | read from disk, MiB | commit durable, ms | error logged |")
+    md.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     pair = lambda s, x, k, d=2: f"{fmt(s.get(k), d)} / {fmt(x.get(k), d)}"
     for prog in programs:
         for t in threads:
@@ -225,16 +244,18 @@ def main():
                     f"{pair(s, x, 'first_execute_ms')} | {pair(s, x, 'steady_execute_ms')} | "
                     f"{pair(s, x, 'peak_rss_mib', 1)} | {pair(s, x, 'pss_after_load_mib', 1)} | "
                     f"{pair(s, x, 'dirty_after_load_mib', 1)} | {pair(s, x, 'cache_file_dirty_kib', 0)} | "
-                    f"{pair(s, x, 'cache_file_bytes', 0)} | "
+                    f"{pair(s, x, 'cache_file_bytes', 0)} | {pair(s, x, 'read_mib', 1)} | "
+                    f"{pair(s, x, 'commit_durable_ms', 0)} | "
                     f"{s['errors_logged']}/{s['processes']} / {x['errors_logged']}/{x['processes']} |")
     md.append("")
-    md.append("| program | threads | warm: xnncache / stock | cold: xnncache / stock | cold / none, stock | "
-              "cold / none, xnncache | warm PSS: xnncache / stock |")
-    md.append("|---|---:|---:|---:|---:|---:|---:|")
+    md.append("| program | threads | warm from disk: xnncache / stock | warm: xnncache / stock | cold: xnncache / stock | cold / none, stock | "
+              "cold / none, xnncache | worst cold execute / none | warm PSS: xnncache / stock |")
+    md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in ratios:
-        md.append(f"| `{r['program']}` | {r['threads']} | {fmt(r['warm_xnncache_over_stock'])} | "
+        md.append(f"| `{r['program']}` | {r['threads']} | {fmt(r['disk_xnncache_over_stock'])} | {fmt(r['warm_xnncache_over_stock'])} | "
                   f"{fmt(r['cold_xnncache_over_stock'])} | {fmt(r['cold_over_none_stock'])} | "
-                  f"{fmt(r['cold_over_none_xnncache'])} | {fmt(r['warm_pss_xnncache_over_stock'])} |")
+                  f"{fmt(r['cold_over_none_xnncache'])} | {fmt(r['worst_cold_execute_over_none_xnncache'])} | "
+                  f"{fmt(r['warm_pss_xnncache_over_stock'])} |")
     print("== markdown (stock / xnncache in each cell)", file=out)
     print("\n".join(md), file=out)
     if a.markdown:

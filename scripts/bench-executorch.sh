@@ -13,6 +13,18 @@
 #   heap   weight cache on, no file
 #   cold   weight cache on, a new cache file
 #   warm   the same file, next process
+#   disk   the same file again, warm from disk: the file and the program
+#          dropped from the page cache first (scripts/evict.py: fsync, then
+#          POSIX_FADV_DONTNEED; it checks with fincore that they left), as a
+#          phone sees an app come back after its files were evicted
+#
+# Per row also: the bytes the process made the disk read (/proc/self/io),
+# every execute (a cold process's first ones run during the write-back; the
+# worst cold/none ratio is reported) and when xnncache's commit was durable.
+#
+# The full llm_1b comparison (issue 17; export it first, see
+# shared/executorch/README.md):
+#   bash scripts/bench-executorch.sh --programs-dir DIR --programs llm_1b --threads 2 --repeat 5
 #
 # and reports the median of each figure (see scripts/bench-executorch.py):
 # time to first output (load_method + first execute), load_method, first and
@@ -27,7 +39,9 @@
 # never checked.
 #
 # Usage: bash scripts/bench-executorch.sh [--smoke] [--repeat N] [--threads 1,2]
-#            [--programs llm_q4,fc_stack,...] [--runs N] [--json FILE] [--markdown FILE] [--keep]
+#            [--programs llm_q4,fc_stack,...] [--programs-dir DIR] [--runs N] [--json FILE]
+#            [--markdown FILE] [--keep]
+#   --programs-dir DIR  where the programs are (else XNNCACHE_ET_PROGRAMS, else shared/executorch)
 #   --smoke      1 repeat, 1 thread, 3 steady executes (all four programs)
 #   --repeat N   fresh processes per row (default 7)
 #   --threads    thread counts of ExecuTorch's threadpool (default 1,2)
@@ -49,10 +63,11 @@ while [[ $# -gt 0 ]]; do
     --threads) threads=$2; shift ;;
     --runs) runs=$2; shift ;;
     --programs) programs_list=$2; shift ;;
+    --programs-dir) export XNNCACHE_ET_PROGRAMS=$2; shift ;;
     --json) json_out=$2; shift ;;
     --markdown) md_out=$2; shift ;;
     --keep) keep=1 ;;
-    -h|--help) sed -n '2,39p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,56p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) log "unknown argument $1"; exit 2 ;;
   esac
   shift
@@ -79,8 +94,11 @@ run() {
   local args=("$programs/$prog.pte" "$programs/$prog.input.bin" "$programs/$prog.expected.bin")
   case "$mode" in
     none|heap) args+=("$mode") ;;
-    cold|warm) args+=(file "$work/files/$prog.t$t.$build.$rep.cache") ;;
+    cold|warm|disk) args+=(file "$work/files/$prog.t$t.$build.$rep.cache") ;;
   esac
+  if [[ $mode == disk ]] && ! python3 scripts/evict.py "$programs/$prog.pte" "${args[4]}" 2>>"$work/evict.log"; then
+    fail "$prog: could not drop the program and the cache file from the page cache"
+  fi
   "$work/bin/runner-$build" "${args[@]}" --runs "$runs" --threads "$t" --out "$base.out" >"$base.json" 2>"$base.err" || rc=$?
   if [[ $rc -ne 0 ]]; then
     fail "$prog, $t thread(s), $build $mode ($rep): runner exited $rc$([[ $rc -eq 1 ]] && echo ' (output differs from expected.bin)'): $(tail -2 "$base.err" | tr '\n' ' ')"
@@ -89,7 +107,7 @@ run() {
   fi
   # The cache file's size once the process is gone (a class may trim or
   # extend it when it closes).
-  if [[ $mode == cold || $mode == warm ]]; then
+  if [[ $mode == cold || $mode == warm || $mode == disk ]]; then
     stat -c %s "${args[4]}" >"$base.size" 2>/dev/null || echo -1 >"$base.size"
   fi
 }
@@ -104,14 +122,14 @@ for prog in "${prog_arr[@]}"; do
       # The two builds take turns, in alternating order, so that a drift of
       # the machine (other work, the page cache) falls on both.
       if (( rep % 2 )); then order=(stock xnncache); else order=(xnncache stock); fi
-      for mode in none heap cold warm; do
+      for mode in none heap cold warm disk; do
         for build in "${order[@]}"; do
           run "$prog" "$t" "$build" "$mode" "$rep"
         done
       done
       rm -f "$work/files/$prog.t$t."*".$rep.cache"
     done
-    log "$prog, $t thread(s): $repeat x 8 processes in $((SECONDS - t0)) s"
+    log "$prog, $t thread(s): $repeat x 10 processes in $((SECONDS - t0)) s"
   done
 done
 

@@ -5,6 +5,7 @@
 //   {"program":...,"mode":...,"class":"stock"|"xnncache","threads":2,
 //    "load_ms":...,"load_method_ms":...,"first_execute_ms":...,
 //    "first_output_ms":...,"steady_execute_ms":...,"peak_rss_kib":...,
+//    "execute_ms":[every execute],"read_bytes_after_load":...,"read_bytes":...,
 //    "after_load":{...},"end":{...},"cache_file_bytes_while_open":...,
 //    "identical":true,"cache_file_maps":"r--s","xnncache":{...}}
 //
@@ -78,6 +79,20 @@ using executorch::runtime::Error;
 using executorch::runtime::LoadBackendOptionsMap;
 
 using Clock = std::chrono::steady_clock;
+
+// Bytes this process caused to be read from storage so far (read_bytes of
+// /proc/self/io), or -1 where that is not available.
+long long disk_read_bytes() {
+  std::ifstream io("/proc/self/io");
+  std::string key;
+  long long value = 0;
+  while (io >> key >> value) {
+    if (key == "read_bytes:") {
+      return value;
+    }
+  }
+  return -1;
+}
 
 double ms_since(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
@@ -249,6 +264,10 @@ int main(int argc, char** argv) {
   }
   const unsigned pool_threads = pool->get_thread_count();
 
+  // Wall-clock start, to place xnncache's commit time (ms since 1970) on
+  // this process's timeline.
+  const double start_unix_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::system_clock::now().time_since_epoch()).count();
   auto t0 = Clock::now();
   Module module(program, Module::LoadMode::Mmap);
   Error err = module.load(map);
@@ -266,6 +285,7 @@ int main(int argc, char** argv) {
   }
   const double load_method_ms = ms_since(t1);
   const Memory after_load = read_memory(cache_path.empty() ? std::string() : resolve());
+  const long long read_bytes_after_load = disk_read_bytes();
   if (const char* dump = std::getenv("XNNCACHE_ET_SMAPS_DUMP")) {
     // For investigations: the whole /proc/self/smaps right after load_method.
     std::ifstream in("/proc/self/smaps");
@@ -376,6 +396,17 @@ int main(int argc, char** argv) {
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);
 
+  // Every execute (those of a cold process run during the write-back), and
+  // the bytes this process made the disk read (/proc/self/io read_bytes:
+  // page cache misses, readahead included) by the end of load_method and in all.
+  std::string executes;
+  for (double e : execute_ms) {
+    char b[32];
+    std::snprintf(b, sizeof(b), "%s%.3f", executes.empty() ? "" : ",", e);
+    executes += b;
+  }
+  const long long read_bytes_end = disk_read_bytes();
+
   std::string stats = "null";
   struct xnncache_stats s {};
   if (xnncache_executorch_stats != nullptr && mode != "none" &&
@@ -386,9 +417,10 @@ int main(int argc, char** argv) {
         "{\"entries\":%" PRIu64 ",\"packed_bytes\":%" PRIu64 ",\"found_bytes\":%" PRIu64
         ",\"look_ups\":%" PRIu64 ",\"hits\":%" PRIu64 ",\"loaded_entries\":%" PRIu64
         ",\"heap_fallback_bytes\":%" PRIu64 ",\"not_persisted\":%" PRIu64 ",\"file_size\":%" PRIu64
-        ",\"commits\":%" PRIu64 ",\"backing\":%u,\"file_state\":%u}",
+        ",\"commits\":%" PRIu64 ",\"backing\":%u,\"file_state\":%u,\"commit_durable_ms\":%.1f}",
         s.entries, s.packed_bytes, s.found_bytes, s.look_ups, s.hits, s.loaded_entries,
-        s.heap_fallback_bytes, s.not_persisted, s.file_size, s.commits, s.backing, s.file_state);
+        s.heap_fallback_bytes, s.not_persisted, s.file_size, s.commits, s.backing, s.file_state,
+        s.last_commit_unix_ms != 0 ? static_cast<double>(s.last_commit_unix_ms) - start_unix_ms : -1.0);
     stats = buf;
   }
 
@@ -397,12 +429,14 @@ int main(int argc, char** argv) {
       "\"load_method_ms\":%.3f,\"first_execute_ms\":%.3f,\"first_output_ms\":%.3f,"
       "\"steady_execute_ms\":%.3f,\"peak_rss_kib\":%ld,\"after_load\":%s,\"end\":%s,"
       "\"cache_file_bytes_while_open\":%lld,\"identical\":%s,\"max_abs_diff\":%g,\"cache_file_maps\":\"%s\","
+      "\"execute_ms\":[%s],\"read_bytes_after_load\":%lld,\"read_bytes\":%lld,"
       "\"xnncache\":%s}\n",
       json_escape(program).c_str(), mode.c_str(),
       xnncache_executorch_stats != nullptr ? "xnncache" : "stock", pool_threads,
       load_ms, load_method_ms, execute_ms[0], load_method_ms + execute_ms[0], steady_ms,
       usage.ru_maxrss, memory_json(after_load).c_str(), memory_json(end).c_str(), cache_file_bytes,
-      identical ? "true" : "false", max_abs_diff, maps.c_str(), stats.c_str());
+      identical ? "true" : "false", max_abs_diff, maps.c_str(), executes.c_str(),
+      read_bytes_after_load, read_bytes_end, stats.c_str());
   std::fflush(stdout);
   return identical ? 0 : 1;
 }
