@@ -6,19 +6,14 @@
 //! hook, so these tests share one lock.
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
 use std::sync::Mutex;
 
 use xnncache::capi::{xnncache_wait, XNNCACHE_FLAG_READ_ONLY};
 use xnncache::Status;
 use xnncache_tests::models::{conv2d, fc_f32_bias, fc_qd8_qc4w};
-use xnncache_tests::{file_mapping_usage, last_error, options, Cache, Counting, TempDir};
+use xnncache_tests::{file_mapping_usage, last_error, options, Cache, Counting, Held, TempDir};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn is_writer_thread() -> bool {
-    std::thread::current().name() == Some("xnncache-writeback")
-}
 
 fn open_read_only(path: &std::path::Path) -> Cache {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
@@ -40,17 +35,9 @@ fn runtimes_run_while_the_write_back_is_held() {
     let mut rt = model.create(cache.provider()).unwrap();
 
     // Hold the write-back after its first piece reached the file.
-    let (reached_tx, reached) = mpsc::channel::<()>();
-    let (release, release_rx) = mpsc::channel::<()>();
-    let (reached_tx, release_rx) = (Mutex::new(reached_tx), Mutex::new(release_rx));
-    xnncache::fault::set_hook(Some(Box::new(move |point| {
-        if is_writer_thread() && point == "seal: staged bytes written to the file" {
-            let _ = reached_tx.lock().unwrap().send(());
-            let _ = release_rx.lock().unwrap().recv();
-        }
-    })));
+    let mut held = Held::at("seal: staged bytes written to the file", "xnncache-writeback");
     cache.start_finalize();
-    reached.recv_timeout(std::time::Duration::from_secs(120)).expect("no write-back started on the cache's background thread");
+    held.reached("a write-back on the cache's background thread");
 
     // finalize has returned; the write-back is under way and held.
     assert_eq!(xnncache_wait(cache.0, 0), Status::XNNCACHE_BUSY);
@@ -63,9 +50,9 @@ fn runtimes_run_while_the_write_back_is_held() {
     assert_eq!(other.run(counting.provider()), expected_other, "a runtime created during the write-back");
     assert!(counting.reserves.load(Ordering::Relaxed) > 0);
 
-    release.send(()).unwrap();
+    held.release();
     assert_eq!(xnncache_wait(cache.0, u32::MAX), Status::XNNCACHE_OK, "{}", last_error());
-    xnncache::fault::set_hook(None);
+    drop(held);
     let s = cache.stats();
     assert_eq!(s.commits, 1, "{s:?}");
     assert!(s.last_commit_unix_ms > 0);

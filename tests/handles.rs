@@ -4,13 +4,13 @@
 //! `options_size` says.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::Mutex;
 
 use xnncache::capi::{xnncache_close, xnncache_compact, xnncache_finalize, xnncache_open, xnncache_provider, xnncache_register_weights, xnncache_stats, xnncache_wait};
 use xnncache::handles::xnncache as Handle;
 use xnncache::{Stats, Status};
 use xnncache_tests::models::fc_qd8_qc4w;
-use xnncache_tests::{last_error, options, Cache, TempDir, Watchdog};
+use xnncache_tests::{last_error, options, Cache, Held, TempDir, Watchdog};
 
 /// Tests acting through the global fault hook run one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -118,30 +118,22 @@ fn a_close_never_frees_a_cache_under_a_running_call() {
     cache.finalize();
     let entries = cache.stats().entries;
 
-    let (reached_tx, reached) = mpsc::channel::<()>();
-    let (release, release_rx) = mpsc::channel::<()>();
-    let (reached_tx, release_rx) = (Mutex::new(reached_tx), Mutex::new(release_rx));
-    xnncache::fault::set_hook(Some(Box::new(move |point| {
-        if std::thread::current().name() == Some("compactor") && point == "compact: payloads and index written" {
-            let _ = reached_tx.lock().unwrap().send(());
-            let _ = release_rx.lock().unwrap().recv();
-        }
-    })));
+    let mut held = Held::at("compact: payloads and index written", "compactor");
     let handle = cache.0 as usize;
     std::mem::forget(cache); // closed by hand below
     let compactor = std::thread::Builder::new()
         .name("compactor".into())
         .spawn(move || xnncache_compact(handle as *mut Handle))
         .unwrap();
-    reached.recv_timeout(std::time::Duration::from_secs(120)).expect("the compaction never reached its step");
+    held.reached("the compaction's step");
     {
         let _watchdog = Watchdog::new("xnncache_close while another thread is inside xnncache_compact", 120);
         xnncache_close(handle as *mut Handle);
     }
     assert_eq!(stats_of(handle as *mut Handle), Status::XNNCACHE_INVALID_ARGUMENT);
-    release.send(()).unwrap();
+    held.release();
     let status = compactor.join().unwrap();
-    xnncache::fault::set_hook(None);
+    drop(held);
     assert_eq!(status, Status::XNNCACHE_OK, "the call that was running when the handle was closed");
     let next = Cache::open(Some(&path));
     assert_eq!(next.stats().loaded_entries, entries, "the compacted file");

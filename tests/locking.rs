@@ -9,14 +9,14 @@
 
 use std::ffi::{c_char, c_void, CStr};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::Mutex;
 
 use xnncache::capi::{xnncache_set_log_callback, xnncache_stats, xnncache_wait};
 use xnncache::logging::Level;
 use xnncache::{Stats, Status};
 use xnncache_tests::launch::{Ended, Spec};
 use xnncache_tests::models::{conv2d, fc_f32_bias, fc_qd8_qc4w};
-use xnncache_tests::{last_error, Cache, TempDir, Watchdog};
+use xnncache_tests::{last_error, Cache, Held, TempDir, Watchdog};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -133,17 +133,9 @@ fn runtimes_run_and_are_created_while_a_commit_waits_for_the_disk() {
     other.register(&cache, true);
     let mut rt = model.create(cache.provider()).unwrap();
 
-    let (reached_tx, reached) = mpsc::channel::<()>();
-    let (release, release_rx) = mpsc::channel::<()>();
-    let (reached_tx, release_rx) = (Mutex::new(reached_tx), Mutex::new(release_rx));
-    xnncache::fault::set_hook(Some(Box::new(move |point| {
-        if is_writer_thread() && point == "commit: before syncing payloads and index" {
-            let _ = reached_tx.lock().unwrap().send(());
-            let _ = release_rx.lock().unwrap().recv();
-        }
-    })));
+    let mut held = Held::at("commit: before syncing payloads and index", "xnncache-writeback");
     cache.start_finalize();
-    reached.recv_timeout(std::time::Duration::from_secs(120)).expect("the write-back never reached its commit");
+    held.reached("the write-back's commit");
     {
         let _watchdog = Watchdog::new("inference, a creation, stats and verify while a commit's sync is held", 120);
         assert_eq!(rt.infer().unwrap(), expected, "inference while the commit is held");
@@ -152,9 +144,9 @@ fn runtimes_run_and_are_created_while_a_commit_waits_for_the_disk() {
         assert_eq!(s.commits, 0, "{s:?}");
         assert_eq!(xnncache::capi::xnncache_verify(cache.0), Status::XNNCACHE_OK, "{}", last_error());
     }
-    release.send(()).unwrap();
+    held.release();
     cache.wait();
-    xnncache::fault::set_hook(None);
+    drop(held);
     assert_eq!(cache.stats().commits, 1);
     cache.finalize();
     assert_eq!(rt.infer().unwrap(), expected);

@@ -18,7 +18,7 @@ pub mod launch;
 pub mod models;
 
 pub use counting::Counting;
-pub use watchdog::Watchdog;
+pub use watchdog::{Held, Watchdog};
 
 use std::ffi::CStr;
 use std::ptr::{null, null_mut};

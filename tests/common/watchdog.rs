@@ -40,3 +40,46 @@ impl Drop for Watchdog {
         }
     }
 }
+
+/// Holds the first thread named `thread` that passes the crash point
+/// `point` (see `xnncache::fault::set_hook`) until [`Held::release`]: a test
+/// acts while xnncache is stopped at an exact step. The hook is removed when
+/// the `Held` is dropped.
+pub struct Held {
+    reached: std::sync::mpsc::Receiver<()>,
+    release: Option<Sender<()>>,
+}
+
+impl Held {
+    pub fn at(point: &'static str, thread: &'static str) -> Held {
+        let (reached_tx, reached) = channel::<()>();
+        let (release, release_rx) = channel::<()>();
+        let (reached_tx, release_rx) = (std::sync::Mutex::new(reached_tx), std::sync::Mutex::new(release_rx));
+        xnncache::fault::set_hook(Some(Box::new(move |at| {
+            if at == point && std::thread::current().name() == Some(thread) {
+                let _ = reached_tx.lock().unwrap().send(());
+                let _ = release_rx.lock().unwrap().recv();
+            }
+        })));
+        Held { reached, release: Some(release) }
+    }
+
+    /// Waits (at most two minutes, a deadlock detector) until the point is reached.
+    pub fn reached(&self, what: &str) {
+        self.reached.recv_timeout(Duration::from_secs(120)).unwrap_or_else(|_| panic!("{what}: never reached"));
+    }
+
+    /// Lets the held thread go on.
+    pub fn release(&mut self) {
+        if let Some(r) = self.release.take() {
+            let _ = r.send(());
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.release();
+        xnncache::fault::set_hook(None);
+    }
+}
