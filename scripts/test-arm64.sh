@@ -171,11 +171,40 @@ magic='\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00'
 mask='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
 entry=":qemu-aarch64:M::$magic:$mask:$(command -v qemu-aarch64):"
 binfmt=/proc/sys/fs/binfmt_misc
-in_namespace='mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc && printf "%s" "$1" >/proc/sys/fs/binfmt_misc/register && shift && exec "$@"'
+register='mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc && printf "%s" "$1" >/proc/sys/fs/binfmt_misc/register && shift && exec "$@"'
+# Runs "$@" in a new user and mount namespace with the entry registered. As
+# root, users and groups 0-65535 are mapped to themselves, so that the hostile
+# tests can give a file to `nobody` and become it as they do natively; the map
+# is written from outside (a process cannot map more than itself from inside,
+# and Debian's newuidmap is not installed). Otherwise the caller is mapped to
+# root alone. Both ends wait on FIFOs the parent holds open for reading and
+# writing, so neither blocks if the other fails.
+in_namespace() {
+    if [[ $(id -u) -ne 0 ]]; then
+        unshare --user --map-root-user --mount bash -c "$register" bash "$entry" "$@"
+        return
+    fi
+    local sync unshared_fd mapped_fd inner job status=0
+    sync=$(mktemp -d)
+    mkfifo "$sync/unshared" "$sync/mapped"
+    exec {unshared_fd}<>"$sync/unshared" {mapped_fd}<>"$sync/mapped"
+    { unshare --user --mount bash -c 'echo $$ >"$1/unshared" && read -r _ <"$1/mapped" && shift && '"$register" \
+        bash "$sync" "$entry" "$@" || { status=$?; echo failed >"$sync/unshared"; exit $status; }; } &
+    job=$!
+    read -r inner <&"$unshared_fd"
+    if [[ $inner != failed ]]; then
+        echo "0 0 65536" >"/proc/$inner/uid_map" && echo "0 0 65536" >"/proc/$inner/gid_map" || status=$?
+        echo mapped >&"$mapped_fd"
+    fi
+    wait "$job" || status=$?
+    exec {unshared_fd}>&- {mapped_fd}>&-
+    rm -rf "$sync"
+    return $status
+}
 wrap=()
 tests=("${TESTS[@]}")
-if unshare --user --map-root-user --mount bash -c "$in_namespace" bash "$entry" true 2>/dev/null; then
-    wrap=(unshare --user --map-root-user --mount bash -c "$in_namespace" bash "$entry")
+if in_namespace true 2>/dev/null; then
+    wrap=(in_namespace)
     echo "test-arm64: binfmt_misc of a user namespace runs aarch64 programs with qemu-aarch64"
 else
     if [[ ! -e $binfmt/qemu-aarch64 && $(id -u) -eq 0 ]]; then
