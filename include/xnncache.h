@@ -33,6 +33,9 @@
 // its owner may write it) instead of refusing it.
 #define XNNCACHE_FLAG_ALLOW_FOREIGN_OWNER 32
 
+// The longest name kept in an index (longer ones are registered, not listed).
+#define NAME_MAX 4096
+
 
 
 // Permission bits of new cache files by default: the packed weights of a
@@ -145,6 +148,13 @@ typedef struct xnncache_options {
 typedef void (*xnncache_log_callback)(enum xnncache_log_level level,
                                       const char *message,
                                       void *user_data);
+
+// Called by `xnncache_list_names` once per packed weight: the name its
+// weights were registered under, and its bias's (NULL when the packing has
+// no bias or the bias has no name). Both are valid during the call only.
+typedef void (*xnncache_name_callback)(void *user_data,
+                                       const char *weights_name,
+                                       const char *bias_name);
 
 // What a cache has done so far.
 struct xnncache_stats {
@@ -266,6 +276,16 @@ enum xnncache_status xnncache_verify(struct xnncache *cache);
 // Rewrites the file with only the weights this session used and replaces it
 // atomically (runtimes keep working; this cache persists nothing afterwards).
 enum xnncache_status xnncache_compact(struct xnncache *cache);
+
+// Lists the names of the packed weights this cache finds by look-up: those
+// the file's index held at open, and those stored since (names come from
+// `xnncache_register_weights`; weights registered without a name, or at an
+// offset inside a registered buffer, are not listed). Calls `callback`
+// once per name, in sorted order, on this thread, with no lock of
+// xnncache held. Reads the index only, never a payload.
+enum xnncache_status xnncache_list_names(const struct xnncache *cache,
+                                         xnncache_name_callback callback,
+                                         void *user_data);
 
 // Fills `*stats`.
 enum xnncache_status xnncache_stats(const struct xnncache *cache, struct xnncache_stats *stats);

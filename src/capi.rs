@@ -317,6 +317,36 @@ pub extern "C" fn xnncache_compact(cache: *mut xnncache) -> xnncache_status {
     api("xnncache_compact", || handle(cache)?.cache.compact().map(|_| ()))
 }
 
+/// Called by `xnncache_list_names` once per packed weight: the name its
+/// weights were registered under, and its bias's (NULL when the packing has
+/// no bias or the bias has no name). Both are valid during the call only.
+#[allow(non_camel_case_types)]
+pub type xnncache_name_callback = Option<unsafe extern "C" fn(user_data: *mut c_void, weights_name: *const c_char, bias_name: *const c_char)>;
+
+/// Lists the names of the packed weights this cache finds by look-up: those
+/// the file's index held at open, and those stored since (names come from
+/// `xnncache_register_weights`; weights registered without a name, or at an
+/// offset inside a registered buffer, are not listed). Calls `callback`
+/// once per name, in sorted order, on this thread, with no lock of
+/// xnncache held. Reads the index only, never a payload.
+#[no_mangle]
+pub extern "C" fn xnncache_list_names(cache: *const xnncache, callback: xnncache_name_callback, user_data: *mut c_void) -> xnncache_status {
+    api("xnncache_list_names", || {
+        let h = handle(cache)?;
+        let callback = callback.ok_or_else(|| Error::invalid("callback is NULL"))?;
+        for names in h.cache.names() {
+            // Names never hold a NUL: the index refuses them, and names given
+            // to xnncache_register_weights are C strings.
+            let (Ok(weights), Ok(bias)) = (CString::new(names.weights), names.bias.map(CString::new).transpose()) else { continue };
+            let bias_ptr = bias.as_ref().map_or(core::ptr::null(), |b| b.as_ptr());
+            // SAFETY: the host's callback, called as the API documents, with
+            // strings that live until it returns.
+            unsafe { callback(user_data, weights.as_ptr(), bias_ptr) };
+        }
+        Ok(())
+    })
+}
+
 /// Fills `*stats`.
 #[no_mangle]
 pub extern "C" fn xnncache_stats(cache: *const xnncache, stats: *mut Stats) -> xnncache_status {

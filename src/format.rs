@@ -21,11 +21,20 @@
 //! highest generation, then check the index's checksum and every offset and
 //! size in it before handing out a single pointer.
 
+use std::collections::HashSet;
+
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 pub const MAGIC: [u8; 8] = *b"XNNCACHE";
-pub const INDEX_MAGIC: [u8; 8] = *b"XNNCIDX1";
-pub const FORMAT_VERSION: u32 = 1;
+/// An index that also names the registered weights behind its keys (written
+/// since format version 2).
+pub const INDEX_MAGIC: [u8; 8] = *b"XNNCIDX2";
+/// Version 1's index: payloads and keys, no names. Still read.
+pub const INDEX_MAGIC_V1: [u8; 8] = *b"XNNCIDX1";
+/// What this library writes; it reads every version from 1.
+pub const FORMAT_VERSION: u32 = 2;
+/// The longest name kept in an index (longer ones are registered, not listed).
+pub const NAME_MAX: usize = 4096;
 /// Written in native order: reads back as this value only in the same order.
 pub const BYTE_ORDER_MARK: u32 = 0x0102_0304;
 pub const HEADER_SIZE: usize = 256;
@@ -114,6 +123,15 @@ impl Reader<'_> {
     }
 }
 
+impl<'a> Reader<'a> {
+    /// The next `n` bytes; the caller checked that there are as many.
+    fn bytes(&mut self, n: usize) -> &'a [u8] {
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        head
+    }
+}
+
 impl Header {
     pub fn encode(&self) -> [u8; HEADER_SIZE] {
         let mut w = Writer(Vec::with_capacity(HEADER_SIZE));
@@ -159,8 +177,8 @@ impl Header {
         if bom != BYTE_ORDER_MARK {
             return Err(Refusal::Incompatible("written with another byte order".into()));
         }
-        if version != FORMAT_VERSION {
-            return Err(Refusal::Incompatible(format!("format version {version}, this library reads {FORMAT_VERSION}")));
+        if !(1..=FORMAT_VERSION).contains(&version) {
+            return Err(Refusal::Incompatible(format!("format version {version}, this library reads 1 to {FORMAT_VERSION}")));
         }
         if bits != usize::BITS {
             return Err(Refusal::Incompatible(format!("written by a {bits}-bit process")));
@@ -247,16 +265,42 @@ pub struct KeyRef {
     pub payload: u32,
 }
 
+/// The names of the registered weights a persistent key was made from (the
+/// kernel's, and the bias's when it has one): what a host such as ExecuTorch
+/// calls a packed weight. Listed by `xnncache_list_names`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KeyNames {
+    pub weights: String,
+    pub bias: Option<String>,
+}
+
+impl KeyNames {
+    /// Names the index can hold: non-empty, no NUL (they go out as C
+    /// strings), at most `NAME_MAX` bytes each.
+    pub fn new(weights: &str, bias: Option<&str>) -> Option<KeyNames> {
+        let fits = |n: &str| !n.is_empty() && n.len() <= NAME_MAX && !n.contains('\0');
+        (fits(weights) && bias.is_none_or(fits)).then(|| KeyNames { weights: weights.to_string(), bias: bias.map(str::to_string) })
+    }
+
+    fn record_len(&self) -> usize {
+        NAME_RECORD + self.weights.len() + self.bias.as_ref().map_or(0, String::len)
+    }
+}
+
 /// The index of one commit.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Index {
     pub payloads: Vec<Payload>,
     pub keys: Vec<KeyRef>,
+    /// Names of some of `keys` (those made from named weights), by key.
+    pub names: Vec<(u128, KeyNames)>,
 }
 
 const PAYLOAD_RECORD: usize = 24;
 const KEY_RECORD: usize = 24;
 const INDEX_HEADER: usize = 8 + 8 + 8;
+/// A name record's fixed part: key, length of each name.
+const NAME_RECORD: usize = 16 + 4 + 4;
 
 /// Where a compaction puts payloads of these sizes, one after the other
 /// from `DATA_START`, each aligned: their offsets, and where the index goes.
@@ -273,10 +317,10 @@ pub fn compacted_layout(sizes: impl IntoIterator<Item = u64>) -> (Vec<u64>, u64)
     (offsets, offset)
 }
 
-/// Bytes of an index block naming `payloads` payloads and `keys` keys: the
-/// one place the index's size is computed (the cache, the CLI).
-pub fn index_len(payloads: usize, keys: usize) -> usize {
-    INDEX_HEADER + payloads * PAYLOAD_RECORD + keys * KEY_RECORD
+/// Bytes of an index block naming `payloads` payloads and `keys` keys, with
+/// `names`: the one place the index's size is computed (the cache, the CLI).
+pub fn index_len<'a>(payloads: usize, keys: usize, names: impl IntoIterator<Item = &'a KeyNames>) -> usize {
+    INDEX_HEADER + payloads * PAYLOAD_RECORD + keys * KEY_RECORD + 8 + names.into_iter().map(KeyNames::record_len).sum::<usize>()
 }
 
 impl Index {
@@ -295,11 +339,20 @@ impl Index {
             w.u32(k.payload);
             w.u32(0);
         }
+        w.u64(self.names.len() as u64);
+        for (key, names) in &self.names {
+            let bias = names.bias.as_deref().unwrap_or("");
+            w.u128(*key);
+            w.u32(names.weights.len() as u32);
+            w.u32(bias.len() as u32);
+            w.0.extend_from_slice(names.weights.as_bytes());
+            w.0.extend_from_slice(bias.as_bytes());
+        }
         w.0
     }
 
     pub fn encoded_len(&self) -> usize {
-        index_len(self.payloads.len(), self.keys.len())
+        index_len(self.payloads.len(), self.keys.len(), self.names.iter().map(|(_, n)| n))
     }
 
     /// Decodes an index block and checks it against its header: checksum,
@@ -309,16 +362,27 @@ impl Index {
         if bytes.len() as u64 != header.index_size || xxh3_64(bytes) != header.index_checksum {
             return corrupt("index checksum mismatch");
         }
-        if bytes.len() < INDEX_HEADER || bytes[..8] != INDEX_MAGIC {
+        let named = match bytes.get(..8) {
+            Some(m) if m == INDEX_MAGIC => true,
+            Some(m) if m == INDEX_MAGIC_V1 => false,
+            _ => return corrupt("bad index magic"),
+        };
+        if bytes.len() < INDEX_HEADER {
             return corrupt("bad index magic");
         }
         let mut r = Reader(&bytes[8..]);
         let (np, nk) = (r.u64(), r.u64());
-        let expected = np
+        let records = np
             .checked_mul(PAYLOAD_RECORD as u64)
             .and_then(|a| nk.checked_mul(KEY_RECORD as u64).and_then(|b| a.checked_add(b)))
             .and_then(|n| n.checked_add(INDEX_HEADER as u64));
-        if expected != Some(bytes.len() as u64) || np > u32::MAX as u64 {
+        // Version 1 ends with the keys; version 2 has at least a name count after them.
+        let fits = match (records, named) {
+            (Some(n), false) => n == bytes.len() as u64,
+            (Some(n), true) => n.checked_add(8).is_some_and(|n| n <= bytes.len() as u64),
+            (None, _) => false,
+        };
+        if !fits || np > u32::MAX as u64 {
             return corrupt("index counts do not match its size");
         }
         let mut payloads = Vec::with_capacity(np as usize);
@@ -346,8 +410,45 @@ impl Index {
             }
             keys.push(k);
         }
-        Ok(Index { payloads, keys })
+        let names = if named { decode_names(&mut r, &keys)? } else { Vec::new() };
+        Ok(Index { payloads, keys, names })
     }
+}
+
+/// The name records that end a version-2 index: each for a distinct key of
+/// the index, names valid as [`KeyNames::new`] requires, filling the rest of
+/// the block exactly.
+fn decode_names(r: &mut Reader<'_>, keys: &[KeyRef]) -> Result<Vec<(u128, KeyNames)>, Refusal> {
+    let count = r.u64();
+    if count > keys.len() as u64 {
+        return corrupt("more names than keys");
+    }
+    let known: HashSet<u128> = keys.iter().map(|k| k.key).collect();
+    let mut seen = HashSet::with_capacity(count as usize);
+    let mut names = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        if r.0.len() < NAME_RECORD {
+            return corrupt("a name record runs past the index");
+        }
+        let (key, weights_len, bias_len) = (r.u128(), r.u32() as usize, r.u32() as usize);
+        if weights_len.checked_add(bias_len).is_none_or(|n| n > r.0.len()) {
+            return corrupt("a name runs past the index");
+        }
+        let weights = std::str::from_utf8(r.bytes(weights_len)).ok();
+        let bias = std::str::from_utf8(r.bytes(bias_len)).ok();
+        let (Some(weights), Some(bias)) = (weights, bias) else { return corrupt("a name is not UTF-8") };
+        let Some(entry) = KeyNames::new(weights, (!bias.is_empty()).then_some(bias)) else {
+            return corrupt("an empty, overlong or NUL-holding name");
+        };
+        if !known.contains(&key) || !seen.insert(key) {
+            return corrupt("a name for a key the index lacks, or named twice");
+        }
+        names.push((key, entry));
+    }
+    if !r.0.is_empty() {
+        return corrupt("bytes after the last name record");
+    }
+    Ok(names)
 }
 
 /// The stable identity of registered bytes: a name, or the bytes themselves.
@@ -462,6 +563,7 @@ mod tests {
         Index {
             payloads: vec![Payload { offset: DATA_START, size: 1000, checksum: 1 }, Payload { offset: DATA_START + 1024, size: 64, checksum: 2 }],
             keys: vec![KeyRef { key: 5, payload: 0 }, KeyRef { key: 6, payload: 1 }, KeyRef { key: 7, payload: 1 }],
+            names: vec![(6, KeyNames::new("fc1.weight", Some("fc1.bias")).unwrap()), (5, KeyNames::new("fc0.weight", None).unwrap())],
         }
     }
 
@@ -494,9 +596,47 @@ mod tests {
         }
         // A key record's reserved half-word.
         let mut padded = index().encode();
-        let last = padded.len() - 1;
-        padded[last] = 1;
+        let last_key_byte = 24 + 2 * 24 + 3 * 24 - 1;
+        padded[last_key_byte] = 1;
         assert!(matches!(Index::decode(&padded, &header_for(&padded)), Err(Refusal::Corrupt(_))));
+    }
+
+    /// Names are checked like every other field: a name for a key the index
+    /// lacks, named twice, empty, with a NUL, not UTF-8, or running past (or
+    /// short of) the block's end is refused; version 1's index (no names) is read.
+    #[test]
+    fn names_are_checked_and_version_1_is_read() {
+        let named = |names: Vec<(u128, KeyNames)>| Index { names, ..index() };
+        let raw = |weights: &str, bias: Option<&str>| KeyNames { weights: weights.into(), bias: bias.map(Into::into) };
+        let long = "n".repeat(NAME_MAX + 1);
+        for bad in [
+            named(vec![(8, raw("w", None))]),
+            named(vec![(5, raw("w", None)), (5, raw("v", None))]),
+            named(vec![(5, raw("", None))]),
+            named(vec![(5, raw("w\0x", None))]),
+            named(vec![(5, raw("w", Some("b\0")))]),
+            named(vec![(5, raw(&long, None))]),
+        ] {
+            let b = bad.encode();
+            assert!(matches!(Index::decode(&b, &header_for(&b)), Err(Refusal::Corrupt(_))), "{:?}", bad.names);
+        }
+        let good = index().encode();
+        let mut not_utf8 = good.clone();
+        let at = not_utf8.len() - 1;
+        not_utf8[at] = 0xFF;
+        let mut trailing = good.clone();
+        trailing.push(0);
+        let short = good[..good.len() - 1].to_vec();
+        for b in [not_utf8, trailing, short] {
+            assert!(matches!(Index::decode(&b, &header_for(&b)), Err(Refusal::Corrupt(_))));
+        }
+        // Version 1: the same records without the name section, and its magic.
+        let mut v1 = index().encode()[..24 + 2 * 24 + 3 * 24].to_vec();
+        v1[..8].copy_from_slice(&INDEX_MAGIC_V1);
+        assert_eq!(Index::decode(&v1, &header_for(&v1)).unwrap(), Index { names: vec![], ..index() });
+        v1.extend_from_slice(&0u64.to_ne_bytes());
+        assert!(Index::decode(&v1, &header_for(&v1)).is_err(), "a version-1 index with a name count");
+        assert!(KeyNames::new("w", Some("")).is_none() && KeyNames::new(&long, None).is_none());
     }
 
     #[test]

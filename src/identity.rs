@@ -7,14 +7,22 @@
 //! persistent key (see [`crate::format::persistent_key`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::abi::Key;
-use crate::format::{identity_of_bytes, identity_of_name, persistent_key};
+use crate::format::{identity_of_bytes, identity_of_name, persistent_key, KeyNames};
 
-/// Registered buffers by start address: `start -> (end, identity)`.
+/// One registered buffer.
+struct Registered {
+    end: usize,
+    identity: u128,
+    name: Option<Arc<str>>,
+}
+
+/// Registered buffers by start address.
 #[derive(Default)]
 pub struct Registry {
-    ranges: BTreeMap<usize, (usize, u128)>,
+    ranges: BTreeMap<usize, Registered>,
 }
 
 impl Registry {
@@ -27,14 +35,14 @@ impl Registry {
         };
         let end = data.saturating_add(size.max(1));
         self.forget(data, end);
-        self.ranges.insert(data, (end, identity));
+        self.ranges.insert(data, Registered { end, identity, name: name.map(Arc::from) });
         identity
     }
 
     /// Drops every registration overlapping `[start, end)`: that memory was
     /// freed or now holds other data. Returns how many were dropped.
     pub fn forget(&mut self, start: usize, end: usize) -> usize {
-        let overlapping: Vec<usize> = self.ranges.range(..end).filter(|(_, &(e, _))| e > start).map(|(&s, _)| s).collect();
+        let overlapping: Vec<usize> = self.ranges.range(..end).filter(|(_, r)| r.end > start).map(|(&s, _)| s).collect();
         for s in &overlapping {
             self.ranges.remove(s);
         }
@@ -43,8 +51,23 @@ impl Registry {
 
     /// The identity and offset of a pointer inside a registered buffer.
     pub fn resolve(&self, p: usize) -> Option<(u128, u64)> {
-        let (&start, &(end, id)) = self.ranges.range(..=p).next_back()?;
-        (p < end).then(|| (id, (p - start) as u64))
+        let (&start, r) = self.ranges.range(..=p).next_back()?;
+        (p < r.end).then(|| (r.identity, (p - start) as u64))
+    }
+
+    /// The name of the buffer that starts at `p`, if it was registered by name.
+    fn name_at(&self, p: usize) -> Option<&str> {
+        self.ranges.get(&p)?.name.as_deref()
+    }
+
+    /// What a host calls the packed form of `key`: the name of the buffer its
+    /// kernel starts, and of the one its bias starts (if that one has a name).
+    pub fn names(&self, key: &Key) -> Option<KeyNames> {
+        let bias = match key.bias {
+            0 => None,
+            b => self.name_at(b),
+        };
+        KeyNames::new(self.name_at(key.kernel)?, bias)
     }
 
     /// The persistent key of `key`, if its kernel and (non-NULL) bias are registered.

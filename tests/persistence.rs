@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+
+use xnncache::format::{Index, SLOT_OFFSETS};
 use std::sync::atomic::Ordering;
 
 use xnncache_tests::models::by_name;
@@ -503,4 +505,101 @@ fn weights_converted_to_fp32_are_found_by_a_warm_launch() {
         assert_eq!(warm.get("reserves"), 0, "{model}: the warm launch packed: {warm:?}");
         assert_eq!(warm.get("hits"), cold.get("entries"), "{model}: {warm:?}");
     }
+}
+
+/// The newest commit's index of the file at `path`.
+fn committed_index(path: &Path) -> (xnncache::format::Header, xnncache::format::Index) {
+    let file = std::fs::File::open(path).unwrap();
+    let (header, _, index) = xnncache::store::read_any_committed(&file).unwrap();
+    (header, index)
+}
+
+/// What `xnncache_list_names` reports for a cache opened on `path` before
+/// any runtime exists.
+fn listed_names(path: &Path) -> Vec<(String, Option<String>)> {
+    unsafe extern "C" fn collect(user: *mut core::ffi::c_void, weights: *const core::ffi::c_char, bias: *const core::ffi::c_char) {
+        // SAFETY: `user` is the Vec passed below; the names are C strings valid during the call.
+        let (names, weights) = unsafe { (&mut *(user as *mut Vec<(String, Option<String>)>), std::ffi::CStr::from_ptr(weights)) };
+        // SAFETY: as above; NULL when there is no bias name.
+        let bias = (!bias.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(bias) }.to_str().unwrap().to_string());
+        names.push((weights.to_str().unwrap().to_string(), bias));
+    }
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let cache = Cache::open_with(&options(Some(&c)));
+    let mut names: Vec<(String, Option<String>)> = Vec::new();
+    let s = xnncache::capi::xnncache_list_names(cache.0, Some(collect), (&mut names as *mut Vec<(String, Option<String>)>).cast());
+    assert_eq!(s, xnncache::Status::XNNCACHE_OK, "{}", last_error());
+    names
+}
+
+fn index_names(index: &xnncache::format::Index) -> Vec<(String, Option<String>)> {
+    let mut names: Vec<_> = index.names.iter().map(|(_, n)| (n.weights.clone(), n.bias.clone())).collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The index names the packed weights it holds (what ExecuTorch's class
+/// reports at initialize): each key made from weights registered by name
+/// has a names record, a later open lists them before any runtime exists,
+/// compaction keeps those it keeps, weights registered by content have none,
+/// and a file of format version 1 (no names) is used as it is and gains the
+/// names of what a later launch finds at its next commit.
+#[test]
+fn the_index_names_the_weights_it_holds() {
+    let dir = TempDir::new("names");
+    let path = dir.file("model.xnncache");
+    launch(&path, "fc_f32,qc4,conv", "");
+    let (header, index) = committed_index(&path);
+    assert!(!index.keys.is_empty());
+    assert_eq!(index.names.len(), index.keys.len(), "a key without its names: {index:?}");
+    let names = index_names(&index);
+    assert!(names.iter().all(|(w, b)| !w.is_empty() && b.as_ref() != Some(w)), "{names:?}");
+    assert!(names.iter().any(|(_, b)| b.is_some()), "no packing named its bias: {names:?}");
+    assert_eq!(listed_names(&path), names, "xnncache_list_names and the index differ");
+
+    // Registered by content: keys, no names.
+    let by_content = dir.file("by-content.xnncache");
+    launch(&by_content, "fc_f32,qc4,conv", "bycontent");
+    let (_, unnamed) = committed_index(&by_content);
+    assert!(!unnamed.keys.is_empty() && unnamed.names.is_empty(), "{unnamed:?}");
+    assert!(listed_names(&by_content).is_empty());
+
+    // Format version 1: the same commit without the names section.
+    let v1 = dir.file("v1.xnncache");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let old = Index { names: Vec::new(), ..index.clone() }.encode();
+    let old = &old[..old.len() - 8];
+    let at = header.index_offset as usize;
+    bytes[at..at + old.len()].copy_from_slice(old);
+    bytes[at..at + 8].copy_from_slice(&xnncache::format::INDEX_MAGIC_V1);
+    let v1_header = xnncache::format::Header { index_size: old.len() as u64, index_checksum: xxhash_rust::xxh3::xxh3_64(&bytes[at..at + old.len()]), ..header.clone() };
+    let mut slot = v1_header.encode();
+    slot[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    let sum = xxhash_rust::xxh3::xxh3_64(&slot[..248]);
+    slot[248..].copy_from_slice(&sum.to_ne_bytes());
+    for s in SLOT_OFFSETS {
+        bytes[s as usize..s as usize + 256].copy_from_slice(&slot);
+    }
+    std::fs::write(&v1, &bytes).unwrap();
+    assert!(listed_names(&v1).is_empty());
+    let warm = launch(&v1, "fc_f32,qc4,conv", "");
+    assert_eq!((warm.get("file_state"), warm.get("reserves")), (REUSED, 0), "{}", warm.warning());
+    let grown = launch(&v1, "fc_f32,qc4,conv,qc8", "");
+    assert_eq!(grown.get("file_state"), REUSED);
+    let (_, upgraded) = committed_index(&v1);
+    assert_eq!(upgraded.names.len(), upgraded.keys.len(), "the commit after a version-1 file names every key it found");
+
+    // Compaction keeps the names of what it keeps.
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let cache = Cache::open_with(&options(Some(&c)));
+    let model = by_name("fc_f32");
+    model.register(&cache, true);
+    model.run(cache.provider());
+    assert_eq!(xnncache::capi::xnncache_compact(cache.0), xnncache::Status::XNNCACHE_OK, "{}", last_error());
+    drop(cache);
+    let (_, compacted) = committed_index(&path);
+    assert!(!compacted.keys.is_empty() && compacted.keys.len() < index.keys.len());
+    assert_eq!(compacted.names.len(), compacted.keys.len());
+    assert!(index_names(&compacted).iter().all(|n| names.contains(n)));
 }

@@ -143,6 +143,7 @@ fn read(file: &File) -> Result<Snapshot, Failure> {
 struct Plan {
     payloads: Vec<format::Payload>,
     keys: Vec<(u128, u32)>,
+    names: Vec<(u128, format::KeyNames)>,
     len: u64,
 }
 
@@ -161,11 +162,12 @@ fn plan(index: &Index) -> Plan {
         .map(|k| (k.key, renumber(k.payload)))
         .collect();
     let (_, offset) = format::compacted_layout(payloads.iter().map(|p| p.size));
-    let encoded = xnncache::format::index_len(payloads.len(), keys.len()) as u64;
+    let encoded = xnncache::format::index_len(payloads.len(), keys.len(), index.names.iter().map(|(_, n)| n)) as u64;
     Plan {
         len: offset + encoded,
         payloads,
         keys,
+        names: index.names.clone(),
     }
 }
 
@@ -213,7 +215,14 @@ fn inspect(path: &Path, build_id: Option<&[u8]>) -> Result<(Value, bool), Failur
         .into_iter()
         .map(|(i, p)| {
             let keys: Vec<String> = index.keys.iter().filter(|k| k.payload as usize == i).map(|k| format!("{:032x}", k.key)).collect();
-            json!({ "offset": p.offset, "size": p.size, "checksum": format!("{:016x}", p.checksum), "keys": keys })
+            let names: Vec<Value> = index
+                .keys
+                .iter()
+                .filter(|k| k.payload as usize == i)
+                .filter_map(|k| index.names.iter().find(|(key, _)| *key == k.key))
+                .map(|(_, n)| json!({ "weights": n.weights, "bias": n.bias }))
+                .collect();
+            json!({ "offset": p.offset, "size": p.size, "checksum": format!("{:016x}", p.checksum), "keys": keys, "names": names })
         })
         .collect();
     let report = json!({
@@ -226,6 +235,7 @@ fn inspect(path: &Path, build_id: Option<&[u8]>) -> Result<(Value, bool), Failur
         "compatibility": compat,
         "entries": entries,
         "keys": index.keys.len(),
+        "named_keys": index.names.len(),
         "payload_bytes": index.payloads.iter().map(|p| p.size).sum::<u64>(),
         "reachable_payload_bytes": plan.payloads.iter().map(|p| p.size).sum::<u64>(),
         "unreachable_bytes": snap.len.saturating_sub(plan.len),
@@ -392,7 +402,7 @@ fn compact(path: &Path) -> Result<Value, Failure> {
     let payloads: Vec<(&[u8], u64)> = bytes.iter().map(|(b, c)| (b.as_slice(), *c)).collect();
     let new_len = store
         .prepare_compaction()
-        .and_then(|c| c.write(&payloads, &plan.keys))
+        .and_then(|c| c.write(&payloads, &plan.keys, plan.names.clone()))
         .map_err(|e| Failure::Io(format!("cannot compact: {e}")))?;
     store.compacted();
     store.unlock();

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use super::state::{entry_bytes, State};
 use super::{lock, Core};
 use crate::error::{Error, Result, Status};
-use crate::format;
+use crate::format::{self, KeyNames};
 use crate::heap::is_heap_offset;
 use crate::index::EntryId;
 
@@ -62,7 +62,7 @@ impl Core {
     /// processes out meanwhile, and `finalizing` this cache's write-backs.
     pub(super) fn rewrite(&self, keep: Keep) -> Result<u64> {
         let _one_at_a_time = lock(&self.finalizing);
-        let (compaction, payloads, keys) = {
+        let (compaction, payloads, keys, names) = {
             let mut st = self.locked();
             let st = &mut *st;
             if st.store.is_none() || st.arena.is_none() {
@@ -73,7 +73,7 @@ impl Core {
                 Ok(false) => return Err(Error::new(Status::XNNCACHE_BUSY, "another process is writing the cache file")),
                 Err(e) => return Err(Error::io("cannot lock the cache file", &e)),
             }
-            let (ids, keys) = st.live_links(keep);
+            let (ids, keys, names) = st.live_links(keep);
             let payloads: Vec<(usize, usize, Option<u64>)> = ids
                 .iter()
                 .map(|&id| {
@@ -83,7 +83,7 @@ impl Core {
                 .collect();
             let compaction = st.store.as_ref().map(|s| s.prepare_compaction());
             match compaction {
-                Some(Ok(c)) => (c, payloads, keys),
+                Some(Ok(c)) => (c, payloads, keys, names),
                 Some(Err(e)) => {
                     if let Some(s) = st.store.as_mut() {
                         s.unlock();
@@ -103,7 +103,7 @@ impl Core {
             })
             .collect();
         let result = match payloads {
-            Some(payloads) => compaction.write(&payloads, &keys),
+            Some(payloads) => compaction.write(&payloads, &keys, names),
             None => Err(std::io::Error::other("an entry does not resolve")),
         };
         let mut st = self.locked();
@@ -127,8 +127,9 @@ impl Core {
     pub(super) fn outside_percent(&self, keep: Keep) -> Option<u64> {
         let st = self.locked();
         let store = st.store.as_ref().filter(|s| s.can_write())?;
-        let (ids, keys) = st.live_links(keep);
-        let live: u64 = ids.iter().map(|&id| st.index.get(id).size as u64).sum::<u64>() + format::DATA_START + format::index_len(ids.len(), keys.len()) as u64;
+        let (ids, keys, names) = st.live_links(keep);
+        let index = format::index_len(ids.len(), keys.len(), names.iter().map(|(_, n)| n)) as u64;
+        let live: u64 = ids.iter().map(|&id| st.index.get(id).size as u64).sum::<u64>() + format::DATA_START + index;
         let len = store.file_len().max(1);
         Some(len.saturating_sub(live) * 100 / len)
     }
@@ -162,12 +163,13 @@ impl Drop for Core {
 }
 
 impl State {
-    /// The file entries this session used that persistent keys reach, and
-    /// those keys (with the entry's position in the first list).
-    pub(super) fn live_links(&self, keep: Keep) -> (Vec<EntryId>, Vec<(u128, u32)>) {
+    /// The file entries this session used that persistent keys reach, those
+    /// keys (with the entry's position in the first list), and their names.
+    pub(super) fn live_links(&self, keep: Keep) -> (Vec<EntryId>, Vec<(u128, u32)>, Vec<(u128, KeyNames)>) {
         let mut ids: Vec<EntryId> = Vec::new();
         let mut position: HashMap<EntryId, u32> = HashMap::new();
         let mut keys = Vec::new();
+        let mut names = Vec::new();
         let mut links: Vec<(u128, EntryId)> = self.index.persistent_links().collect();
         links.sort_unstable();
         for (key, id) in links {
@@ -184,8 +186,11 @@ impl State {
                 (ids.len() - 1) as u32
             });
             keys.push((key, pos));
+            if let Some(n) = self.names.get(&key) {
+                names.push((key, n.clone()));
+            }
         }
-        (ids, keys)
+        (ids, keys, names)
     }
 }
 

@@ -33,6 +33,7 @@ impl Core {
             creating: HashSet::new(),
             arena_full: false,
             uncommitted: 0,
+            names: Default::default(),
             finalized: false,
             stats: Stats::default(),
             notes: Vec::new(),

@@ -45,9 +45,9 @@ impl Core {
     }
 
     /// Step 1: the offset of the one entry `key` names, or `NOT_FOUND`.
-    pub fn look_up(&self, key: Key) -> usize {
+    pub fn look_up(&self, asked: Key) -> usize {
         let mut st = self.locked();
-        let key = st.index_key(key);
+        let key = st.index_key(asked);
         st.note_creating();
         st.stats.look_ups += 1;
         let me = std::thread::current().id();
@@ -59,6 +59,9 @@ impl Core {
                 let (offset, size) = (e.offset, e.size);
                 st.stats.hits += 1;
                 st.stats.found_bytes += size as u64;
+                // A file of format version 1 holds no names: the next commit
+                // names what this process found.
+                st.remember_names(asked, &key);
                 offset
             }
             None => {
@@ -108,9 +111,9 @@ impl Core {
 
     /// Step 3: stores (or folds) the bytes XNNPACK packed at `ptr`, or with a
     /// NULL `ptr` answers like a look-up for `key` and `size`.
-    pub fn look_up_or_insert(&self, key: Key, ptr: *const u8, size: usize) -> usize {
+    pub fn look_up_or_insert(&self, asked: Key, ptr: *const u8, size: usize) -> usize {
         let mut st = self.locked();
-        let key = st.index_key(key);
+        let key = st.index_key(asked);
         st.note_creating();
         if ptr.is_null() {
             let id = st.index.look_up_sized(&key, size).or_else(|| st.index.look_up(&key));
@@ -143,6 +146,7 @@ impl Core {
                 same = st.find_bytes(sample, bytes);
             }
         }
+        st.remember_names(asked, &key);
         if let Some(id) = same {
             st.link(key, id);
             st.index.get_mut(id).used = true;
@@ -215,10 +219,31 @@ impl State {
 
     /// The key the index uses: persistent when the pointers are registered.
     pub(super) fn index_key(&self, key: Key) -> IndexKey {
-        let key = if self.aliases.is_empty() { key } else { Key { kernel: self.resolve(key.kernel), bias: self.resolve(key.bias), ..key } };
+        let key = self.unaliased(key);
         match self.registry.persistent(&key) {
             Some(p) => IndexKey::Persistent(p),
             None => IndexKey::Process(key),
+        }
+    }
+
+    /// `key` with each pointer XNNPACK converted replaced by its original.
+    fn unaliased(&self, key: Key) -> Key {
+        if self.aliases.is_empty() {
+            key
+        } else {
+            Key { kernel: self.resolve(key.kernel), bias: self.resolve(key.bias), ..key }
+        }
+    }
+
+    /// Records the names behind a persistent key this process stores or
+    /// links (the weights' and the bias's registered names), for the index.
+    fn remember_names(&mut self, asked: Key, key: &IndexKey) {
+        if let IndexKey::Persistent(p) = *key {
+            if !self.names.contains_key(&p) {
+                if let Some(names) = self.registry.names(&self.unaliased(asked)) {
+                    self.names.insert(p, names);
+                }
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 
 use super::state::Note;
 use super::{lock, Backing, Core, Stats};
+use crate::format::KeyNames;
 use crate::logging::Level;
 
 impl Core {
@@ -30,6 +31,17 @@ impl Core {
         s.pending_bytes = staged + bg.in_flight;
         s.last_commit_unix_ms = bg.last_commit_unix_ms;
         s
+    }
+
+    /// The names of the packed weights this cache can find by look-up: each
+    /// that its file's index held at open (or at a commit of another process
+    /// it adopted since), and each stored or folded under a named key since.
+    /// Sorted, each once. Reads no payload.
+    pub fn names(&self) -> Vec<KeyNames> {
+        let mut names: Vec<KeyNames> = self.locked().names.values().cloned().collect();
+        names.sort_unstable_by(|a, b| (&a.weights, &a.bias).cmp(&(&b.weights, &b.bias)));
+        names.dedup();
+        names
     }
 
     pub fn fallback_reason(&self) -> Option<String> {

@@ -1,14 +1,14 @@
 //! What the cache's mutex guards, and the helpers every step shares: loading
 //! a committed index, the writer lock, giving space back, finding bytes.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::mem::ManuallyDrop;
 use std::sync::{Mutex, MutexGuard};
 use std::thread::ThreadId;
 
 use super::{Core, Stats};
 use crate::arena::Arena;
-use crate::format;
+use crate::format::{self, KeyNames};
 use crate::heap::{is_heap_offset, Heap};
 use crate::identity::Registry;
 use crate::index::{Entry, EntryId, Index, IndexKey};
@@ -52,6 +52,9 @@ pub(super) struct State {
     pub(super) arena_full: bool,
     /// Persistent links not yet in the file's index.
     pub(super) uncommitted: usize,
+    /// The names behind persistent keys: read from the file's index, and
+    /// recorded for keys this process linked; written with the keys.
+    pub(super) names: HashMap<u128, KeyNames>,
     /// A finalize came after the last reservation (what the drop-in's
     /// `is_finalized` reports; the write-back may still be running).
     pub(super) finalized: bool,
@@ -148,6 +151,9 @@ impl State {
                 })
             })
             .collect();
+        for (key, names) in &committed.names {
+            self.names.entry(*key).or_insert_with(|| names.clone());
+        }
         for k in &committed.keys {
             let (key, id) = (IndexKey::Persistent(k.key), ids[k.payload as usize]);
             self.index.link(key, id);

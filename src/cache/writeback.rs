@@ -263,6 +263,9 @@ impl State {
                 next
             });
             index.keys.push(format::KeyRef { key, payload: pos });
+            if let Some(names) = self.names.get(&key) {
+                index.names.push((key, names.clone()));
+            }
         }
         let bytes = index.encode();
         let arena = self.arena.as_mut().expect("a store has an arena");

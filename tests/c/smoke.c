@@ -27,6 +27,19 @@ static float input[BATCH * IN + 16];
     }                                    \
   } while (0)
 
+/* Collects what xnncache_list_names reports. */
+struct listed {
+  int count;
+  char weights[64];
+  int bias_is_null;
+};
+static void collect(void* user_data, const char* weights_name, const char* bias_name) {
+  struct listed* l = (struct listed*) user_data;
+  l->count++;
+  snprintf(l->weights, sizeof(l->weights), "%s", weights_name);
+  l->bias_is_null = bias_name == NULL;
+}
+
 /* Builds a fully connected layer, creates a runtime with `cache` (or none),
  * runs it, deletes it. */
 static void run(xnn_weights_cache_t cache, float* output) {
@@ -91,8 +104,15 @@ int main(void) {
          options.path, (unsigned long long) stats.file_size, (unsigned long long) stats.found_bytes);
   xnncache_close(cache);
 
-  /* A second open of the same file finds the packed weights without packing. */
+  /* A second open of the same file finds the packed weights without packing.
+   * Its index names them from the start: the weights' registered name, and
+   * no bias name (the bias was registered by content). */
   CHECK(xnncache_open(&options, &cache) == XNNCACHE_OK, "reopen: %s", xnncache_last_error());
+  struct listed listed = {0, "", 0};
+  CHECK(xnncache_list_names(cache, collect, &listed) == XNNCACHE_OK, "list names: %s", xnncache_last_error());
+  CHECK(listed.count == 1 && strcmp(listed.weights, "fc.weight") == 0 && listed.bias_is_null, "names at open: %d, '%s'", listed.count,
+        listed.weights);
+  CHECK(xnncache_list_names(cache, NULL, NULL) == XNNCACHE_INVALID_ARGUMENT, "NULL callback accepted");
   CHECK(xnncache_register_weights(cache, weights, sizeof(weights), "fc.weight") == XNNCACHE_OK, "register");
   CHECK(xnncache_register_weights(cache, bias, sizeof(bias), NULL) == XNNCACHE_OK, "register");
   run(xnncache_provider(cache), got);
