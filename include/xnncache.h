@@ -33,6 +33,11 @@
 // its owner may write it) instead of refusing it.
 #define XNNCACHE_FLAG_ALLOW_FOREIGN_OWNER 32
 
+// Do not bring a reused file's packed weights into memory in the background
+// at open (by default a warm launch does, so that its first inference does
+// not fault them in page by page; chunks already in memory are skipped).
+#define XNNCACHE_FLAG_NO_PREFETCH 64
+
 // The longest name kept in an index (longer ones are registered, not listed).
 #define NAME_MAX 4096
 
@@ -231,7 +236,8 @@ struct xnn_weights_cache_provider *xnncache_provider(struct xnncache *cache);
 enum xnncache_status xnncache_finalize(struct xnncache *cache);
 
 // Waits until everything finalized so far is written back and committed,
-// at most `timeout_ms` milliseconds (`UINT32_MAX`: no limit; 0: just ask).
+// and a warm launch's prefetch of the file (`XNNCACHE_FLAG_NO_PREFETCH`) is
+// over, at most `timeout_ms` milliseconds (`UINT32_MAX`: no limit; 0: just ask).
 // `XNNCACHE_BUSY` if the time ran out (the write-back goes on);
 // `XNNCACHE_IO_ERROR` if the last write-back failed (runtimes keep their
 // weights in memory and the file keeps its previous commit; the message

@@ -33,12 +33,17 @@ pub const XNNCACHE_FLAG_SHARE_READ: u32 = 16;
 /// Use a cache file owned by another user (read-only, and only if no one but
 /// its owner may write it) instead of refusing it.
 pub const XNNCACHE_FLAG_ALLOW_FOREIGN_OWNER: u32 = 32;
+/// Do not bring a reused file's packed weights into memory in the background
+/// at open (by default a warm launch does, so that its first inference does
+/// not fault them in page by page; chunks already in memory are skipped).
+pub const XNNCACHE_FLAG_NO_PREFETCH: u32 = 64;
 const KNOWN_FLAGS: u32 = XNNCACHE_FLAG_REQUIRE_FILE
     | XNNCACHE_FLAG_READ_ONLY
     | XNNCACHE_FLAG_VERIFY
     | XNNCACHE_FLAG_SYNC_WRITEBACK
     | XNNCACHE_FLAG_SHARE_READ
-    | XNNCACHE_FLAG_ALLOW_FOREIGN_OWNER;
+    | XNNCACHE_FLAG_ALLOW_FOREIGN_OWNER
+    | XNNCACHE_FLAG_NO_PREFETCH;
 
 /// How to open a cache. Start from `XNNCACHE_OPTIONS_INIT`, which records the
 /// sizes of XNNPACK's structs as the caller's `xnnpack.h` declares them.
@@ -171,6 +176,7 @@ fn options_from_c(o: &xnncache_options) -> Result<CacheOptions> {
         sync_writeback: o.flags & XNNCACHE_FLAG_SYNC_WRITEBACK != 0,
         file_mode: if o.flags & XNNCACHE_FLAG_SHARE_READ != 0 { 0o644 } else { crate::store::PRIVATE_FILE_MODE },
         allow_foreign: o.flags & XNNCACHE_FLAG_ALLOW_FOREIGN_OWNER != 0,
+        prefetch: o.flags & XNNCACHE_FLAG_NO_PREFETCH == 0,
         reservation: (o.address_space != 0).then(|| usize::try_from(o.address_space).unwrap_or(usize::MAX)),
     })
 }
@@ -235,7 +241,8 @@ pub extern "C" fn xnncache_finalize(cache: *mut xnncache) -> xnncache_status {
 }
 
 /// Waits until everything finalized so far is written back and committed,
-/// at most `timeout_ms` milliseconds (`UINT32_MAX`: no limit; 0: just ask).
+/// and a warm launch's prefetch of the file (`XNNCACHE_FLAG_NO_PREFETCH`) is
+/// over, at most `timeout_ms` milliseconds (`UINT32_MAX`: no limit; 0: just ask).
 /// `XNNCACHE_BUSY` if the time ran out (the write-back goes on);
 /// `XNNCACHE_IO_ERROR` if the last write-back failed (runtimes keep their
 /// weights in memory and the file keeps its previous commit; the message

@@ -11,7 +11,7 @@ use xnncache::format::{Index, SLOT_OFFSETS};
 use std::sync::atomic::Ordering;
 
 use xnncache_tests::models::by_name;
-use xnncache_tests::{last_error, options, run_child, Cache, Counting, TempDir};
+use xnncache_tests::{cannot_run, last_error, options, run_child, Cache, Counting, TempDir};
 
 /// Run in a child process by the tests below; configured by environment.
 #[test]
@@ -602,4 +602,83 @@ fn the_index_names_the_weights_it_holds() {
     assert!(!compacted.keys.is_empty() && compacted.keys.len() < index.keys.len());
     assert_eq!(compacted.names.len(), compacted.keys.len());
     assert!(index_names(&compacted).iter().all(|n| names.contains(n)));
+}
+
+/// The share (0 to 1) of `path`'s bytes `[from, to)` that are in the page cache.
+fn resident_share(path: &Path, from: u64, to: u64) -> f64 {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).unwrap();
+    let len = to as usize;
+    // SAFETY: a fresh shared read-only mapping of the whole range, unmapped below; mincore reads no byte of it.
+    unsafe {
+        let map = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0);
+        assert_ne!(map, libc::MAP_FAILED);
+        let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+        let mut pages = vec![0u8; len.div_ceil(page)];
+        assert_eq!(libc::mincore(map, len, pages.as_mut_ptr().cast()), 0);
+        libc::munmap(map, len);
+        let wanted = &pages[from as usize / page..];
+        wanted.iter().filter(|&&p| p & 1 != 0).count() as f64 / wanted.len() as f64
+    }
+}
+
+/// Drops `path`'s pages from the page cache (written back first).
+fn evict(path: &Path) {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).unwrap();
+    file.sync_all().unwrap();
+    // SAFETY: advice on our own descriptor; it reads no memory of ours.
+    assert_eq!(unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) }, 0);
+}
+
+/// A warm launch brings the file's packed weights into memory in the
+/// background, from open on (`xnncache_wait` waits for it): after the
+/// file was dropped from the page cache, its payloads are resident again
+/// without any runtime having read them. With XNNCACHE_FLAG_NO_PREFETCH
+/// they are not; and a launch whose file is resident already maps nothing
+/// for the prefetch (it only asks which pages are resident).
+#[test]
+fn a_warm_launch_brings_the_file_in_before_its_runtimes_ask() {
+    let dir = TempDir::new("prefetch");
+    let path = dir.file("model.xnncache");
+    launch(&path, "fc_f32,qc8,large", "");
+    let (header, _) = committed_index(&path);
+    let payloads = (xnncache::format::DATA_START, header.index_offset);
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let open_and_wait = |flags: u32| {
+        let mut o = options(Some(&c));
+        o.flags |= flags;
+        let cache = Cache::open_with(&o);
+        assert_eq!(xnncache::capi::xnncache_wait(cache.0, u32::MAX), xnncache::Status::XNNCACHE_OK, "{}", last_error());
+        cache
+    };
+
+    evict(&path);
+    let evicted = resident_share(&path, payloads.0, payloads.1);
+    if evicted > 0.5 {
+        return cannot_run(&format!("a page cache that drops the file's pages on POSIX_FADV_DONTNEED ({:.0}% stayed)", evicted * 100.0));
+    }
+    let cache = open_and_wait(xnncache::capi::XNNCACHE_FLAG_NO_PREFETCH);
+    let without = resident_share(&path, payloads.0, payloads.1);
+    drop(cache);
+    assert!(without < 0.5, "without prefetch, {:.0}% of the payloads were read at open", without * 100.0);
+
+    let cache = open_and_wait(0);
+    let with = resident_share(&path, payloads.0, payloads.1);
+    if std::env::var_os("XNNCACHE_UNDER_EMULATOR").is_some() {
+        // qemu-user answers madvise hints with success and does nothing.
+        println!("under an emulator: prefetch brought in {:.0}% (not checked)", with * 100.0);
+        return;
+    }
+    assert_eq!(with, 1.0, "the prefetch left {:.1}% of the payloads out", (1.0 - with) * 100.0);
+    let mapped = xnncache_tests::mapping_usage("/proc/self/smaps", &path).rss;
+    assert!(mapped * 1024 >= payloads.1 - payloads.0, "the prefetch read the payloads but mapped {mapped} KiB");
+    drop(cache);
+
+    // Resident already: the prefetch maps nothing (the runtimes fault in
+    // what they use, as without it).
+    let cache = open_and_wait(0);
+    let mapped = xnncache_tests::mapping_usage("/proc/self/smaps", &path).rss;
+    assert!(mapped * 1024 < (payloads.1 - payloads.0) / 4, "a resident file's prefetch mapped {mapped} KiB");
+    drop(cache);
 }

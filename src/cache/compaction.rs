@@ -73,7 +73,7 @@ impl Core {
                 Ok(false) => return Err(Error::new(Status::XNNCACHE_BUSY, "another process is writing the cache file")),
                 Err(e) => return Err(Error::io("cannot lock the cache file", &e)),
             }
-            let (ids, keys, names) = st.live_links(keep);
+            let Live { ids, keys, names } = st.live_links(keep);
             let payloads: Vec<(usize, usize, Option<u64>)> = ids
                 .iter()
                 .map(|&id| {
@@ -127,7 +127,7 @@ impl Core {
     pub(super) fn outside_percent(&self, keep: Keep) -> Option<u64> {
         let st = self.locked();
         let store = st.store.as_ref().filter(|s| s.can_write())?;
-        let (ids, keys, names) = st.live_links(keep);
+        let Live { ids, keys, names } = st.live_links(keep);
         let index = format::index_len(ids.len(), keys.len(), names.iter().map(|(_, n)| n)) as u64;
         let live: u64 = ids.iter().map(|&id| st.index.get(id).size as u64).sum::<u64>() + format::DATA_START + index;
         let len = store.file_len().max(1);
@@ -162,10 +162,18 @@ impl Drop for Core {
     }
 }
 
+/// What a rewrite keeps: entries, their keys (with the entry's position in
+/// `ids`), and those keys' names.
+pub(super) struct Live {
+    ids: Vec<EntryId>,
+    keys: Vec<(u128, u32)>,
+    names: Vec<(u128, KeyNames)>,
+}
+
 impl State {
-    /// The file entries this session used that persistent keys reach, those
-    /// keys (with the entry's position in the first list), and their names.
-    pub(super) fn live_links(&self, keep: Keep) -> (Vec<EntryId>, Vec<(u128, u32)>, Vec<(u128, KeyNames)>) {
+    /// The file entries `keep` selects that persistent keys reach, those
+    /// keys, and their names.
+    pub(super) fn live_links(&self, keep: Keep) -> Live {
         let mut ids: Vec<EntryId> = Vec::new();
         let mut position: HashMap<EntryId, u32> = HashMap::new();
         let mut keys = Vec::new();
@@ -190,7 +198,7 @@ impl State {
                 names.push((key, n.clone()));
             }
         }
-        (ids, keys, names)
+        Live { ids, keys, names }
     }
 }
 

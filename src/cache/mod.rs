@@ -32,12 +32,14 @@
 //! - `state`: [`State`], what the mutex guards, and its shared helpers;
 //! - `writeback`: step 5 in the background: checksums, seal, commit;
 //! - `compaction`: verify, compact, and the space given back at close;
+//! - `prefetch`: a warm launch brings the file's payloads in meanwhile;
 //! - `report`: stats and the fallback messages sent to the host.
 
 mod aliases;
 mod compaction;
 mod open;
 mod packing;
+mod prefetch;
 mod report;
 mod state;
 mod writeback;
@@ -142,6 +144,8 @@ pub struct CacheOptions {
     pub allow_foreign: bool,
     /// Address space to reserve for the first arena segment.
     pub reservation: Option<usize>,
+    /// Bring a reused file's payloads into memory in the background at open.
+    pub prefetch: bool,
 }
 
 impl CacheOptions {
@@ -158,6 +162,7 @@ impl CacheOptions {
             file_mode: crate::store::PRIVATE_FILE_MODE,
             allow_foreign: false,
             reservation: None,
+            prefetch: true,
         }
     }
 
@@ -173,6 +178,8 @@ pub struct Cache {
     core: Arc<Core>,
     /// The write-back thread, started by the first finalize that needs it.
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// A warm launch's prefetch of the file's payloads, while it runs.
+    prefetch: Mutex<Option<prefetch::Prefetch>>,
 }
 
 /// Everything a cache holds; methods that answer XNNPACK are here.
@@ -192,7 +199,10 @@ pub struct Cache {
 ///    held for an assignment.
 ///
 /// [`Cache`]'s `writer` (the write-back thread's handle) is held only to start
-/// or recognise that thread, before `background.state` when both are.
+/// or recognise that thread, before `background.state` when both are; its
+/// `prefetch` only to take the prefetch's handle or signal (a wait for the
+/// prefetch holds no lock). The prefetch thread takes `state` once, at its
+/// start, to find the mapping; it reads the file with no lock held.
 ///
 /// The log callback runs with none of them held, so it may call any function
 /// of the C API, on this cache too.
@@ -221,8 +231,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Cache {
     pub fn open(options: &CacheOptions) -> Result<Cache> {
-        Ok(Cache { core: Arc::new(Core::open(options)?), writer: Mutex::new(None) })
+        let core = Arc::new(Core::open(options)?);
+        let prefetch = if options.prefetch { prefetch::Prefetch::start(&core) } else { None };
+        Ok(Cache { core, writer: Mutex::new(None), prefetch: Mutex::new(prefetch) })
     }
+
 
     /// Step 5: every page packed so far becomes clean and read-only and new
     /// persistent entries are committed, in the background: the runtime can
@@ -260,8 +273,9 @@ impl Cache {
         Ok(())
     }
 
-    /// Waits until every finalize so far has been written back and committed,
-    /// at most `timeout` (`None`: as long as it takes). `XNNCACHE_BUSY` when
+    /// Waits until the cache's background work is done: a warm launch's
+    /// prefetch, and the write-back and commit of every finalize so far; at
+    /// most `timeout` (`None`: as long as it takes). `XNNCACHE_BUSY` when
     /// the time ran out; `XNNCACHE_IO_ERROR` when the last write-back failed
     /// (the runtime keeps its weights in memory, the file its last commit).
     pub fn wait(&self, timeout: Option<std::time::Duration>) -> Result<()> {
@@ -270,8 +284,12 @@ impl Cache {
             // A log callback on the write-back thread: it would wait for itself.
             return Err(Error::new(Status::XNNCACHE_BUSY, "called on the write-back thread (from a log callback), which cannot wait for itself"));
         }
-        let bg = &self.core.background;
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let prefetch = lock(&self.prefetch).as_ref().map(prefetch::Prefetch::done);
+        if prefetch.is_some_and(|done| !prefetch::wait(&done, deadline)) {
+            return Err(Error::new(Status::XNNCACHE_BUSY, "the prefetch of the file's packed weights is still running"));
+        }
+        let bg = &self.core.background;
         let mut st = lock(&bg.state);
         while st.requested || st.running {
             st = match deadline {
@@ -304,6 +322,9 @@ impl Drop for Cache {
     /// the next launch finds this one's weights); the previous commit stays
     /// valid whatever happens meanwhile.
     fn drop(&mut self) {
+        if let Some(p) = lock(&self.prefetch).take() {
+            p.stop();
+        }
         lock(&self.core.background.state).stop = true;
         self.core.background.changed.notify_all();
         let writer = lock(&self.writer).take();

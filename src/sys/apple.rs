@@ -95,3 +95,13 @@ pub(super) fn lower_thread_priority() {
 /// # Safety
 /// The range must be writable memory of the caller's own.
 pub(super) unsafe fn prefault(_addr: *mut u8, _len: usize) {}
+
+/// Starts reading `[addr, addr + len)` of a file mapping (`MADV_WILLNEED`;
+/// Apple systems have no populate call).
+///
+/// # Safety
+/// The range must be mapped, page-aligned.
+pub(super) unsafe fn populate_read(addr: *const u8, len: usize) {
+    // SAFETY: as guaranteed by the caller; the advice changes no byte.
+    unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_WILLNEED) };
+}

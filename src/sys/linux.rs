@@ -83,3 +83,18 @@ pub(super) unsafe fn prefault(addr: *mut u8, len: usize) {
     // SAFETY: as guaranteed by the caller; populating changes no byte.
     unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE) };
 }
+
+/// Reads `[addr, addr + len)` of a file mapping into memory and maps it
+/// (`MADV_POPULATE_READ`, Linux 5.14), returning when the pages are there.
+/// Older kernels refuse it: then `MADV_WILLNEED` starts the reads instead.
+///
+/// # Safety
+/// The range must be mapped, page-aligned.
+pub(super) unsafe fn populate_read(addr: *const u8, len: usize) {
+    // SAFETY: as guaranteed by the caller; neither advice changes a byte.
+    unsafe {
+        if libc::madvise(addr as *mut libc::c_void, len, libc::MADV_POPULATE_READ) != 0 {
+            libc::madvise(addr as *mut libc::c_void, len, libc::MADV_WILLNEED);
+        }
+    }
+}

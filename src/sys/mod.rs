@@ -26,7 +26,7 @@
 //! | `open_existing(path, write)` | a regular file, never blocking, with its [`Ownership`] |
 //! | `create_new`, `set_mode`, `open_lock_file`, `try_lock`, `unlock`, `sync_dir` | the store's files and writer lock |
 //! | `remove_abandoned(temp, pid)` | deletes a dead writer's temporary |
-//! | `prefault`, `lower_thread_priority` | performance hints (best effort) |
+//! | `prefault`, `bring_in`, `lower_thread_priority` | performance hints (best effort) |
 //! | `reopen_descriptor(fd, writable)` | a private open file description of a caller's descriptor |
 //! | `path_from_c(bytes)` | a path from the C API's bytes |
 

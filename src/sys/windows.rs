@@ -820,6 +820,15 @@ pub fn kill_self() -> ! {
 /// `[addr, addr + len)` must be writable memory of the arena's own.
 pub unsafe fn prefault(_addr: *mut u8, _len: usize) {}
 
+/// No prefetch on Windows yet (`PrefetchVirtualMemory` would do): pages
+/// fault in as runtimes read them. Returns false: nothing was read.
+///
+/// # Safety
+/// None needed; the signature matches the other platforms'.
+pub unsafe fn bring_in(_addr: *const u8, _len: usize) -> bool {
+    false
+}
+
 /// Lowers the calling thread's priority (the write-back thread: inference
 /// running meanwhile comes first). Best effort.
 pub fn lower_thread_priority() {
