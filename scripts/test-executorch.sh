@@ -18,11 +18,15 @@
 # one file: the second adds its weights, then neither packs. Two processes loading
 # fc_stack onto one new file at once both give the right output and the
 # next process packs nothing. With root, runs fc_stack
-# with its cache on a 3 MiB tmpfs (a full disk) with both classes. Then compiles ExecuTorch's
-# own tests of the class (backends/xnnpack/test/runtime/
-# test_xnn_weights_cache*.cpp, gtest) against both classes, and
-# integrations/executorch/test_xnncache_equivalents.cpp (the replacements of
-# the stock tests that read ExecuTorch's file format) against ours.
+# with its cache on a 3 MiB tmpfs (a full disk) with both classes. Programs
+# unloaded and loaded again in one process (integrations/executorch/reload.cpp)
+# pack only at their first load. An app's own CMakeLists.txt that
+# add_subdirectory()s ExecuTorch and include()s xnncache.cmake builds and runs.
+# Then compiles ExecuTorch's own tests of the class
+# (backends/xnnpack/test/runtime/test_xnn_weights_cache*.cpp, gtest) against
+# both classes: against ours all but the two that read ExecuTorch's file
+# format run unmodified, and are counted; and
+# integrations/executorch/test_xnncache_equivalents.cpp against ours.
 #
 # Options (environment): XNNCACHE_ET_PROGRAMS=dir, XNNCACHE_ET_ONLY="fc_stack cnn",
 # XNNCACHE_ET_RUNS=N (timed executes per process, default 10),
@@ -233,6 +237,25 @@ run shared-warm runner-xnncache file "$shared_file"
 cmp -s "$work/$prog.shared-warm.out" "$programs/$prog.expected.bin" || fail "$prog: warm after two concurrent cold processes: output differs"
 log "two concurrent cold processes on one file: packed $(json xnncache.packed_bytes "$work/$prog.shared1.json") and $(json xnncache.packed_bytes "$work/$prog.shared2.json") bytes, both outputs identical; the next process packed $(json xnncache.packed_bytes "$work/$prog.shared-warm.json")"
 
+# --- Programs unloaded and loaded again in one process (issue 20) -----------
+# integrations/executorch/reload.cpp: Modules made, run and destroyed on one
+# cache file, one after the other (each load after a program's first opens the
+# file anew) and with overlapping lifetimes (a program made again while the
+# other keeps the cache open). Every output must equal the expected bytes and
+# no load after a program's first may pack anything.
+g++ "${cxxflags[@]}" integrations/executorch/reload.cpp -o "$work/bin/reload" "${link_xnncache[@]}"
+reload_case() {  # MODE ROUNDS PROGRAM...
+  local mode=$1 rounds=$2 args=() p; shift 2
+  for p in "$@"; do args+=("$programs/$p.pte" "$programs/$p.input.bin" "$programs/$p.expected.bin"); done
+  if "$work/bin/reload" "$work/reload-$mode.xnncache" "$rounds" "$mode" "${args[@]}" >"$work/reload-$mode.log" 2>&1; then
+    log "reload ($mode, $rounds rounds, $*): $(grep -c '^reload: round' "$work/reload-$mode.log") loads, outputs identical, packed only at each program's first load ($(awk '/^reload: round 1 /{s+=$5} END{print s+0}' "$work/reload-$mode.log") bytes)"
+  else
+    fail "reload ($mode, $*): $(grep -v '^reload: round .* packed 0 identical 1' "$work/reload-$mode.log" | tr '\n' ' ')"
+  fi
+}
+reload_case sequential 3 fc_stack fc_qd8
+reload_case alternating 2 fc_stack fc_qd8
+
 # --- A full disk: a 3 MiB tmpfs for fc_stack's 6 MiB of packed weights ------
 # (needs mount(2), i.e. root; skipped otherwise). ExecuTorch's own class packs
 # through a MAP_SHARED mapping of a sparse file and dies of SIGBUS when the
@@ -264,6 +287,51 @@ else
   log "full-disk check skipped (XNNCACHE_ET_SKIP_FULL_DISK set, or no permission to mount a tmpfs)"
 fi
 
+# --- README's other form: an app's own CMakeLists.txt (issue 21) -----------
+# add_subdirectory(executorch), then include(xnncache.cmake), then a program
+# that links xnnpack_backend: it must build with nothing else and, run on
+# fc_stack without a cache, cold and warm, give the expected bytes with the
+# replacement class (the runner's "class" is "xnncache") and pack nothing
+# warm. Its build tree is kept beside ExecuTorch's (keyed by ExecuTorch's
+# build): the first build compiles ExecuTorch again (about 1,000 steps),
+# later ones only what changed (the replacement, libxnncache.a).
+app_tree="$(dirname "$(dirname "$ET_BASE")")/app/$(basename "$ET_BASE")"
+mkdir -p "$app_tree/project"
+app_lib="$app_tree/libxnncache.a"
+cmp -s "$XNNCACHE_LIB" "$app_lib" || cp "$XNNCACHE_LIB" "$app_lib"
+cat >"$app_tree/project/CMakeLists.txt" <<CMAKE
+cmake_minimum_required(VERSION 3.24)
+project(xnncache_et_app C CXX)
+add_subdirectory("$S" executorch)
+set(XNNCACHE_LIBRARY "$app_lib")
+include("$repo/integrations/executorch/xnncache.cmake")
+add_executable(app "$repo/integrations/executorch/runner.cpp")
+target_include_directories(app PRIVATE "$repo/include" "$S/backends/xnnpack/third-party/XNNPACK/include")
+target_link_libraries(app PRIVATE xnnpack_backend extension_module_static extension_tensor extension_threadpool)
+CMAKE
+t=$SECONDS
+(
+  flock 8
+  # shellcheck disable=SC2086
+  cmake -S "$app_tree/project" -B "$app_tree/build" $ET_CMAKE_FLAGS >"$app_tree/configure.log" 2>&1 \
+    || { tail -30 "$app_tree/configure.log" >&2; exit 1; }
+  nice -n 10 ninja -C "$app_tree/build" app >"$app_tree/build.log" 2>&1 \
+    || { grep -B2 -A20 FAILED "$app_tree/build.log" | head -40 >&2; exit 1; }
+) 8>"$app_tree/lock" || fail "an app project with include(xnncache.cmake) does not configure or build (logs in $app_tree)"
+if [[ -x "$app_tree/build/app" ]]; then
+  cp "$app_tree/build/app" "$work/bin/app"
+  prog=fc_stack
+  run app-none app none
+  run app-cold app file "$work/app.xnncache"
+  run app-warm app file "$work/app.xnncache"
+  for r in app-none app-cold app-warm; do
+    cmp -s "$work/$prog.$r.out" "$programs/$prog.expected.bin" || fail "the app project's $r output differs"
+  done
+  [[ "$(json class "$work/$prog.app-cold.json")" == xnncache ]] || fail "the app project did not link the replacement class"
+  [[ "$(json xnncache.packed_bytes "$work/$prog.app-warm.json")" == 0 ]] || fail "the app project's warm run packed $(json xnncache.packed_bytes "$work/$prog.app-warm.json") bytes"
+  log "an app project that add_subdirectory()s ExecuTorch and include()s xnncache.cmake builds ($((SECONDS - t)) s) and runs fc_stack: none, cold, warm identical; warm packed $(json xnncache.packed_bytes "$work/$prog.app-warm.json") bytes"
+fi
+
 # --- ExecuTorch's tests of the class, against both -------------------------
 if [[ -z "${XNNCACHE_ET_SKIP_GTEST:-}" ]]; then
   t=$SECONDS
@@ -279,20 +347,31 @@ if [[ -z "${XNNCACHE_ET_SKIP_GTEST:-}" ]]; then
   g++ "$work/test_xnn_weights_cache_manager.o" -o "$work/bin/manager-xnncache" "${link_xnncache[@]}" "${gtest_libs[@]}"
   g++ "$work/equiv.o" -o "$work/bin/equivalents-xnncache" "${link_xnncache[@]}" "${gtest_libs[@]}"
   log "gtest programs built in $((SECONDS - t)) s"
-  # ExecuTorch's tests that read ExecuTorch's own file format (or expect
-  # names read from it at initialize_for_runtime), replaced for xnncache by
-  # integrations/executorch/test_xnncache_equivalents.cpp:
-  replaced="XNNWeightsCacheTest.SavePackedIndex_EntryFormatIncludesSeed"
-  replaced+=":XNNWeightsCacheTest.LoadPackedCache_CorruptedSeed_ProducesCorrectOutput"
-  replaced+=":XNNWeightsCacheTest.SaveAndLoad_PreservesInferenceOutput"
-  replaced+=":XNNWeightsCacheTest.MultiSessionLoad_DoesNotGrowCacheFile"
-  replaced+=":XNNWeightsCacheTest.DeletePackedData_OnFromLoadEntries_PreservesMetadata"
-  gt() {  # gt LABEL BINARY [FILTER]
-    local label=$1 bin=$2 filter=${3:-*} out="$work/gtest.$1.log"
+  # The only tests of ExecuTorch's not run against xnncache's class: they
+  # read or write ExecuTorch's own file format (byte offsets of its entry
+  # records and footer); integrations/executorch/test_xnncache_equivalents.cpp
+  # tests the same promises on xnncache's format.
+  stock_format="XNNWeightsCacheTest.SavePackedIndex_EntryFormatIncludesSeed"
+  stock_format+=":XNNWeightsCacheTest.LoadPackedCache_CorruptedSeed_ProducesCorrectOutput"
+  # How many of ExecuTorch's tests of the class (both files) run against
+  # xnncache's class at the pinned ExecuTorch: fewer means a test stopped
+  # running (skipped, filtered, or no longer built), which fails the script.
+  et_tests_expected=${XNNCACHE_ET_GTEST_EXPECTED:-24}
+  et_tests_ran=0
+  gt() {  # gt LABEL BINARY [FILTER]: runs it; every test it lists must pass
+    local label=$1 bin=$2 filter=${3:-*} out="$work/gtest.$1.log" listed passed
+    listed=$("$work/bin/$bin" --gtest_filter="$filter" --gtest_list_tests | grep -c '^  ')
     if (cd "$work" && "$work/bin/$bin" --gtest_filter="$filter" >"$out" 2>&1); then
-      log "gtest $label: $(grep -E '^\[  PASSED  \]' "$out")"
+      passed=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) tests\{0,1\}\..*/\1/p' "$out")
+      if [[ ${passed:-0} -ne $listed ]] || grep -q '^\[  SKIPPED \]' "$out"; then
+        fail "gtest $label: $listed listed, ${passed:-0} passed, $(grep -c '^\[  SKIPPED \]' "$out") skipped"
+      else
+        log "gtest $label: $passed of $listed passed"
+      fi
+      gt_passed=${passed:-0}
     else
       fail "gtest $label: $(grep -E '^\[  FAILED  \]' "$out" | tr '\n' ' ')"
+      gt_passed=0
     fi
   }
   gt "ExecuTorch's test_xnn_weights_cache, stock class" cache-stock
@@ -301,8 +380,15 @@ if [[ -z "${XNNCACHE_ET_SKIP_GTEST:-}" ]]; then
   # its own class writes it there; the xnncache class writes in the
   # background unless told otherwise.
   export XNNCACHE_ET_SYNC_WRITEBACK=1
-  gt "ExecuTorch's test_xnn_weights_cache, xnncache class (5 replaced)" cache-xnncache "-$replaced"
+  gt "ExecuTorch's test_xnn_weights_cache, xnncache class (all but the 2 of the stock format)" cache-xnncache "-$stock_format"
+  et_tests_ran=$((et_tests_ran + gt_passed))
   gt "ExecuTorch's test_xnn_weights_cache_manager, xnncache class" manager-xnncache
+  et_tests_ran=$((et_tests_ran + gt_passed))
+  if [[ $et_tests_ran -lt $et_tests_expected ]]; then
+    fail "only $et_tests_ran of ExecuTorch's tests of the class passed against xnncache's class, $et_tests_expected expected"
+  else
+    log "ExecuTorch's tests of the class, unmodified, against xnncache's: $et_tests_ran passed (2 of the stock format not run)"
+  fi
   gt "test_xnncache_equivalents, xnncache class" equivalents-xnncache
   unset XNNCACHE_ET_SYNC_WRITEBACK
 fi

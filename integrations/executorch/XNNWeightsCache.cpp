@@ -11,7 +11,11 @@
 //     its packed form by look-up and packs nothing;
 //   - finalize_for_runtime commits new entries (crash-safe) and turns the
 //     packed pages into clean, read-only file pages; if that fails the
-//     runtime keeps working from memory and the failure is logged.
+//     runtime keeps working from memory and the failure is logged;
+//   - from initialize_for_runtime on, get_packed_data_names() lists what the
+//     file's index names; the program's constants the file holds packed are
+//     never read, and the others (block scales XNNPACK checks) are read
+//     exactly, without the kernel reading the packed ones around them.
 //
 // The class's private members are used as ExecuTorch's own file uses them
 // where the header's inline functions read them (unpacked_data_,
@@ -43,7 +47,13 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
+
+#if defined(__linux__) || defined(__APPLE__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 
 namespace executorch {
 namespace backends {
@@ -63,7 +73,37 @@ struct CacheState {
   xnn_weights_cache_t xnnpack_fallback = nullptr;
   // Heap-fallback bytes already logged.
   uint64_t reported_heap_bytes = 0;
+  // The named-data keys whose packed form the file holds (weights and
+  // biases, from its index): XNNPACK finds their packing by look-up and never
+  // reads their bytes. Empty for a new file.
+  std::unordered_set<std::string> packed_constants;
 };
+
+// What xnncache_list_names fills at initialize_for_runtime.
+struct Listing {
+  std::unordered_map<std::string, PackedDataMeta>* metadata;
+  std::unordered_set<std::string>* packed_constants;
+};
+
+// A constant XNNPACK will read (a block scale it checks while the graph is
+// defined, a tensor no packing replaces), of a program mapped from its file:
+// read exactly its pages now, in large reads, and keep faults on it from
+// reading around it. Without this, the kernel's read-around on the first
+// fault (read_ahead_kb, often megabytes) also reads the neighbouring 4-bit
+// weights, whose packing the cache file holds and which nothing reads.
+void read_exactly(const void* data, size_t size) {
+#if defined(__linux__) || defined(__APPLE__)
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t start = reinterpret_cast<uintptr_t>(data) & ~(page - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + size + page - 1) & ~(page - 1);
+  // Hints: on memory that is not a file mapping they fail or do nothing.
+  madvise(reinterpret_cast<void*>(start), end - start, MADV_RANDOM);
+  madvise(reinterpret_cast<void*>(start), end - start, MADV_WILLNEED);
+#else
+  (void)data;
+  (void)size;
+#endif
+}
 
 // xnncache's fallbacks (heap instead of file, a rebuilt file, another
 // process's writer lock, a failed background write-back), once each.
@@ -270,6 +310,26 @@ Error XNNWeightsCache::initialize_for_runtime(
   }
   st->real = xnncache_provider(st->cache);
 
+  // What the file holds, by the names ExecuTorch's class gives packed
+  // weights (the weights' named-data key, then the bias's), as that class
+  // reads them from its own file: get_packed_data_names() reports them from
+  // here on, and delete_packed_data keeps them (their bytes live in the file).
+  // xnncache reads them from the index it read at open, not from payloads.
+  Listing listing{&name_to_packed_data_metadata_, &st->packed_constants};
+  xnncache_list_names(
+      st->cache,
+      [](void* user, const char* weights_name, const char* bias_name) {
+        auto* l = static_cast<Listing*>(user);
+        std::string name(weights_name);
+        l->packed_constants->insert(name);
+        if (bias_name != nullptr) {
+          name.append(bias_name);
+          l->packed_constants->insert(bias_name);
+        }
+        (*l->metadata)[name].from_load = true;
+      },
+      &listing);
+
   struct xnncache_stats s {};
   if (xnncache_stats(st->cache, &s) == XNNCACHE_OK && options.path != nullptr) {
     ET_LOG(
@@ -296,6 +356,10 @@ Result<const uint8_t*> XNNWeightsCache::load_unpacked_data(
       static_cast<const uint8_t*>(named_data.get().data());
   const size_t size = named_data.get().size();
   CacheState* st = state_of(this);
+  if (st != nullptr && !st->packed_constants.empty() &&
+      st->packed_constants.count(name) == 0) {
+    read_exactly(data_pointer, size);
+  }
   if (st != nullptr && st->cache != nullptr) {
     xnncache_status status =
         xnncache_register_weights(st->cache, data_pointer, size, name.c_str());
