@@ -4,8 +4,8 @@
 //! were packed, which is the order a model runs), while the host is still
 //! defining its graphs; the first inference then finds them resident instead
 //! of faulting them in one page at a time. Chunks already resident are
-//! skipped (`mincore`), so a launch whose file is in the page cache reads
-//! nothing and maps nothing here. No lock is taken: the thread only touches
+//! skipped (`mincore`), and a launch whose file is in the page cache (eight
+//! pages spread over it say so) starts no thread at all. No lock is taken: the thread only touches
 //! pages of the read-only mapping, which lives as long as the [`Core`] it
 //! holds.
 
@@ -36,6 +36,11 @@ impl Prefetch {
     /// file (a new or rebuilt file is being written, and memory holds it).
     pub(super) fn start(core: &Arc<Core>) -> Option<Prefetch> {
         let (addr, len) = core.committed_payloads()?;
+        if looks_resident(addr, len) {
+            // The usual warm launch: the file is in the page cache. No
+            // thread (starting one costs more than this whole check).
+            return None;
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new((Mutex::new(false), Condvar::new()));
         let (flag, finished, holder) = (Arc::clone(&stop), Arc::clone(&done), Arc::clone(core));
@@ -83,15 +88,38 @@ pub(super) fn wait(done: &Done, deadline: Option<Instant>) -> bool {
     true
 }
 
+/// Pages looked at before deciding whether a prefetch is needed: spread
+/// over the region, each one `mincore` of one page.
+const SAMPLES: usize = 8;
+
+/// Whether `SAMPLES` pages spread over `[addr, addr + len)` are all resident.
+/// A page cache that dropped part of the file drops it in runs of pages, so
+/// a sample notices an evicted file; the thread then checks every chunk.
+fn looks_resident(addr: usize, len: usize) -> bool {
+    let page = crate::sys::page_size();
+    let pages = len.div_ceil(page);
+    (0..SAMPLES).all(|i| {
+        let at = addr + (pages - 1) * i / (SAMPLES - 1).max(1) * page;
+        // SAFETY: a page of the committed payload region, which is mapped
+        // (the caller holds the `Core`), page-aligned.
+        unsafe { crate::sys::is_resident(at as *const u8, page.min(addr + len - at)) }
+    })
+}
+
 fn bring_in(addr: usize, len: usize, stop: &AtomicBool) {
     crate::sys::lower_thread_priority();
     let mut done = 0;
     while done < len && !stop.load(Ordering::Relaxed) {
         let n = CHUNK.min(len - done);
+        let chunk = (addr + done) as *const u8;
         // SAFETY: `[addr, addr + len)` is the committed payload region of the
         // cache's read-only file mapping, page-aligned at DATA_START, which
         // stays mapped while the `Core` this thread holds lives.
-        unsafe { crate::sys::bring_in((addr + done) as *const u8, n) };
+        unsafe {
+            if !crate::sys::is_resident(chunk, n) {
+                crate::sys::bring_in(chunk, n);
+            }
+        }
         done += n;
     }
 }

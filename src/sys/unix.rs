@@ -245,26 +245,28 @@ pub unsafe fn prefault(addr: *mut u8, len: usize) {
     unsafe { os::prefault(addr, len) }
 }
 
-/// Brings `[addr, addr + len)`, file pages mapped read-only, into memory
-/// unless every page of it is resident already (`mincore`); returns whether
-/// it had to. For a warm launch's prefetch thread: its runtimes will read
-/// these pages, and reading them here, while the host still defines its
-/// graphs, spares the first inference a fault per page. Best effort.
+/// Whether every page of `[addr, addr + len)` is in memory (`mincore`);
+/// false when that cannot be told.
+///
+/// # Safety
+/// The range must be mapped; `addr` must be page-aligned.
+pub unsafe fn is_resident(addr: *const u8, len: usize) -> bool {
+    let mut pages = vec![0u8; len.div_ceil(page_size())];
+    // SAFETY: a mapped, page-aligned range (caller) and one byte per page of it.
+    let known = unsafe { libc::mincore(addr as *mut libc::c_void, len, pages.as_mut_ptr().cast()) } == 0;
+    known && pages.iter().all(|&p| p & 1 != 0)
+}
+
+/// Brings `[addr, addr + len)`, file pages mapped read-only, into memory:
+/// for a warm launch's prefetch thread, whose runtimes will read them.
+/// Best effort.
 ///
 /// # Safety
 /// The range must stay mapped for the duration of the call; `addr` must be
 /// page-aligned.
-pub unsafe fn bring_in(addr: *const u8, len: usize) -> bool {
-    let page = page_size();
-    let mut resident = vec![0u8; len.div_ceil(page)];
-    // SAFETY: a mapped, page-aligned range (caller) and one byte per page of it.
-    let known = unsafe { libc::mincore(addr as *mut libc::c_void, len, resident.as_mut_ptr().cast()) } == 0;
-    if known && resident.iter().all(|&r| r & 1 != 0) {
-        return false;
-    }
+pub unsafe fn bring_in(addr: *const u8, len: usize) {
     // SAFETY: as guaranteed by the caller; reading changes no byte.
     unsafe { os::populate_read(addr, len) };
-    true
 }
 
 /// Lowers the calling thread's scheduling priority (the write-back thread:

@@ -820,14 +820,21 @@ pub fn kill_self() -> ! {
 /// `[addr, addr + len)` must be writable memory of the arena's own.
 pub unsafe fn prefault(_addr: *mut u8, _len: usize) {}
 
-/// No prefetch on Windows yet (`PrefetchVirtualMemory` would do): pages
-/// fault in as runtimes read them. Returns false: nothing was read.
+/// No prefetch on Windows yet (`PrefetchVirtualMemory` would do): every
+/// range counts as resident, so no prefetch thread starts, and pages fault
+/// in as runtimes read them.
 ///
 /// # Safety
 /// None needed; the signature matches the other platforms'.
-pub unsafe fn bring_in(_addr: *const u8, _len: usize) -> bool {
-    false
+pub unsafe fn is_resident(_addr: *const u8, _len: usize) -> bool {
+    true
 }
+
+/// See [`is_resident`]: nothing to do.
+///
+/// # Safety
+/// None needed; the signature matches the other platforms'.
+pub unsafe fn bring_in(_addr: *const u8, _len: usize) {}
 
 /// Lowers the calling thread's priority (the write-back thread: inference
 /// running meanwhile comes first). Best effort.
