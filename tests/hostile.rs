@@ -12,7 +12,7 @@ use std::time::Duration;
 use xnncache::capi::{XNNCACHE_FLAG_ALLOW_FOREIGN_OWNER, XNNCACHE_FLAG_READ_ONLY, XNNCACHE_FLAG_SHARE_READ, XNNCACHE_FLAG_SYNC_WRITEBACK};
 use xnncache::store::FileState;
 use xnncache_tests::models::*;
-use xnncache_tests::{cannot_run, init, last_error, options, run_child, Backing, Cache, Model, TempDir};
+use xnncache_tests::{cannot_run, init, last_error, options, run_child, run_child_from, Backing, Cache, Model, TempDir};
 
 /// Opens `path` with `flags`, runs `model` through it before and after a
 /// finalize, and checks both outputs against a runtime without a cache.
@@ -309,7 +309,10 @@ fn drop_to_nobody() -> std::io::Result<()> {
 /// bypasses permissions, so as root the child runs as `nobody`).
 #[test]
 fn a_valid_cache_in_an_unwritable_folder_is_mapped_read_only() {
-    let dir = TempDir::new("hostile-readonly");
+    // The child, as `nobody`, must reach the file and the test binary: both
+    // live under /tmp (the build's folders may be private: under qemu in CI
+    // they are under root's home).
+    let dir = TempDir::public("hostile-readonly");
     let as_nobody = can_act_as_another_user(&dir.0);
     if is_root() && !as_nobody {
         return cannot_run("another user to become (root ignores permissions)");
@@ -322,7 +325,11 @@ fn a_valid_cache_in_an_unwritable_folder_is_mapped_read_only() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
     std::fs::set_permissions(&bundle, std::fs::Permissions::from_mode(0o555)).unwrap();
     std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = run_child(
+    let exe = dir.file("test-binary");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run_child_from(
+        &exe,
         "child_uses_a_cache_it_cannot_write",
         &[("XNNCACHE_TEST_PATH", path.to_str().unwrap())],
         if as_nobody { Some(drop_to_nobody) } else { None },

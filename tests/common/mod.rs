@@ -686,6 +686,14 @@ impl TempDir {
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
     }
+    /// A folder in the system's temporary folder (`/tmp`), which every user
+    /// can reach, unlike the build's own (under root's home, say).
+    pub fn public(name: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("xnncache-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
     pub fn file(&self, name: &str) -> std::path::PathBuf {
         self.0.join(name)
     }
@@ -774,8 +782,14 @@ pub fn limit_file_size(bytes: u64) -> std::io::Result<()> {
 /// Runs the current test binary again with only `test` (an `#[ignore]`d
 /// child test), with `env` set, after `pre_exec` in the child. Returns its status.
 pub fn run_child(test: &str, env: &[(&str, &str)], pre_exec: Option<fn() -> std::io::Result<()>>) -> std::process::Output {
+    run_child_from(&std::env::current_exe().unwrap(), test, env, pre_exec)
+}
+
+/// [`run_child`] with a copy of the test binary at `exe` (e.g. one that a
+/// child acting as another user can reach).
+pub fn run_child_from(exe: &std::path::Path, test: &str, env: &[(&str, &str)], pre_exec: Option<fn() -> std::io::Result<()>>) -> std::process::Output {
     use std::os::unix::process::CommandExt;
-    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    let mut cmd = std::process::Command::new(exe);
     cmd.args(["--exact", test, "--include-ignored", "--nocapture", "--test-threads=1"]);
     for (k, v) in env {
         cmd.env(k, v);
