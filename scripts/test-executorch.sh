@@ -248,7 +248,7 @@ reload_case() {  # MODE ROUNDS PROGRAM...
   local mode=$1 rounds=$2 args=() p; shift 2
   for p in "$@"; do args+=("$programs/$p.pte" "$programs/$p.input.bin" "$programs/$p.expected.bin"); done
   if "$work/bin/reload" "$work/reload-$mode.xnncache" "$rounds" "$mode" "${args[@]}" >"$work/reload-$mode.log" 2>&1; then
-    log "reload ($mode, $rounds rounds, $*): $(grep -c '^reload: round' "$work/reload-$mode.log") loads, outputs identical, packed only at each program's first load ($(awk '/^reload: round 1 /{s+=$5} END{print s+0}' "$work/reload-$mode.log") bytes)"
+    log "reload ($mode, $rounds rounds, $*): $(grep -c '^reload: round' "$work/reload-$mode.log") loads, outputs identical, packed only at each program's first load ($(awk '/^reload: round 1 /{s+=$6} END{print s+0}' "$work/reload-$mode.log") bytes in round 1)"
   else
     fail "reload ($mode, $*): $(grep -v '^reload: round .* packed 0 identical 1' "$work/reload-$mode.log" | tr '\n' ' ')"
   fi

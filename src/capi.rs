@@ -81,12 +81,13 @@ pub struct xnncache_options {
 pub use crate::handles::{xnncache, XnnWeightsCacheProvider};
 
 /// Opens a cache and gives it a handle; a fallback's reason (success, but
-/// no file) goes to `xnncache_last_error`.
+/// no file) goes to `xnncache_last_error`, which is empty after an open
+/// without one.
 pub(crate) fn open_handle(options: &CacheOptions) -> Result<*mut xnncache> {
     let h = handles::open(options)?;
-    if let Some(reason) = handles::get(h)?.cache.fallback_reason() {
-        set_last_error(&reason);
-    }
+    // The reason, or nothing: a host that reads the message after a
+    // successful open must not find an earlier call's.
+    set_last_error(&handles::get(h)?.cache.fallback_reason().unwrap_or_default());
     Ok(h)
 }
 

@@ -187,7 +187,15 @@ impl Core {
         // its newest commit: the next writer appends there.
         let in_use = st.pending.iter().any(|p| !is_heap_offset(p.offset)) || st.uncommitted > 0 || st.grown_past_commit();
         if !in_use {
-            if let Some(store) = st.store.as_mut() {
+            let st = &mut *st;
+            if let (Some(store), Some(arena)) = (st.store.as_mut(), st.arena.as_mut()) {
+                // Give the growth room back now, as a close would: the file
+                // on disk is then what the next launch finds (a host that
+                // looks at it after a save sees its final size). A shorter
+                // file's blocks are freed, no byte is written.
+                if committed && store.is_locked() && store.file_len() > store.committed_end() {
+                    let _ = arena.trim_file();
+                }
                 store.unlock();
             }
         }
