@@ -30,6 +30,10 @@
 //   XNNCACHE_ET_VERIFY=1  checks every payload checksum when a cache file is
 //                         opened (a file that fails is rebuilt); without it
 //                         the header and index are checked, payloads are not.
+//   XNNCACHE_ET_NO_PREFETCH=1, XNNCACHE_ET_NO_EXACT_READS=1
+//                         turn off the warm launch's prefetch of the cache
+//                         file, and the exact reads of the program's other
+//                         constants (to measure what each brings).
 
 #include <executorch/backends/xnnpack/runtime/XNNWeightsCache.h>
 #include <executorch/runtime/core/error.h>
@@ -78,6 +82,12 @@ struct CacheState {
   // reads their bytes. Empty for a new file.
   std::unordered_set<std::string> packed_constants;
 };
+
+// An environment switch: set, non-empty and not "0".
+bool env_flag(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
+}
 
 // What xnncache_list_names fills at initialize_for_runtime.
 struct Listing {
@@ -267,6 +277,10 @@ Error XNNWeightsCache::initialize_for_runtime(
     // Check every payload's checksum at open (reads the whole file once).
     options.flags |= XNNCACHE_FLAG_VERIFY;
   }
+  if (env_flag("XNNCACHE_ET_NO_PREFETCH")) {
+    // A warm file is then read as runtimes fault it in (for comparisons).
+    options.flags |= XNNCACHE_FLAG_NO_PREFETCH;
+  }
   const char* sync = std::getenv("XNNCACHE_ET_SYNC_WRITEBACK");
   if (sync != nullptr && sync[0] != '\0' && std::strcmp(sync, "0") != 0) {
     // finalize_for_runtime returns once the file is written and committed
@@ -357,7 +371,7 @@ Result<const uint8_t*> XNNWeightsCache::load_unpacked_data(
   const size_t size = named_data.get().size();
   CacheState* st = state_of(this);
   if (st != nullptr && !st->packed_constants.empty() &&
-      st->packed_constants.count(name) == 0) {
+      st->packed_constants.count(name) == 0 && !env_flag("XNNCACHE_ET_NO_EXACT_READS")) {
     read_exactly(data_pointer, size);
   }
   if (st != nullptr && st->cache != nullptr) {
