@@ -138,7 +138,9 @@ def main():
     ap.add_argument("--runs", type=int, required=True)
     ap.add_argument("--json")
     ap.add_argument("--markdown")
+    ap.add_argument("--modes", default=",".join(MODES))
     a = ap.parse_args()
+    modes = [m for m in MODES if m in a.modes.split(",")]
     programs = a.programs.split(",")
     threads = [int(t) for t in a.threads.split(",")]
 
@@ -146,7 +148,7 @@ def main():
     for prog in programs:
         for t in threads:
             for build in BUILDS:
-                for mode in MODES:
+                for mode in modes:
                     runs = load_runs(a.runs_dir, prog, t, build, mode, a.repeat)
                     rows[(prog, t, build, mode)] = row_of(prog, t, build, mode, runs)
 
@@ -184,7 +186,7 @@ def main():
     ratios = []
     for prog in programs:
         for t in threads:
-            g = lambda b, m, k="first_output_ms": rows[(prog, t, b, m)].get(k)
+            g = lambda b, m, k="first_output_ms": rows.get((prog, t, b, m), {}).get(k)
             # Every execute of a cold xnncache process against the same
             # execute of a no-cache process: the worst ratio.
             cold_each, none_each = g("xnncache", "cold", "execute_ms_each") or [], g("xnncache", "none", "execute_ms_each") or []
@@ -237,7 +239,7 @@ def main():
     pair = lambda s, x, k, d=2: f"{fmt(s.get(k), d)} / {fmt(x.get(k), d)}"
     for prog in programs:
         for t in threads:
-            for mode in MODES:
+            for mode in modes:
                 s, x = rows[(prog, t, "stock", mode)], rows[(prog, t, "xnncache", mode)]
                 md.append(
                     f"| `{prog}` | {t} | {mode} | {pair(s, x, 'first_output_ms')} | {pair(s, x, 'load_method_ms')} | "

@@ -49,13 +49,17 @@
 #   --json FILE  the rows and ratios as one JSON document
 #   --markdown FILE  the README table
 #   --keep       keep the work folder (binaries, every run's JSON and stderr)
+#   --modes      which rows (default none,heap,cold,warm,disk; `warm` needs `cold`
+#                first, `disk` too). On tmpfs, which cannot drop a file's pages,
+#                leave `disk` out: TMPDIR=/dev/shm bash scripts/bench-executorch.sh
+#                --programs-dir /dev/shm/llm_1b --programs llm_1b --threads 2 --modes none,cold,warm
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$(pwd)
 started=$SECONDS
 log() { echo "bench-executorch: $*" >&2; }
 
-repeat=7 threads=1,2 runs=10 json_out="" md_out="" keep="" programs_list="llm_q4,fc_stack,fc_qd8,cnn" smoke=""
+repeat=7 threads=1,2 runs=10 json_out="" md_out="" keep="" programs_list="llm_q4,fc_stack,fc_qd8,cnn" smoke="" modes="none,heap,cold,warm,disk"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --smoke) smoke=1; repeat=1; threads=1; runs=3 ;;
@@ -67,6 +71,7 @@ while [[ $# -gt 0 ]]; do
     --json) json_out=$2; shift ;;
     --markdown) md_out=$2; shift ;;
     --keep) keep=1 ;;
+    --modes) modes=$2; shift ;;
     -h|--help) sed -n '2,56p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) log "unknown argument $1"; exit 2 ;;
   esac
@@ -122,18 +127,18 @@ for prog in "${prog_arr[@]}"; do
       # The two builds take turns, in alternating order, so that a drift of
       # the machine (other work, the page cache) falls on both.
       if (( rep % 2 )); then order=(stock xnncache); else order=(xnncache stock); fi
-      for mode in none heap cold warm disk; do
+      for mode in ${modes//,/ }; do
         for build in "${order[@]}"; do
           run "$prog" "$t" "$build" "$mode" "$rep"
         done
       done
       rm -f "$work/files/$prog.t$t."*".$rep.cache"
     done
-    log "$prog, $t thread(s): $repeat x 10 processes in $((SECONDS - t0)) s"
+    log "$prog, $t thread(s): $repeat x $(( $(tr ',' '\n' <<<"$modes" | wc -l) * 2 )) processes in $((SECONDS - t0)) s"
   done
 done
 
-report_args=("$work/runs" --programs "$programs_list" --threads "$threads" --repeat "$repeat" --runs "$runs")
+report_args=("$work/runs" --programs "$programs_list" --threads "$threads" --repeat "$repeat" --runs "$runs" --modes "$modes")
 [[ -n "$json_out" ]] && report_args+=(--json "$json_out")
 [[ -n "$md_out" ]] && report_args+=(--markdown "$md_out")
 python3 scripts/bench-executorch.py "${report_args[@]}"
