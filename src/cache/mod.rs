@@ -201,8 +201,8 @@ pub struct Cache {
 /// [`Cache`]'s `writer` (the write-back thread's handle) is held only to start
 /// or recognise that thread, before `background.state` when both are; its
 /// `prefetch` only to take the prefetch's handle or signal (a wait for the
-/// prefetch holds no lock). The prefetch thread takes `state` once, at its
-/// start, to find the mapping; it reads the file with no lock held.
+/// prefetch holds no lock). The prefetch thread takes none of them: the
+/// opening thread found the mapping for it.
 ///
 /// The log callback runs with none of them held, so it may call any function
 /// of the C API, on this cache too.

@@ -5,9 +5,10 @@
 //! defining its graphs; the first inference then finds them resident instead
 //! of faulting them in one page at a time. Chunks already resident are
 //! skipped (`mincore`), and a launch whose file is in the page cache (eight
-//! pages spread over it say so) starts no thread at all. The thread takes
-//! the state lock once, to find the mapping, and then only touches pages of
-//! the read-only mapping, which lives as long as the [`Core`] it holds.
+//! pages spread over it say so) starts no thread at all. The opening thread
+//! finds the mapping (under the state lock); the prefetch thread takes no
+//! lock of the cache and only touches pages of that read-only mapping, which
+//! lives as long as the [`Core`] it holds.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
