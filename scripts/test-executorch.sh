@@ -31,6 +31,8 @@
 # Options (environment): XNNCACHE_ET_PROGRAMS=dir, XNNCACHE_ET_ONLY="fc_stack cnn",
 # XNNCACHE_ET_RUNS=N (timed executes per process, default 10),
 # XNNCACHE_ET_REPEAT=N (each row: N fresh processes, median; default 3),
+# XNNCACHE_ET_GTEST_EXPECTED=N (how many of ExecuTorch's tests of the class must pass
+# against ours; default 24, the count at the pinned ExecuTorch),
 # XNNCACHE_ET_SKIP_GTEST=1, XNNCACHE_ET_SKIP_FULL_DISK=1, XNNCACHE_ET_KEEP=1 (keep the work folder: binaries,
 # outputs, logs).
 set -euo pipefail
