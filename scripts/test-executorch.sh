@@ -335,6 +335,9 @@ if [[ -x "$app_tree/build/app" ]]; then
 fi
 
 # --- ExecuTorch's tests of the class, against both -------------------------
+if [[ -n "${XNNCACHE_ET_SKIP_GTEST:-}" && ${XNNCACHE_REQUIRE_ALL:-0} == 1 ]]; then
+  fail "XNNCACHE_ET_SKIP_GTEST is set, but XNNCACHE_REQUIRE_ALL=1 needs ExecuTorch's tests of the class to run"
+fi
 if [[ -z "${XNNCACHE_ET_SKIP_GTEST:-}" ]]; then
   t=$SECONDS
   tests="$S/backends/xnnpack/test/runtime"
