@@ -34,7 +34,6 @@
 
 use std::fs::File;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::sys;
@@ -162,11 +161,7 @@ impl SealJob {
     /// For a file: writes the staged bytes to it, waits for the disk, and maps
     /// the file's clean pages read-only over the same addresses. For
     /// anonymous memory: makes the pages read-only.
-    ///
-    /// With `pace` (bytes per second, and a flag that lifts it), the staged
-    /// bytes are handed to the file no faster than that: runtimes running
-    /// meanwhile keep more of the machine.
-    pub fn run(self, pace: Option<(u64, &AtomicBool)>) -> io::Result<()> {
+    pub fn run(self) -> io::Result<()> {
         if self.pieces.is_empty() {
             return Ok(()); // nothing new: no write-back, not even a sync
         }
@@ -187,17 +182,9 @@ impl SealJob {
                 let at = offset + done;
                 let n = (WRITE_CHUNK - at % WRITE_CHUNK).min(len - done);
                 crate::fault::check("seal: write")?;
-                let started = std::time::Instant::now();
                 // SAFETY: the range is staged memory of the arena, fully written
                 // (XNNPACK finished packing everything below the seal).
                 unsafe { sys::write_back(addr.add(done), n, &fd, (offset + done) as u64)? };
-                if let Some((rate, _)) = pace.filter(|(_, lifted)| !lifted.load(Ordering::Relaxed)) {
-                    // A rate limit, not a synchronisation: nothing waits on it.
-                    let due = std::time::Duration::from_secs_f64(n as f64 / rate.max(1) as f64);
-                    if let Some(rest) = due.checked_sub(started.elapsed()) {
-                        std::thread::sleep(rest);
-                    }
-                }
                 done += n;
             }
             crate::fault::point("seal: staged bytes written to the file");
@@ -678,7 +665,7 @@ mod tests {
         let mut w = ArenaOptions::new().data_start(4096).file(f.try_clone().unwrap()).unwrap();
         let at = w.alloc(3 << 20, 64).unwrap();
         let end = (at + (3 << 20)) as u64;
-        w.begin_seal(usize::MAX).run(None).unwrap();
+        w.begin_seal(usize::MAX).run().unwrap();
         drop(w);
         let mut e = ArenaOptions::new().data_start(4096).reservation(MIN_RESERVATION).existing(f, end, true).unwrap();
         let page = e.page;
@@ -744,7 +731,7 @@ mod tests {
         a.free(x, 100);
         let job = a.begin_seal(usize::MAX);
         assert_eq!(job.bytes(), page);
-        job.run(None).unwrap();
+        job.run().unwrap();
         assert_eq!(a.sealed(), page);
         let z = a.alloc(64, 64).unwrap();
         assert!(z >= page && z != x && z != y);
@@ -759,7 +746,7 @@ mod tests {
         let pending = a.alloc(64, 64).unwrap();
         let job = a.begin_seal(pending);
         assert_eq!(job.bytes(), page);
-        job.run(None).unwrap();
+        job.run().unwrap();
         let p = a.addr(pending).unwrap();
         // SAFETY: the pending range is above the seal, so still writable.
         unsafe { p.write(7) };

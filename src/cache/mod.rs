@@ -249,7 +249,7 @@ impl Cache {
             return Ok(()); // nothing new since the last write-back (a warm launch)
         }
         if core.sync_writeback || !core.has_store() {
-            return core.write_back(false).map(|_| ());
+            return core.write_back().map(|_| ());
         }
         lock(&core.background.state).requested = true;
         core.background.changed.notify_all();
@@ -266,7 +266,7 @@ impl Cache {
                 Err(_) => {
                     // No thread to be had: do the work here, as requested.
                     lock(&core.background.state).requested = false;
-                    return core.write_back(false).map(|_| ());
+                    return core.write_back().map(|_| ());
                 }
             }
         }
@@ -284,8 +284,6 @@ impl Cache {
             // A log callback on the write-back thread: it would wait for itself.
             return Err(Error::new(Status::XNNCACHE_BUSY, "called on the write-back thread (from a log callback), which cannot wait for itself"));
         }
-        // Whoever waits wants the commit now: no more pacing.
-        self.core.background.hurry.store(true, std::sync::atomic::Ordering::Relaxed);
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
         let prefetch = lock(&self.prefetch).as_ref().map(prefetch::Prefetch::done);
         if prefetch.is_some_and(|done| !prefetch::wait(&done, deadline)) {
@@ -327,7 +325,6 @@ impl Drop for Cache {
         if let Some(p) = lock(&self.prefetch).take() {
             p.stop();
         }
-        self.core.background.hurry.store(true, std::sync::atomic::Ordering::Relaxed);
         lock(&self.core.background.state).stop = true;
         self.core.background.changed.notify_all();
         let writer = lock(&self.writer).take();

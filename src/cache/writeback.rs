@@ -4,7 +4,6 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::AtomicBool;
 use std::sync::Condvar;
 use std::sync::Mutex;
 
@@ -33,20 +32,7 @@ pub(super) struct Commit {
 pub(super) struct Background {
     pub(super) state: Mutex<WriteBack>,
     pub(super) changed: Condvar,
-    /// Someone waits for the write-back (a close, `xnncache_wait`): it goes
-    /// at the disk's full speed from then on, unpaced.
-    pub(super) hurry: AtomicBool,
 }
-
-/// How fast the background write-back hands staged bytes to the file, in
-/// bytes per second, while nobody waits for it. Measured on a cold llm_1b
-/// process (667 MB packed, 2 threads; integrations/executorch/runner.cpp
-/// with 60 executes): unpaced, the executes that ran during the write-back
-/// averaged 67 to 88 ms against 35 to 45 after it; at 400 MB/s, 47 to 51 ms,
-/// and the commit was durable 2.1 s after load instead of 1.1 to 1.4 s;
-/// 150 MB/s bought nothing more. A small model is not slowed noticeably
-/// (39 MB: 0.1 s).
-const WRITE_BACK_PACE: u64 = 400_000_000;
 
 #[derive(Default)]
 pub(super) struct WriteBack {
@@ -87,7 +73,7 @@ impl Core {
             }
             (st.requested, st.running) = (false, true);
             drop(st);
-            let result = catch_unwind(AssertUnwindSafe(|| self.write_back(true))).unwrap_or_else(|panic| {
+            let result = catch_unwind(AssertUnwindSafe(|| self.write_back())).unwrap_or_else(|panic| {
                 let why = format!("the write-back panicked ({})", panic_message(&*panic));
                 self.poison(&why);
                 Err(Error::new(Status::XNNCACHE_INTERNAL_ERROR, why))
@@ -137,7 +123,7 @@ impl Core {
     /// Writes back and write-protects every page packed so far, and commits
     /// new persistent entries to the file; returns whether it committed.
     /// Space still pending on another thread is left writable (and uncommitted).
-    pub(super) fn write_back(&self, paced: bool) -> Result<bool> {
+    pub(super) fn write_back(&self) -> Result<bool> {
         let _one_at_a_time = lock(&self.finalizing);
         self.checksum_new_entries();
         let (job, commit) = {
@@ -151,8 +137,7 @@ impl Core {
         };
         let bytes = job.bytes() as u64;
         lock(&self.background.state).in_flight = bytes;
-        let pace = paced.then_some((WRITE_BACK_PACE, &self.background.hurry));
-        let written = job.run(pace);
+        let written = job.run();
         lock(&self.background.state).in_flight = 0;
         if let Err(e) = written {
             // The packed bytes stay valid in memory; but the file may now lack

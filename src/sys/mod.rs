@@ -171,7 +171,7 @@ mod tests {
         unsafe { p.write_bytes(0x5A, 100) };
         let job = a.begin_seal(usize::MAX);
         assert_eq!(job.bytes(), PAGE);
-        job.run(None).unwrap();
+        job.run().unwrap();
         assert_eq!(a.sealed(), 2 * PAGE);
         assert_eq!(a.alloc(64, 64).unwrap(), 2 * PAGE, "after a seal, the next 16 KiB page");
         a.trim_file().unwrap();
