@@ -194,20 +194,10 @@ impl SealJob {
         crate::fault::point("seal: file synced");
         for &(addr, len, offset) in &self.pieces {
             crate::fault::check("seal: map file pages")?;
-            let mut done = 0;
-            while done < len {
-                let n = WRITE_CHUNK.min(len - done);
-                // SAFETY: the file now holds exactly these bytes at `offset`, so
-                // turning the staging pages into the file's clean pages changes
-                // nothing any reader can see.
-                unsafe { sys::seal_staged(addr.add(done), n, &fd, (offset + done) as u64)? };
-                // Map the new pages now, on this (the write-back) thread: the
-                // runtimes reading them meanwhile would otherwise take a fault
-                // per page, at inference time, one chunk behind the swap.
-                // SAFETY: just mapped read-only from the file, page-aligned.
-                unsafe { sys::bring_in(addr.add(done), n) };
-                done += n;
-            }
+            // SAFETY: the file now holds exactly these bytes at `offset`, so
+            // turning the staging pages into the file's clean pages changes
+            // nothing any reader can see.
+            unsafe { sys::seal_staged(addr, len, &fd, offset as u64)? };
         }
         Ok(())
     }

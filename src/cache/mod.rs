@@ -236,7 +236,6 @@ impl Cache {
         Ok(Cache { core, writer: Mutex::new(None), prefetch: Mutex::new(prefetch) })
     }
 
-
     /// Step 5: every page packed so far becomes clean and read-only and new
     /// persistent entries are committed, in the background: the runtime can
     /// run as soon as this returns (its packed weights are already in place,
