@@ -25,10 +25,11 @@
 
 #include <xnncache.h>
 
+#include "read_file.h"
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <memory>
 #include <set>
 #include <string>
@@ -37,6 +38,8 @@
 extern "C" int xnncache_executorch_stats(const char* path, struct xnncache_stats* out);
 
 namespace {
+
+using xnncache_et::read_file;
 
 using executorch::extension::Module;
 using executorch::runtime::BackendOptions;
@@ -48,17 +51,6 @@ struct Program {
   std::vector<uint8_t> input;
   std::vector<uint8_t> expected;
 };
-
-bool read_file(const std::string& path, std::vector<uint8_t>* out) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) {
-    return false;
-  }
-  out->resize(static_cast<size_t>(f.tellg()));
-  f.seekg(0);
-  f.read(reinterpret_cast<char*>(out->data()), static_cast<std::streamsize>(out->size()));
-  return static_cast<bool>(f);
-}
 
 // Packed bytes of the live cache on `path` so far (0 when none is open).
 uint64_t packed_so_far(const std::string& path) {

@@ -49,6 +49,8 @@
 
 #include <xnncache.h>
 
+#include "read_file.h"
+
 #include <sys/resource.h>
 #include <sys/stat.h>
 
@@ -73,6 +75,8 @@ extern "C" int xnncache_executorch_wait(const char* path, uint32_t timeout_ms)
 
 namespace {
 
+using xnncache_et::read_file;
+
 using executorch::extension::Module;
 using executorch::runtime::BackendOptions;
 using executorch::runtime::Error;
@@ -96,17 +100,6 @@ long long disk_read_bytes() {
 
 double ms_since(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
-
-bool read_file(const char* path, std::vector<uint8_t>* out) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) {
-    return false;
-  }
-  out->resize(static_cast<size_t>(f.tellg()));
-  f.seekg(0);
-  f.read(reinterpret_cast<char*>(out->data()), static_cast<std::streamsize>(out->size()));
-  return static_cast<bool>(f);
 }
 
 int fail(const char* what, Error err) {
