@@ -83,7 +83,7 @@ impl Core {
                         state.arena = opened.arena;
                         state.store = opened.store;
                         if let Some(committed) = opened.committed {
-                            state.load(&committed);
+                            state.load(committed);
                         }
                     }
                     Err(e) if options.require_file => return Err(Error::io(format!("cannot use {}", where_()), &e)),

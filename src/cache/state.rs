@@ -1,7 +1,7 @@
 //! What the cache's mutex guards, and the helpers every step shares: loading
 //! a committed index, the writer lock, giving space back, finding bytes.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::mem::ManuallyDrop;
 use std::sync::{Mutex, MutexGuard};
 use std::thread::ThreadId;
@@ -11,7 +11,7 @@ use crate::arena::Arena;
 use crate::format::{self, KeyNames};
 use crate::heap::{is_heap_offset, Heap};
 use crate::identity::Registry;
-use crate::index::{Entry, EntryId, Index, IndexKey};
+use crate::index::{Entry, EntryId, Index, IndexKey, Map};
 use crate::logging::Level;
 use crate::store::Store;
 
@@ -54,7 +54,7 @@ pub(super) struct State {
     pub(super) uncommitted: usize,
     /// The names behind persistent keys: read from the file's index, and
     /// recorded for keys this process linked; written with the keys.
-    pub(super) names: HashMap<u128, KeyNames>,
+    pub(super) names: Map<u128, KeyNames>,
     /// A finalize came after the last reservation (what the drop-in's
     /// `is_finalized` reports; the write-back may still be running).
     pub(super) finalized: bool,
@@ -137,7 +137,7 @@ impl State {
     }
 
     /// Loads a committed index: every payload becomes an entry at its offset.
-    pub(super) fn load(&mut self, committed: &format::Index) {
+    pub(super) fn load(&mut self, committed: format::Index) {
         let ids: Vec<EntryId> = committed
             .payloads
             .iter()
@@ -151,8 +151,8 @@ impl State {
                 })
             })
             .collect();
-        for (key, names) in &committed.names {
-            self.names.entry(*key).or_insert_with(|| names.clone());
+        for (key, names) in committed.names {
+            self.names.entry(key).or_insert(names);
         }
         for k in &committed.keys {
             let (key, id) = (IndexKey::Persistent(k.key), ids[k.payload as usize]);
@@ -218,7 +218,7 @@ impl State {
                 store.unlock();
                 return Err(std::io::Error::other(format!("cannot follow another process's commit: {e}")));
             }
-            self.load(&index);
+            self.load(index);
         }
         if let Some(arena) = self.arena.as_mut() {
             // Another process may have trimmed the file below our slack.
