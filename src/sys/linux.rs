@@ -16,8 +16,12 @@ pub(super) unsafe fn mmap(addr: *mut libc::c_void, len: usize, prot: libc::c_int
     Ok(unsafe { libc::mmap64(addr, len, prot, flags, fd, offset) })
 }
 
-/// Reserves disk blocks with `posix_fallocate`, growing the file.
+/// Reserves disk blocks with `posix_fallocate`, growing the file; on tmpfs,
+/// checks the free space and grows the file (see [`reserve_in_memory`]).
 pub(super) fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    if let Some(fs) = memory_filesystem(file) {
+        return reserve_in_memory(file, fs, offset, len);
+    }
     let too_large = || io::Error::new(io::ErrorKind::FileTooLarge, "file range past 2^63");
     let (offset, len) = (libc::off64_t::try_from(offset).map_err(|_| too_large())?, libc::off64_t::try_from(len).map_err(|_| too_large())?);
     loop {
@@ -28,6 +32,47 @@ pub(super) fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
             e => return Err(io::Error::from_raw_os_error(e)),
         }
     }
+}
+
+/// The free bytes of the memory filesystem (tmpfs, ramfs) holding `file`,
+/// `None` for its limit where it has none; `None` for any other filesystem.
+fn memory_filesystem(file: &File) -> Option<Option<u64>> {
+    const TMPFS_MAGIC: u64 = 0x0102_1994;
+    const RAMFS_MAGIC: u64 = 0x8584_58f6;
+    // SAFETY: an all-zero statfs is a valid value for fstatfs to fill.
+    let mut st: libc::statfs64 = unsafe { core::mem::zeroed() };
+    // SAFETY: fstatfs64 writes one statfs64 into `st`.
+    if unsafe { libc::fstatfs64(file.as_raw_fd(), &mut st) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type's type differs between targets
+    let kind = st.f_type as u64 & 0xffff_ffff;
+    (kind == TMPFS_MAGIC || kind == RAMFS_MAGIC).then(|| {
+        #[allow(clippy::unnecessary_cast)]
+        let (blocks, free, size) = (st.f_blocks as u64, st.f_bavail as u64, st.f_bsize as u64);
+        // A tmpfs mounted without a size (and ramfs) reports no blocks at all.
+        (blocks > 0).then(|| free.saturating_mul(size))
+    })
+}
+
+/// `allocate` on tmpfs: `posix_fallocate` there allocates and zeroes memory
+/// pages at once (200 ms for 667 MiB here, on a cold launch's critical
+/// path, where ext4 takes 1 ms), pages that the write-back's `pwrite` then
+/// fills anyway and would have allocated itself. Nothing is ever written
+/// through a shared mapping of the file (packing goes to anonymous staging
+/// memory; the file's pages are mapped once written and synced), so a hole
+/// cannot become a SIGBUS: checking the free space, then growing the length,
+/// gives the same early "full". Another writer filling the tmpfs meanwhile
+/// surfaces as ENOSPC from the write-back's `pwrite`, an error like any other.
+fn reserve_in_memory(file: &File, free: Option<u64>, offset: u64, len: u64) -> io::Result<()> {
+    let end = offset.checked_add(len).ok_or_else(|| io::Error::new(io::ErrorKind::FileTooLarge, "file range past 2^64"))?;
+    if free.is_some_and(|free| free < len) {
+        return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+    }
+    if file.metadata()?.len() < end {
+        set_len(file, end)?;
+    }
+    Ok(())
 }
 
 pub(super) fn set_len(file: &File, len: u64) -> io::Result<()> {
