@@ -35,8 +35,7 @@
 
 // Do not bring a reused file's packed weights into memory in the background
 // at open (by default a warm launch does, so that its first inference does
-// not fault them in page by page; chunks already in memory are skipped), nor
-// map a resident file of 64 MiB or more ahead.
+// not fault them in page by page; chunks already in memory are skipped).
 #define XNNCACHE_FLAG_NO_PREFETCH 64
 
 // The longest name kept in an index (longer ones are registered, not listed).

@@ -35,8 +35,7 @@ pub const XNNCACHE_FLAG_SHARE_READ: u32 = 16;
 pub const XNNCACHE_FLAG_ALLOW_FOREIGN_OWNER: u32 = 32;
 /// Do not bring a reused file's packed weights into memory in the background
 /// at open (by default a warm launch does, so that its first inference does
-/// not fault them in page by page; chunks already in memory are skipped), nor
-/// map a resident file of 64 MiB or more ahead.
+/// not fault them in page by page; chunks already in memory are skipped).
 pub const XNNCACHE_FLAG_NO_PREFETCH: u32 = 64;
 const KNOWN_FLAGS: u32 = XNNCACHE_FLAG_REQUIRE_FILE
     | XNNCACHE_FLAG_READ_ONLY

@@ -4,19 +4,11 @@
 //! were packed, which is the order a model runs), while the host is still
 //! defining its graphs; the first inference then finds them resident instead
 //! of faulting them in one page at a time. Chunks already resident are
-//! skipped (`mincore`).
-//!
-//! A file already in the page cache (eight pages spread over it say so) still
-//! has to be mapped: the first inference faults in page tables for every
-//! payload page, 16 pages per fault where the file has no large folios (tmpfs,
-//! f2fs), about 0.14 ms per MiB here. For a file of [`MAP_AHEAD_MIN`] or more
-//! the thread maps it ahead (`MADV_POPULATE_READ` on resident pages) while the
-//! graphs are defined; below that, no thread (starting one costs more than
-//! what it saves).
-//!
-//! The opening thread finds the mapping (under the state lock); the prefetch
-//! thread takes no lock of the cache and only touches pages of that read-only
-//! mapping, which lives as long as the [`Core`] it holds.
+//! skipped (`mincore`), and a launch whose file is in the page cache (eight
+//! pages spread over it say so) starts no thread at all. The opening thread
+//! finds the mapping (under the state lock); the prefetch thread takes no
+//! lock of the cache and only touches pages of that read-only mapping, which
+//! lives as long as the [`Core`] it holds.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -32,10 +24,6 @@ use crate::store::FileState;
 /// before the last ones are asked for.
 const CHUNK: usize = 8 << 20;
 
-/// Payloads from which a resident file is mapped ahead: faulting in the page
-/// tables of 64 MiB costs its first inference about 9 ms on tmpfs.
-pub(super) const MAP_AHEAD_MIN: usize = 64 << 20;
-
 /// The running prefetch of one cache.
 pub(super) struct Prefetch {
     stop: Arc<AtomicBool>,
@@ -49,10 +37,12 @@ impl Prefetch {
     /// file (a new or rebuilt file is being written, and memory holds it).
     pub(super) fn start(core: &Arc<Core>) -> Option<Prefetch> {
         let (addr, len) = core.committed_payloads()?;
-        let resident = looks_resident(addr, len);
-        if resident && len < MAP_AHEAD_MIN {
-            // The usual warm launch of a small model: the file is in the page
-            // cache, and a thread would cost more than it saves.
+        if looks_resident(addr, len) {
+            // The usual warm launch: the file is in the page cache. No
+            // thread (starting one costs more than this whole check). Nor is
+            // a resident file mapped ahead: tried on llm_1b on tmpfs (8
+            // interleaved runs), populating its page tables while the graph
+            // was defined slowed that by as much as the first inference gained.
             return None;
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -61,7 +51,7 @@ impl Prefetch {
         let run = move || {
             // Nothing here can panic but an allocation failure; the guard keeps
             // even that from reaching the host.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| bring_in(addr, len, resident, &flag)));
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| bring_in(addr, len, &flag)));
             drop(holder);
             *super::lock(&finished.0) = true;
             finished.1.notify_all();
@@ -120,10 +110,7 @@ fn looks_resident(addr: usize, len: usize) -> bool {
     })
 }
 
-/// Brings `[addr, addr + len)` in and maps it, chunk by chunk. Reading from
-/// disk, chunks already resident are skipped (nothing to wait for there);
-/// mapping a `resident` file ahead, every chunk is populated.
-fn bring_in(addr: usize, len: usize, resident: bool, stop: &AtomicBool) {
+fn bring_in(addr: usize, len: usize, stop: &AtomicBool) {
     crate::sys::lower_thread_priority();
     let mut done = 0;
     while done < len && !stop.load(Ordering::Relaxed) {
@@ -133,7 +120,7 @@ fn bring_in(addr: usize, len: usize, resident: bool, stop: &AtomicBool) {
         // cache's read-only file mapping, page-aligned at DATA_START, which
         // stays mapped while the `Core` this thread holds lives.
         unsafe {
-            if resident || !crate::sys::is_resident(chunk, n) {
+            if !crate::sys::is_resident(chunk, n) {
                 crate::sys::bring_in(chunk, n);
             }
         }

@@ -180,17 +180,6 @@ pub fn large_fc() -> Model {
     })
 }
 
-/// 68 MiB of packed fp32 weights: above the size from which a warm launch
-/// maps a resident file ahead (`MAP_AHEAD_MIN`, 64 MiB).
-pub fn map_ahead_fc() -> Model {
-    Model::named("map_ahead_fc", |b| {
-        let input = b.input(&[1, 4096]);
-        let filter = b.f32_const(&[4352, 4096], 0.01);
-        let output = b.output(&[1, 4352]);
-        b.fully_connected(input, filter, None, output, 0);
-    })
-}
-
 fn shared_pair(b: &mut Builder, own_seed: u64) {
     let input = b.input(&[BATCH, IN]);
     let w = b.named("shared-embedding").f32_const_seeded(&[IN, IN], 0.05, 4242);
@@ -267,7 +256,6 @@ pub fn by_name(name: &str) -> Model {
         "deconv" => deconv2d(),
         "depthwise" => depthwise(),
         "large" => large_fc(),
-        "map_ahead" => map_ahead_fc(),
         "shared_a" => shared_a(),
         "shared_b" => shared_b(),
         other => panic!("no model named {other}"),
