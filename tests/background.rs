@@ -122,3 +122,89 @@ fn closing_waits_for_the_commit() {
     let next = open_read_only(&path);
     assert_eq!(next.stats().loaded_entries, entries);
 }
+
+/// A background write-back yields to the host's computation: while a thread
+/// of the process computes, nothing is written (for the 400 ms looked at,
+/// well inside the 10 s it yields at most); once the thread stops, the
+/// commit follows with no one waiting for it. With
+/// `XNNCACHE_FLAG_EAGER_WRITEBACK` the commit comes while the thread still
+/// computes, and `xnncache_wait` ends the yielding at once. In a child
+/// process: other tests' threads would count as computation.
+#[test]
+fn the_write_back_yields_to_computation_until_the_process_is_quiet() {
+    let dir = TempDir::new("bg-yield");
+    for (mode, flags) in [("yield", "0"), ("eager", "128"), ("waited", "0")] {
+        let path = dir.file(&format!("{mode}.xnncache"));
+        let env = [("XNNCACHE_T_PATH", path.to_str().unwrap()), ("XNNCACHE_T_MODE", mode), ("XNNCACHE_T_FLAGS", flags)];
+        let out = xnncache_tests::run_child("child_yields_to_computation", &env, None);
+        assert!(
+            out.status.success(),
+            "{mode}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+#[ignore = "run in a child process by the_write_back_yields_to_computation_until_the_process_is_quiet"]
+fn child_yields_to_computation() {
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
+    let path = std::path::PathBuf::from(std::env::var("XNNCACHE_T_PATH").unwrap());
+    let mode = std::env::var("XNNCACHE_T_MODE").unwrap();
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let mut o = options(Some(&c));
+    o.flags |= std::env::var("XNNCACHE_T_FLAGS").unwrap().parse::<u32>().unwrap();
+    let cache = Cache::open_with(&o);
+    let model = fc_f32_bias();
+    let expected = model.run(std::ptr::null_mut());
+    model.register(&cache, true);
+    let mut rt = model.create(cache.provider()).unwrap();
+
+    let computing = std::sync::Arc::new(AtomicBool::new(true));
+    let flag = std::sync::Arc::clone(&computing);
+    let spinner = std::thread::spawn(move || {
+        let mut x = 1u64;
+        while flag.load(Ordering::Relaxed) {
+            for _ in 0..10_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+    });
+    cache.start_finalize();
+    let committed_within = |limit: Duration| {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if cache.stats().commits > 0 {
+                return true;
+            }
+            std::thread::yield_now();
+        }
+        false
+    };
+    match mode.as_str() {
+        "yield" => {
+            assert!(!committed_within(Duration::from_millis(400)), "committed while a thread computed: {:?}", cache.stats());
+            assert!(cache.stats().pending_bytes > 0);
+            computing.store(false, Ordering::Relaxed);
+            spinner.join().unwrap();
+            // Well before the 10 s after which it would go ahead anyway.
+            assert!(committed_within(Duration::from_secs(5)), "no commit once quiet: {:?}", cache.stats());
+        }
+        "eager" => {
+            assert!(committed_within(Duration::from_secs(5)), "an eager write-back waited: {:?}", cache.stats());
+            computing.store(false, Ordering::Relaxed);
+            spinner.join().unwrap();
+        }
+        _ => {
+            let start = Instant::now();
+            assert_eq!(xnncache_wait(cache.0, u32::MAX), Status::XNNCACHE_OK, "{}", last_error());
+            assert!(start.elapsed() < Duration::from_secs(5), "xnncache_wait took {:?}", start.elapsed());
+            assert_eq!(cache.stats().commits, 1);
+            computing.store(false, Ordering::Relaxed);
+            spinner.join().unwrap();
+        }
+    }
+    assert_eq!(rt.infer().unwrap(), expected);
+}

@@ -162,6 +162,13 @@ impl SealJob {
     /// the file's clean pages read-only over the same addresses. For
     /// anonymous memory: makes the pages read-only.
     pub fn run(self) -> io::Result<()> {
+        self.run_pausing(&mut || {})
+    }
+
+    /// [`SealJob::run`], calling `pause` before each piece of the file it
+    /// writes, before the sync and before mapping the file's pages: the
+    /// write-back waits there while the host computes.
+    pub fn run_pausing(self, pause: &mut dyn FnMut()) -> io::Result<()> {
         if self.pieces.is_empty() {
             return Ok(()); // nothing new: no write-back, not even a sync
         }
@@ -181,6 +188,7 @@ impl SealJob {
                 // folios that a later process maps with 2 MiB entries.
                 let at = offset + done;
                 let n = (WRITE_CHUNK - at % WRITE_CHUNK).min(len - done);
+                pause();
                 crate::fault::check("seal: write")?;
                 // SAFETY: the range is staged memory of the arena, fully written
                 // (XNNPACK finished packing everything below the seal).
@@ -189,9 +197,11 @@ impl SealJob {
             }
             crate::fault::point("seal: staged bytes written to the file");
         }
+        pause();
         crate::fault::check("seal: sync")?;
         sys::sync_data(&fd)?;
         crate::fault::point("seal: file synced");
+        pause();
         for &(addr, len, offset) in &self.pieces {
             crate::fault::check("seal: map file pages")?;
             // SAFETY: the file now holds exactly these bytes at `offset`, so

@@ -146,6 +146,9 @@ pub struct CacheOptions {
     pub reservation: Option<usize>,
     /// Bring a reused file's payloads into memory in the background at open.
     pub prefetch: bool,
+    /// Let the background write-back wait while the process computes (see
+    /// `writeback::YIELD_AT_MOST`); false: it starts as soon as asked.
+    pub yield_writeback: bool,
 }
 
 impl CacheOptions {
@@ -163,6 +166,7 @@ impl CacheOptions {
             allow_foreign: false,
             reservation: None,
             prefetch: true,
+            yield_writeback: true,
         }
     }
 
@@ -212,6 +216,8 @@ pub struct Core {
     compact_percent: u32,
     /// Write back on the finalizing thread instead of in the background.
     sync_writeback: bool,
+    /// The background write-back yields to the host's computation.
+    yield_writeback: bool,
     /// Serialises write-backs and compaction, whose I/O runs outside `state`.
     finalizing: Mutex<()>,
     /// Take it through [`Core::locked`].
@@ -248,9 +254,13 @@ impl Cache {
             return Ok(()); // nothing new since the last write-back (a warm launch)
         }
         if core.sync_writeback || !core.has_store() {
-            return core.write_back().map(|_| ());
+            return core.write_back(&mut || {}).map(|_| ());
         }
-        lock(&core.background.state).requested = true;
+        {
+            let mut st = lock(&core.background.state);
+            st.requested = true;
+            st.requested_at.get_or_insert_with(std::time::Instant::now);
+        }
         core.background.changed.notify_all();
         let mut writer = lock(&self.writer);
         if writer.is_none() {
@@ -265,7 +275,7 @@ impl Cache {
                 Err(_) => {
                     // No thread to be had: do the work here, as requested.
                     lock(&core.background.state).requested = false;
-                    return core.write_back().map(|_| ());
+                    return core.write_back(&mut || {}).map(|_| ());
                 }
             }
         }
@@ -290,6 +300,11 @@ impl Cache {
         }
         let bg = &self.core.background;
         let mut st = lock(&bg.state);
+        if timeout != Some(std::time::Duration::ZERO) && (st.requested || st.running) {
+            // Someone waits: the write-back stops yielding to the host's computation.
+            st.hurry = true;
+            bg.changed.notify_all();
+        }
         while st.requested || st.running {
             st = match deadline {
                 None => bg.changed.wait(st).unwrap_or_else(|e| e.into_inner()),

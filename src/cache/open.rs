@@ -99,6 +99,7 @@ impl Core {
             path,
             compact_percent: options.compact_percent,
             sync_writeback: options.sync_writeback,
+            yield_writeback: options.yield_writeback,
             state: Mutex::new(state),
             finalizing: Mutex::new(()),
             fallback_reason: Mutex::new(None),

@@ -269,6 +269,18 @@ pub unsafe fn bring_in(addr: *const u8, len: usize) {
     unsafe { os::populate_read(addr, len) };
 }
 
+/// CPU time used so far by the whole process and by the calling thread: how
+/// the write-back tells that the host is computing. `None` if unknown.
+pub fn cpu_times() -> Option<(std::time::Duration, std::time::Duration)> {
+    let read = |clock: libc::clockid_t| {
+        let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes one timespec into `t`.
+        #[allow(clippy::unnecessary_cast)] // the fields' types differ between targets
+        (unsafe { libc::clock_gettime(clock, &mut t) } == 0).then(|| std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32))
+    };
+    Some((read(libc::CLOCK_PROCESS_CPUTIME_ID)?, read(libc::CLOCK_THREAD_CPUTIME_ID)?))
+}
+
 /// Lowers the calling thread's scheduling priority (the write-back thread:
 /// inference running meanwhile comes first). Best effort.
 pub fn lower_thread_priority() {

@@ -836,6 +836,14 @@ pub unsafe fn is_resident(_addr: *const u8, _len: usize) -> bool {
 /// None needed; the signature matches the other platforms'.
 pub unsafe fn bring_in(_addr: *const u8, _len: usize) {}
 
+/// CPU time of the process and of the calling thread: not read on Windows
+/// (not measured there), so the write-back never yields to the host's
+/// computation and runs as soon as it is asked, as with
+/// `XNNCACHE_FLAG_EAGER_WRITEBACK`.
+pub fn cpu_times() -> Option<(std::time::Duration, std::time::Duration)> {
+    None
+}
+
 /// Lowers the calling thread's priority (the write-back thread: inference
 /// running meanwhile comes first). Best effort.
 pub fn lower_thread_priority() {
