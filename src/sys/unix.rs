@@ -275,8 +275,9 @@ pub fn cpu_times() -> Option<(std::time::Duration, std::time::Duration)> {
     let read = |clock: libc::clockid_t| {
         let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: clock_gettime writes one timespec into `t`.
+        let read = unsafe { libc::clock_gettime(clock, &mut t) } == 0;
         #[allow(clippy::unnecessary_cast)] // the fields' types differ between targets
-        (unsafe { libc::clock_gettime(clock, &mut t) } == 0).then(|| std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32))
+        read.then(|| std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32))
     };
     Some((read(libc::CLOCK_PROCESS_CPUTIME_ID)?, read(libc::CLOCK_THREAD_CPUTIME_ID)?))
 }
