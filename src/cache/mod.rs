@@ -271,7 +271,10 @@ impl Cache {
                 }
             };
             match std::thread::Builder::new().name("xnncache-writeback".into()).spawn(run) {
-                Ok(handle) => *writer = Some(handle),
+                Ok(handle) => {
+                    *writer = Some(handle);
+                    writeback::finish_at_exit(core);
+                }
                 Err(_) => {
                     // No thread to be had: do the work here, as requested.
                     lock(&core.background.state).requested = false;

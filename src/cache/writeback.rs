@@ -10,12 +10,17 @@
 //! while they are busy again, and goes ahead regardless [`YIELD_AT_MOST`]
 //! after the finalize that asked for it; a waiter (`xnncache_wait`, a close)
 //! ends the yielding at once. `XNNCACHE_FLAG_EAGER_WRITEBACK` turns it off.
+//!
+//! A process that exits without closing its caches (returning from `main`
+//! while a model still computes, say) would lose a yielding write-back with
+//! its threads; so at a normal exit every cache's write-back in progress or
+//! asked for is finished, for at most [`YIELD_AT_MOST`] (`atexit`; not on
+//! Windows, whose write-back never yields).
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Condvar;
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex, Once, Weak};
 use std::time::{Duration, Instant};
 
 use super::state::{addr_of, entry_bytes, State};
@@ -353,6 +358,47 @@ impl Quiet<'_> {
                 return;
             }
             drop(bg.changed.wait_timeout(st, QUIET_WINDOW).unwrap_or_else(|e| e.into_inner()));
+        }
+    }
+}
+
+/// Every cache that started a write-back thread, for [`finish_at_exit`].
+static AT_EXIT: Mutex<Vec<Weak<Core>>> = Mutex::new(Vec::new());
+
+/// Makes a normal process exit finish `core`'s write-back (see the module's text).
+pub(super) fn finish_at_exit(core: &Arc<Core>) {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        crate::sys::at_exit(finish_every_write_back);
+    });
+    let mut caches = lock(&AT_EXIT);
+    caches.retain(|c| c.strong_count() > 0);
+    caches.push(Arc::downgrade(core));
+}
+
+/// At exit: every live cache's write-back, hurried and waited for. No
+/// thread-local is touched (they may be gone by now), nothing can unwind.
+extern "C" fn finish_every_write_back() {
+    let _ = catch_unwind(|| {
+        let caches: Vec<Arc<Core>> = lock(&AT_EXIT).iter().filter_map(Weak::upgrade).collect();
+        let until = Instant::now() + YIELD_AT_MOST;
+        for core in caches {
+            core.finish_write_back(until);
+        }
+    });
+}
+
+impl Core {
+    /// Stops the write-back's yielding and waits for it to be done, until
+    /// `until` at most.
+    fn finish_write_back(&self, until: Instant) {
+        let bg = &self.background;
+        let mut st = lock(&bg.state);
+        st.hurry = true;
+        bg.changed.notify_all();
+        while st.requested || st.running {
+            let Some(left) = until.checked_duration_since(Instant::now()) else { return };
+            st = bg.changed.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 }

@@ -269,6 +269,15 @@ pub unsafe fn bring_in(addr: *const u8, len: usize) {
     unsafe { os::populate_read(addr, len) };
 }
 
+/// Runs `f` when the process exits normally (`exit`, returning from `main`),
+/// before its threads are stopped; once a shared library holding `f` is
+/// unloaded, at its unloading (glibc and Bionic tie `atexit` to the caller's
+/// object). Whether it was registered.
+pub fn at_exit(f: extern "C" fn()) -> bool {
+    // SAFETY: registers a function pointer; `f` lives as long as this code.
+    unsafe { libc::atexit(f) == 0 }
+}
+
 /// CPU time used so far by the whole process and by the calling thread: how
 /// the write-back tells that the host is computing. `None` if unknown.
 pub fn cpu_times() -> Option<(std::time::Duration, std::time::Duration)> {

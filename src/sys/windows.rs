@@ -836,6 +836,12 @@ pub unsafe fn is_resident(_addr: *const u8, _len: usize) -> bool {
 /// None needed; the signature matches the other platforms'.
 pub unsafe fn bring_in(_addr: *const u8, _len: usize) {}
 
+/// Not on Windows: its write-back never yields (see [`cpu_times`]), so a
+/// process exiting there loses what it had not written back, as before.
+pub fn at_exit(_f: extern "C" fn()) -> bool {
+    false
+}
+
 /// CPU time of the process and of the calling thread: not read on Windows
 /// (not measured there), so the write-back never yields to the host's
 /// computation and runs as soon as it is asked, as with
