@@ -128,12 +128,12 @@ fn closing_waits_for_the_commit() {
 /// well inside the 10 s it yields at most); once the thread stops, the
 /// commit follows with no one waiting for it. With
 /// `XNNCACHE_FLAG_EAGER_WRITEBACK` the commit comes while the thread still
-/// computes, and `xnncache_wait` ends the yielding at once. In a child
+/// computes, and `xnncache_wait` and `xnncache_compact` end the yielding at once. In a child
 /// process: other tests' threads would count as computation.
 #[test]
 fn the_write_back_yields_to_computation_until_the_process_is_quiet() {
     let dir = TempDir::new("bg-yield");
-    for (mode, flags) in [("yield", "0"), ("eager", "128"), ("waited", "0")] {
+    for (mode, flags) in [("yield", "0"), ("eager", "128"), ("waited", "0"), ("compacted", "0")] {
         let path = dir.file(&format!("{mode}.xnncache"));
         let env = [("XNNCACHE_T_PATH", path.to_str().unwrap()), ("XNNCACHE_T_MODE", mode), ("XNNCACHE_T_FLAGS", flags)];
         let out = xnncache_tests::run_child("child_yields_to_computation", &env, None);
@@ -185,8 +185,18 @@ fn child_yields_to_computation() {
         }
         false
     };
+    let yielding = || {
+        // The write-back thread waits, `finalizing` held (the first look
+        // always waits one window).
+        let start = Instant::now();
+        while xnncache::fault::counted("write-back: yields") == 0 {
+            assert!(start.elapsed() < Duration::from_secs(5), "the write-back never yielded");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
     match mode.as_str() {
         "yield" => {
+            yielding();
             assert!(!committed_within(Duration::from_millis(400)), "committed while a thread computed: {:?}", cache.stats());
             assert!(cache.stats().pending_bytes > 0);
             computing.store(false, Ordering::Relaxed);
@@ -196,6 +206,18 @@ fn child_yields_to_computation() {
         }
         "eager" => {
             assert!(committed_within(Duration::from_secs(5)), "an eager write-back waited: {:?}", cache.stats());
+            computing.store(false, Ordering::Relaxed);
+            spinner.join().unwrap();
+        }
+        "compacted" => {
+            // A compaction that finds the write-back yielding ends that.
+            yielding();
+            let start = Instant::now();
+            assert_eq!(xnncache::capi::xnncache_compact(cache.0), Status::XNNCACHE_OK, "{}", last_error());
+            assert!(start.elapsed() < Duration::from_secs(5), "xnncache_compact took {:?}", start.elapsed());
+            // Whichever took the file first, nothing is left to wait for.
+            assert_eq!(xnncache_wait(cache.0, u32::MAX), Status::XNNCACHE_OK, "{}", last_error());
+            assert!(start.elapsed() < Duration::from_secs(5), "compact and wait took {:?}", start.elapsed());
             computing.store(false, Ordering::Relaxed);
             spinner.join().unwrap();
         }

@@ -61,6 +61,7 @@ impl Core {
     /// unlocked (its bytes never move); the writer lock keeps other
     /// processes out meanwhile, and `finalizing` this cache's write-backs.
     pub(super) fn rewrite(&self, keep: Keep) -> Result<u64> {
+        self.hurry_write_back(); // it may be yielding, with `finalizing` held
         let _one_at_a_time = lock(&self.finalizing);
         let (compaction, payloads, keys, names) = {
             let mut st = self.locked();

@@ -193,7 +193,9 @@ pub struct Cache {
 /// Taken in this order, never the other way round (a lock may be skipped):
 ///
 /// 1. `finalizing`: one write-back or rewrite of the file at a time. Held
-///    across their I/O (that is what it is for); nothing else waits on it.
+///    across their I/O (that is what it is for), and while a background
+///    write-back yields to the host's computation, which a rewrite ends
+///    before taking it; nothing else waits on it.
 /// 2. `state`: the index, the arena's bookkeeping, pending space. Only memory
 ///    work runs under it, and the writer lock's non-blocking `flock` (with the
 ///    read of what another process committed) while a runtime is being created:
@@ -301,13 +303,12 @@ impl Cache {
         if prefetch.is_some_and(|done| !prefetch::wait(&done, deadline)) {
             return Err(Error::new(Status::XNNCACHE_BUSY, "the prefetch of the file's packed weights is still running"));
         }
+        if timeout != Some(std::time::Duration::ZERO) {
+            // Someone waits: the write-back stops yielding to the host's computation.
+            self.core.hurry_write_back();
+        }
         let bg = &self.core.background;
         let mut st = lock(&bg.state);
-        if timeout != Some(std::time::Duration::ZERO) && (st.requested || st.running) {
-            // Someone waits: the write-back stops yielding to the host's computation.
-            st.hurry = true;
-            bg.changed.notify_all();
-        }
         while st.requested || st.running {
             st = match deadline {
                 None => bg.changed.wait(st).unwrap_or_else(|e| e.into_inner()),

@@ -357,6 +357,7 @@ impl Quiet<'_> {
             if st.hurry || st.stop || now >= self.until {
                 return;
             }
+            crate::fault::count("write-back: yields");
             drop(bg.changed.wait_timeout(st, QUIET_WINDOW).unwrap_or_else(|e| e.into_inner()));
         }
     }
@@ -389,13 +390,21 @@ extern "C" fn finish_every_write_back() {
 }
 
 impl Core {
+    /// Ends the yielding of the write-back asked for or running, if any.
+    pub(super) fn hurry_write_back(&self) {
+        let mut st = lock(&self.background.state);
+        if st.requested || st.running {
+            st.hurry = true;
+            self.background.changed.notify_all();
+        }
+    }
+
     /// Stops the write-back's yielding and waits for it to be done, until
     /// `until` at most.
     fn finish_write_back(&self, until: Instant) {
+        self.hurry_write_back();
         let bg = &self.background;
         let mut st = lock(&bg.state);
-        st.hurry = true;
-        bg.changed.notify_all();
         while st.requested || st.running {
             let Some(left) = until.checked_duration_since(Instant::now()) else { return };
             st = bg.changed.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
