@@ -281,6 +281,11 @@ Error XNNWeightsCache::initialize_for_runtime(
     // A warm file is then read as runtimes fault it in (for comparisons).
     options.flags |= XNNCACHE_FLAG_NO_PREFETCH;
   }
+  if (env_flag("XNNCACHE_ET_EAGER_WRITEBACK")) {
+    // The background write-back starts at once instead of waiting while the
+    // process computes (for comparisons).
+    options.flags |= XNNCACHE_FLAG_EAGER_WRITEBACK;
+  }
   const char* sync = std::getenv("XNNCACHE_ET_SYNC_WRITEBACK");
   if (sync != nullptr && sync[0] != '\0' && std::strcmp(sync, "0") != 0) {
     // finalize_for_runtime returns once the file is written and committed
