@@ -253,6 +253,8 @@ pub extern "C" fn xnncache_finalize(cache: *mut xnncache) -> xnncache_status {
 /// Waits until everything finalized so far is written back and committed,
 /// and a warm launch's prefetch of the file (`XNNCACHE_FLAG_NO_PREFETCH`) is
 /// over, at most `timeout_ms` milliseconds (`UINT32_MAX`: no limit; 0: just ask).
+/// Any timeout but 0 also ends the write-back's yielding to the process's
+/// computation (see `XNNCACHE_FLAG_EAGER_WRITEBACK`): it runs at once.
 /// `XNNCACHE_BUSY` if the time ran out (the write-back goes on);
 /// `XNNCACHE_IO_ERROR` if the last write-back failed (runtimes keep their
 /// weights in memory and the file keeps its previous commit; the message
