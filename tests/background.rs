@@ -164,14 +164,7 @@ fn child_yields_to_computation() {
 
     let computing = std::sync::Arc::new(AtomicBool::new(true));
     let flag = std::sync::Arc::clone(&computing);
-    let spinner = std::thread::spawn(move || {
-        let mut x = 1u64;
-        while flag.load(Ordering::Relaxed) {
-            for _ in 0..10_000 {
-                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-            }
-        }
-    });
+    let spinner = std::thread::spawn(move || compute_while(&flag));
     cache.start_finalize();
     let committed_within = |limit: Duration| {
         let start = Instant::now();
@@ -261,12 +254,7 @@ fn child_exits_while_computing() {
     model.register(&cache, true);
     let rt = model.create(cache.provider()).unwrap();
     // Computes until the process exits.
-    std::thread::spawn(|| {
-        let mut x = 1u64;
-        loop {
-            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-        }
-    });
+    std::thread::spawn(|| compute_while(&std::sync::atomic::AtomicBool::new(true)));
     cache.start_finalize();
     let s = cache.stats();
     assert_eq!(s.commits, 0, "{s:?}");
@@ -274,4 +262,14 @@ fn child_exits_while_computing() {
     // Neither closed nor waited for: the test harness exits the process.
     std::mem::forget(rt);
     std::mem::forget(cache);
+}
+
+/// Keeps one core busy, as a host's inference would, while `flag` is set.
+fn compute_while(flag: &std::sync::atomic::AtomicBool) {
+    let mut x = 1u64;
+    while flag.load(Ordering::Relaxed) {
+        for _ in 0..10_000 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+    }
 }

@@ -307,20 +307,10 @@ impl Cache {
             // Someone waits: the write-back stops yielding to the host's computation.
             self.core.hurry_write_back();
         }
-        let bg = &self.core.background;
-        let mut st = lock(&bg.state);
-        while st.requested || st.running {
-            st = match deadline {
-                None => bg.changed.wait(st).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let now = std::time::Instant::now();
-                    if now >= d {
-                        return Err(Error::new(Status::XNNCACHE_BUSY, "the write-back of packed weights is still running"));
-                    }
-                    bg.changed.wait_timeout(st, d - now).unwrap_or_else(|e| e.into_inner()).0
-                }
-            };
-        }
+        let st = self
+            .core
+            .write_back_done(deadline)
+            .ok_or_else(|| Error::new(Status::XNNCACHE_BUSY, "the write-back of packed weights is still running"))?;
         match &st.error {
             Some(e) => Err(e.clone()),
             None => Ok(()),

@@ -20,7 +20,7 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Condvar, Mutex, Once, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once, Weak};
 use std::time::{Duration, Instant};
 
 use super::state::{addr_of, entry_bytes, State};
@@ -384,7 +384,8 @@ extern "C" fn finish_every_write_back() {
         let caches: Vec<Arc<Core>> = lock(&AT_EXIT).iter().filter_map(Weak::upgrade).collect();
         let until = Instant::now() + YIELD_AT_MOST;
         for core in caches {
-            core.finish_write_back(until);
+            core.hurry_write_back();
+            let _ = core.write_back_done(Some(until));
         }
     });
 }
@@ -399,16 +400,22 @@ impl Core {
         }
     }
 
-    /// Stops the write-back's yielding and waits for it to be done, until
-    /// `until` at most.
-    fn finish_write_back(&self, until: Instant) {
-        self.hurry_write_back();
+    /// Waits until no write-back is asked for or running, until `deadline`
+    /// at most (`None`: as long as it takes): the write-back's state then, or
+    /// `None` when the time ran out.
+    pub(super) fn write_back_done(&self, deadline: Option<Instant>) -> Option<MutexGuard<'_, WriteBack>> {
         let bg = &self.background;
         let mut st = lock(&bg.state);
         while st.requested || st.running {
-            let Some(left) = until.checked_duration_since(Instant::now()) else { return };
-            st = bg.changed.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+            st = match deadline {
+                None => bg.changed.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let left = d.checked_duration_since(Instant::now()).filter(|left| !left.is_zero())?;
+                    bg.changed.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
         }
+        Some(st)
     }
 }
 
