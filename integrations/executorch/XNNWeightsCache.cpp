@@ -34,6 +34,12 @@
 //                         turn off the warm launch's prefetch of the cache
 //                         file, and the exact reads of the program's other
 //                         constants (to measure what each brings).
+//   XNNCACHE_ET_EAGER_WRITEBACK=1
+//                         starts the write-back at once instead of yielding
+//                         to the program's computation (for comparisons).
+//   XNNCACHE_ET_SYNC_WRITEBACK=1
+//                         finalize_for_runtime returns once the file is
+//                         committed, as ExecuTorch's own class does.
 
 #include <executorch/backends/xnnpack/runtime/XNNWeightsCache.h>
 #include <executorch/runtime/core/error.h>
@@ -81,6 +87,9 @@ struct CacheState {
   // biases, from its index): XNNPACK finds their packing by look-up and never
   // reads their bytes. Empty for a new file.
   std::unordered_set<std::string> packed_constants;
+  // The other constants are read exactly (XNNCACHE_ET_NO_EXACT_READS unset),
+  // decided once at initialize.
+  bool exact_reads = true;
 };
 
 // An environment switch: set, non-empty and not "0".
@@ -220,8 +229,7 @@ XNNWeightsCache::~XNNWeightsCache() {
     }
   }
   if (st && st->cache != nullptr) {
-    const char* env = std::getenv("XNNCACHE_ET_STATS");
-    if (env != nullptr && env[0] != '\0' && std::strcmp(env, "0") != 0) {
+    if (env_flag("XNNCACHE_ET_STATS")) {
       print_stats(*st);
     }
     for (FreeableBuffer& buffer : unpacked_data_) {
@@ -272,8 +280,7 @@ Error XNNWeightsCache::initialize_for_runtime(
 
   xnncache_options options = XNNCACHE_OPTIONS_INIT;
   options.path = packed_cache_path_.empty() ? nullptr : packed_cache_path_.c_str();
-  const char* verify = std::getenv("XNNCACHE_ET_VERIFY");
-  if (verify != nullptr && verify[0] != '\0' && std::strcmp(verify, "0") != 0) {
+  if (env_flag("XNNCACHE_ET_VERIFY")) {
     // Check every payload's checksum at open (reads the whole file once).
     options.flags |= XNNCACHE_FLAG_VERIFY;
   }
@@ -286,8 +293,7 @@ Error XNNWeightsCache::initialize_for_runtime(
     // process computes (for comparisons).
     options.flags |= XNNCACHE_FLAG_EAGER_WRITEBACK;
   }
-  const char* sync = std::getenv("XNNCACHE_ET_SYNC_WRITEBACK");
-  if (sync != nullptr && sync[0] != '\0' && std::strcmp(sync, "0") != 0) {
+  if (env_flag("XNNCACHE_ET_SYNC_WRITEBACK")) {
     // finalize_for_runtime returns once the file is written and committed
     // (ExecuTorch's own class does that; its tests expect it). By default
     // the write-back runs in the background and a cold load does not wait
@@ -334,6 +340,7 @@ Error XNNWeightsCache::initialize_for_runtime(
   // reads them from its own file: get_packed_data_names() reports them from
   // here on, and delete_packed_data keeps them (their bytes live in the file).
   // xnncache reads them from the index it read at open, not from payloads.
+  st->exact_reads = !env_flag("XNNCACHE_ET_NO_EXACT_READS");
   Listing listing{&name_to_packed_data_metadata_, &st->packed_constants};
   xnncache_list_names(
       st->cache,
@@ -375,8 +382,8 @@ Result<const uint8_t*> XNNWeightsCache::load_unpacked_data(
       static_cast<const uint8_t*>(named_data.get().data());
   const size_t size = named_data.get().size();
   CacheState* st = state_of(this);
-  if (st != nullptr && !st->packed_constants.empty() &&
-      st->packed_constants.count(name) == 0 && !env_flag("XNNCACHE_ET_NO_EXACT_READS")) {
+  if (st != nullptr && st->exact_reads && !st->packed_constants.empty() &&
+      st->packed_constants.count(name) == 0) {
     read_exactly(data_pointer, size);
   }
   if (st != nullptr && st->cache != nullptr) {
