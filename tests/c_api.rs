@@ -41,3 +41,39 @@ fn c_program_runs() {
 fn cpp_program_runs() {
     run("child_cpp_program", "cpp-smoke-ok");
 }
+
+/// The system headers a host is likely to include beside ours, in C and in
+/// C++ (where `<climits>` and friends are the same macros).
+const SYSTEM_HEADERS: [&str; 8] = ["limits.h", "stdio.h", "stdlib.h", "string.h", "stdint.h", "errno.h", "fcntl.h", "unistd.h"];
+
+/// A host includes `xnncache.h` before or after the common system headers,
+/// from C or C++, with warnings as errors: neither order may redefine a
+/// system macro (`NAME_MAX` from `<limits.h>` did) or warn.
+#[test]
+fn the_header_compiles_beside_system_headers() {
+    let dir = TempDir::new("header-order");
+    let includes: Vec<std::path::PathBuf> = std::env::split_paths(env!("XNNCACHE_TEST_INCLUDES")).collect();
+    // As a POSIX host compiles: `<limits.h>` then defines NAME_MAX and PATH_MAX.
+    let system: String = SYSTEM_HEADERS.iter().map(|h| format!("#include <{h}>\n")).collect();
+    let ours = "#include \"xnncache.h\"\n";
+    // Uses a system macro and ours, so that a clash changes the program.
+    let body = "int header_order_check(void);\nint header_order_check(void) { return (int) NAME_MAX + (int) XNNCACHE_FLAG_READ_ONLY; }\n";
+    for (compiler, extension, standard) in [("cc", "c", "-std=c11"), ("c++", "cpp", "-std=c++17")] {
+        let compiler = std::env::var(if extension == "c" { "CC" } else { "CXX" }).unwrap_or_else(|_| compiler.to_owned());
+        for (order, text) in [("after", format!("#define _GNU_SOURCE\n{system}{ours}{body}")), ("before", format!("#define _GNU_SOURCE\n{ours}{system}{body}"))] {
+            let source = dir.file(&format!("{order}.{extension}"));
+            std::fs::write(&source, text).unwrap();
+            let mut command = std::process::Command::new(&compiler);
+            command.args([standard, "-Wall", "-Wextra", "-Werror", "-fsyntax-only"]);
+            for include in &includes {
+                command.arg("-I").arg(include);
+            }
+            let out = command.arg(&source).output().unwrap_or_else(|e| panic!("cannot run {compiler}: {e}"));
+            assert!(
+                out.status.success(),
+                "{compiler}: xnncache.h included {order} the system headers does not compile cleanly:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
