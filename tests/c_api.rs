@@ -56,11 +56,12 @@ fn the_header_compiles_beside_system_headers() {
     // As a POSIX host compiles: `<limits.h>` then defines NAME_MAX and PATH_MAX.
     let system: String = SYSTEM_HEADERS.iter().map(|h| format!("#include <{h}>\n")).collect();
     let ours = "#include \"xnncache.h\"\n";
+    let posix = "#ifndef _GNU_SOURCE\n#define _GNU_SOURCE\n#endif\n"; // g++ defines it already
     // Uses a system macro and ours, so that a clash changes the program.
     let body = "int header_order_check(void);\nint header_order_check(void) { return (int) NAME_MAX + (int) XNNCACHE_FLAG_READ_ONLY; }\n";
     for (compiler, extension, standard) in [("cc", "c", "-std=c11"), ("c++", "cpp", "-std=c++17")] {
         let compiler = std::env::var(if extension == "c" { "CC" } else { "CXX" }).unwrap_or_else(|_| compiler.to_owned());
-        for (order, text) in [("after", format!("#define _GNU_SOURCE\n{system}{ours}{body}")), ("before", format!("#define _GNU_SOURCE\n{ours}{system}{body}"))] {
+        for (order, text) in [("after", format!("{posix}{system}{ours}{body}")), ("before", format!("{posix}{ours}{system}{body}"))] {
             let source = dir.file(&format!("{order}.{extension}"));
             std::fs::write(&source, text).unwrap();
             let mut command = std::process::Command::new(&compiler);
