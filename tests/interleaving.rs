@@ -381,3 +381,52 @@ fn no_build_identifier_means_memory_only() {
     assert_ne!(c.stats().backing, xnncache::cache::Backing::XNNCACHE_BACKING_FILE as u32);
     assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0, "a file was created");
 }
+
+/// One registered weight packed two ways under one key (XNNPACK's seed is a
+/// XOR of shapes: a square layer and its transposed twin, or a path that
+/// packs without looking up): the key links two entries, and its names go
+/// into the index once. Both the commit and a compaction's rewrite must give
+/// an index the next launch reads (each wrote the name record twice, and the
+/// next open rebuilt the file as corrupt).
+#[test]
+fn a_key_packed_two_ways_keeps_its_file() {
+    let dir = TempDir::new("key-two-ways");
+    let path = dir.file("cache.bin");
+    let w = vec![3u8; 256];
+    let reused = xnncache::store::FileState::XNNCACHE_FILE_REUSED as u32;
+    {
+        let c = open_path(&path);
+        register(&c, &w, "square.weight");
+        let first = pack(&c, &w, 5, 4096, 0x21);
+        // Packed again, the other way, without a look-up: a second entry under the key.
+        let p = reserve(&c, 4096);
+        // SAFETY: 4096 reserved bytes.
+        unsafe { p.write_bytes(0x22, 4096) };
+        let second = insert(&c, &key(&w, 5), p, 4096);
+        assert_ne!(first, second, "the second packing was folded into the first");
+        c.finalize();
+        assert_eq!(c.stats().commits, 1, "{}", last_error());
+    }
+    for round in ["after the commit", "after a compaction"] {
+        let c = open_path(&path);
+        assert_eq!(c.stats().file_state, reused, "{round}: {}", last_error());
+        register(&c, &w, "square.weight");
+        let found = look_up(&c, &key(&w, 5));
+        assert_ne!(found, NOT_FOUND, "{round}");
+        // SAFETY: a found offset resolves to its entry's bytes.
+        let byte = unsafe { *addr(&c, found) };
+        assert!(byte == 0x21 || byte == 0x22, "{round}: {byte:#x}");
+        if round == "after the commit" {
+            // Both packings again, as a path that never looks up: both
+            // entries are used, so the compaction keeps the key's two links.
+            for byte in [0x21, 0x22] {
+                let p = reserve(&c, 4096);
+                // SAFETY: 4096 reserved bytes.
+                unsafe { p.write_bytes(byte, 4096) };
+                insert(&c, &key(&w, 5), p, 4096);
+            }
+            assert_eq!(c.stats().entries, 2);
+            assert_eq!(xnncache_compact(c.0), Status::XNNCACHE_OK, "{}", last_error());
+        }
+    }
+}
