@@ -78,3 +78,39 @@ fn the_header_compiles_beside_system_headers() {
         }
     }
 }
+
+#[test]
+#[ignore = "run in a child process by structs_at_any_address_are_read_and_written_as_copies"]
+fn child_misaligned_structs() {
+    use xnncache::capi::{xnncache_close, xnncache_open, xnncache_options, xnncache_stats};
+    // A C host may keep the options, and the variables it passes for
+    // results, inside packed structs: at odd addresses.
+    let options = xnncache_tests::options(None);
+    let mut buffer = vec![0u8; std::mem::size_of::<xnncache_options>() + 64];
+    let at = buffer.as_mut_ptr().wrapping_add(1);
+    // SAFETY: the buffer holds the options' bytes from `at` on.
+    unsafe { (at as *mut xnncache_options).write_unaligned(options) };
+    let mut out = vec![0u8; 64];
+    let cache_out = out.as_mut_ptr().wrapping_add(3) as *mut *mut xnncache::capi::xnncache;
+    let status = xnncache_open(at as *const xnncache_options, cache_out);
+    assert_eq!(status, xnncache::Status::XNNCACHE_OK, "{}", xnncache_tests::last_error());
+    // SAFETY: written by xnncache_open just now.
+    let cache = unsafe { cache_out.read_unaligned() };
+    let mut stats = vec![0u8; std::mem::size_of::<xnncache::Stats>() + 64];
+    let stats_at = stats.as_mut_ptr().wrapping_add(5) as *mut xnncache::Stats;
+    assert_eq!(xnncache_stats(cache, stats_at), xnncache::Status::XNNCACHE_OK);
+    // SAFETY: written by xnncache_stats just now.
+    assert_eq!(unsafe { stats_at.read_unaligned() }.backing, xnncache::Backing::XNNCACHE_BACKING_MEMORY as u32);
+    xnncache_close(cache);
+    println!("misaligned-ok");
+}
+
+/// Options, and the out-pointers for a handle and for stats, at addresses
+/// that are not aligned for their types: read and written as copies (a
+/// reference to them was undefined behaviour, and a debug build aborted).
+#[test]
+fn structs_at_any_address_are_read_and_written_as_copies() {
+    let out = run_child("child_misaligned_structs", &[], None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("misaligned-ok"), "{:?}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+}
