@@ -14,9 +14,9 @@
 //! before their cache is closed, as with XNNPACK's own cache.
 
 use core::ffi::c_void;
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::addrmap::AddrMap;
 use crate::abi::{ProviderV3, XnnStatus, XNN_STATUS_INVALID_PARAMETER, XNN_STATUS_SUCCESS};
 use crate::cache::{Cache, CacheOptions};
 use crate::error::{Error, Result};
@@ -66,10 +66,10 @@ impl Open {
 struct Table {
     /// The next handle's number; handles are `2 * n + 1`.
     next: u64,
-    open: BTreeMap<usize, Arc<Open>>,
+    open: AddrMap<Arc<Open>>,
 }
 
-static TABLE: Mutex<Table> = Mutex::new(Table { next: 1, open: BTreeMap::new() });
+static TABLE: Mutex<Table> = Mutex::new(Table { next: 1, open: AddrMap::new() });
 
 /// Held for a look-up or an insertion only: no call into a cache runs under it.
 fn table() -> MutexGuard<'static, Table> {
@@ -104,7 +104,7 @@ pub fn get(handle: *const xnncache) -> Result<Arc<Open>> {
     if handle.is_null() {
         return Err(Error::invalid("the cache is NULL"));
     }
-    match table().open.get(&(handle as usize)) {
+    match table().open.get(handle as usize) {
         Some(open) => Ok(Arc::clone(open)),
         None => Err(Error::invalid("not an open xnncache (closed already, or not a handle from xnncache_open)")),
     }
@@ -113,7 +113,7 @@ pub fn get(handle: *const xnncache) -> Result<Arc<Open>> {
 /// Closes `handle`: the cache is dropped here, or by the last call still
 /// using it when that call returns.
 pub fn close(handle: *mut xnncache) -> Result<()> {
-    let removed = table().open.remove(&(handle as usize));
+    let removed = table().open.remove(handle as usize);
     match removed {
         // Dropped outside the table's lock: closing waits for the write-back.
         Some(open) => {
@@ -130,7 +130,7 @@ pub fn of_provider(provider: *mut XnnWeightsCacheProvider) -> Result<(*mut xnnca
 }
 
 fn find(matches: impl Fn(&Open) -> bool) -> Option<(*mut xnncache, Arc<Open>)> {
-    table().open.iter().find(|(_, open)| matches(open)).map(|(&token, open)| (token as *mut xnncache, Arc::clone(open)))
+    table().open.iter().find(|(_, open)| matches(open)).map(|(token, open)| (token as *mut xnncache, Arc::clone(open)))
 }
 
 /// The provider's `delete_cache` slot (XNNPACK never calls it): closes the

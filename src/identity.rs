@@ -6,8 +6,10 @@
 //! (identity, offset), and a look-up key made of known pointers has a
 //! persistent key (see [`crate::format::persistent_key`]).
 
-use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
+
+use crate::addrmap::AddrMap;
 
 use crate::abi::Key;
 use crate::format::{identity_of_bytes, identity_of_name, persistent_key, KeyNames};
@@ -22,7 +24,7 @@ struct Registered {
 /// Registered buffers by start address.
 #[derive(Default)]
 pub struct Registry {
-    ranges: BTreeMap<usize, Registered>,
+    ranges: AddrMap<Registered>,
 }
 
 impl Registry {
@@ -42,8 +44,8 @@ impl Registry {
     /// Drops every registration overlapping `[start, end)`: that memory was
     /// freed or now holds other data. Returns how many were dropped.
     pub fn forget(&mut self, start: usize, end: usize) -> usize {
-        let overlapping: Vec<usize> = self.ranges.range(..end).filter(|(_, r)| r.end > start).map(|(&s, _)| s).collect();
-        for s in &overlapping {
+        let overlapping: Vec<usize> = self.ranges.range(Bound::Unbounded, Bound::Excluded(end)).filter(|(_, r)| r.end > start).map(|(s, _)| s).collect();
+        for &s in &overlapping {
             self.ranges.remove(s);
         }
         overlapping.len()
@@ -51,13 +53,13 @@ impl Registry {
 
     /// The identity and offset of a pointer inside a registered buffer.
     pub fn resolve(&self, p: usize) -> Option<(u128, u64)> {
-        let (&start, r) = self.ranges.range(..=p).next_back()?;
+        let (start, r) = self.ranges.at_or_below(p)?;
         (p < r.end).then(|| (r.identity, (p - start) as u64))
     }
 
     /// The name of the buffer that starts at `p`, if it was registered by name.
     fn name_at(&self, p: usize) -> Option<&str> {
-        self.ranges.get(&p)?.name.as_deref()
+        self.ranges.get(p)?.name.as_deref()
     }
 
     /// What a host calls the packed form of `key`: the name of the buffer its

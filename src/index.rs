@@ -15,10 +15,11 @@
 //! A key is persistent when its pointers lie in registered weights (it then
 //! survives a restart and is written to the file's index), or in-process.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 
 use crate::abi::Key;
+use crate::addrmap::AddrMap;
 
 pub type EntryId = u32;
 
@@ -155,7 +156,7 @@ pub struct Index {
     by_offset: Map<usize, EntryId>,
     /// In-process keys by each pointer they hold (kernel, and bias when set),
     /// so that keys naming memory that was reused can be dropped.
-    process_keys: BTreeMap<usize, Vec<Key>>,
+    process_keys: AddrMap<Vec<Key>>,
 }
 
 impl Index {
@@ -268,7 +269,7 @@ impl Index {
             ids.push(id);
             if let IndexKey::Process(k) = key {
                 for p in [k.kernel, k.bias].into_iter().filter(|&p| p != 0) {
-                    self.process_keys.entry(p).or_default().push(k);
+                    self.process_keys.get_or_default(p).push(k);
                 }
             }
         }
@@ -280,19 +281,19 @@ impl Index {
     /// named. The entries stay (content and persistent keys still reach
     /// them). Returns how many keys were dropped.
     pub fn forget_pointers(&mut self, start: usize, end: usize) -> usize {
-        let pointers: Vec<usize> = self.process_keys.range(start..end).map(|(&p, _)| p).collect();
+        let pointers = self.process_keys.keys_between(start, end);
         let mut dropped = 0;
         for p in pointers {
-            for k in self.process_keys.remove(&p).unwrap_or_default() {
+            for k in self.process_keys.remove(p).unwrap_or_default() {
                 if self.by_key.remove(&IndexKey::Process(k)).is_some() {
                     dropped += 1;
                 }
                 // The key's other pointer no longer needs to lead to it.
                 let other = if k.kernel == p { k.bias } else { k.kernel };
-                if let Some(keys) = self.process_keys.get_mut(&other) {
+                if let Some(keys) = self.process_keys.get_mut(other) {
                     keys.retain(|x| *x != k);
                     if keys.is_empty() {
-                        self.process_keys.remove(&other);
+                        self.process_keys.remove(other);
                     }
                 }
             }

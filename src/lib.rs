@@ -66,6 +66,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod abi;
+pub mod addrmap;
 pub mod arena;
 pub mod cache;
 pub mod capi;

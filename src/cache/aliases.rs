@@ -75,7 +75,7 @@ impl State {
             if self.registry.resolve(p).is_some() {
                 break;
             }
-            match self.aliases.get(&p) {
+            match self.aliases.get(p) {
                 Some(a) if a.thread == me => p = a.original,
                 _ => break,
             }
@@ -102,9 +102,8 @@ impl State {
     pub(super) fn forget_memory(&mut self, start: usize, size: usize) {
         let end = start.saturating_add(size.max(1));
         self.registry.forget(start, end);
-        let aliased: Vec<usize> = self.aliases.range(start..end).map(|(&a, _)| a).collect();
-        for a in aliased {
-            self.aliases.remove(&a);
+        for a in self.aliases.keys_between(start, end) {
+            self.aliases.remove(a);
         }
         self.index.forget_pointers(start, end);
     }

@@ -1,11 +1,12 @@
 //! Opening a cache: the file (reused, rebuilt or refused) or memory.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Mutex;
 
 use super::state::State;
 use super::writeback::Background;
 use super::{CacheOptions, Core, Stats};
+use crate::addrmap::AddrMap;
 use crate::arena::ArenaOptions;
 use crate::error::{Error, Result, Status};
 use crate::format::Compat;
@@ -29,7 +30,7 @@ impl Core {
             registry: Registry::default(),
             pending: Vec::new(),
             missed: HashSet::new(),
-            aliases: BTreeMap::new(),
+            aliases: AddrMap::new(),
             creating: HashSet::new(),
             arena_full: false,
             uncommitted: 0,

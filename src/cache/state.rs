@@ -1,12 +1,13 @@
 //! What the cache's mutex guards, and the helpers every step shares: loading
 //! a committed index, the writer lock, giving space back, finding bytes.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::mem::ManuallyDrop;
 use std::sync::{Mutex, MutexGuard};
 use std::thread::ThreadId;
 
 use super::{Core, Stats};
+use crate::addrmap::AddrMap;
 use crate::arena::Arena;
 use crate::format::{self, KeyNames};
 use crate::heap::{is_heap_offset, Heap};
@@ -44,7 +45,7 @@ pub(super) struct State {
     /// `alias_data(alias, original)`: keys naming `alias` mean `original`,
     /// for look-ups of the thread that was told so. See [`Cache::alias`] for
     /// how long that lasts.
-    pub(super) aliases: BTreeMap<usize, Alias>,
+    pub(super) aliases: AddrMap<Alias>,
     /// Threads that looked up or packed since their last `alias_data`: their
     /// next `alias_data` starts another runtime's creation.
     pub(super) creating: HashSet<ThreadId>,
