@@ -44,7 +44,6 @@ mod report;
 mod state;
 mod writeback;
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -228,7 +227,7 @@ pub struct Core {
     /// Why the file is not (or no longer) used, for stats and messages.
     fallback_reason: Mutex<Option<String>>,
     /// Kinds of fallback already logged (each is logged once per cache).
-    logged: Mutex<HashSet<&'static str>>,
+    logged: Mutex<Vec<&'static str>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

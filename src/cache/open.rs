@@ -1,6 +1,5 @@
 //! Opening a cache: the file (reused, rebuilt or refused) or memory.
 
-use std::collections::HashSet;
 use std::sync::Mutex;
 
 use super::state::State;
@@ -29,9 +28,9 @@ impl Core {
             index: Index::default(),
             registry: Registry::default(),
             pending: Vec::new(),
-            missed: HashSet::new(),
+            missed: Default::default(),
             aliases: AddrMap::new(),
-            creating: HashSet::new(),
+            creating: Default::default(),
             arena_full: false,
             uncommitted: 0,
             names: Default::default(),
@@ -104,7 +103,7 @@ impl Core {
             state: Mutex::new(state),
             finalizing: Mutex::new(()),
             fallback_reason: Mutex::new(None),
-            logged: Mutex::new(HashSet::new()),
+            logged: Mutex::new(Vec::new()),
             background: Background::default(),
         }
         .with_reason(reason))

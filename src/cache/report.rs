@@ -69,7 +69,14 @@ impl Core {
     /// Logs `why` the first time `kind` happens to this cache. Not with the
     /// state locked (see [`Core::fall_back`]).
     pub(crate) fn log_once(&self, kind: &'static str, level: Level, why: &str) {
-        let first = lock(&self.logged).insert(kind);
+        let first = {
+            let mut logged = lock(&self.logged);
+            let new = !logged.contains(&kind);
+            if new {
+                logged.push(kind);
+            }
+            new
+        };
         if first {
             let path = self.path.as_ref().map_or("the cache's descriptor".into(), |p| p.display().to_string());
             crate::logging::emit(level, &format!("xnncache: {path}: {why}"));

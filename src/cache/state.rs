@@ -1,7 +1,6 @@
 //! What the cache's mutex guards, and the helpers every step shares: loading
 //! a committed index, the writer lock, giving space back, finding bytes.
 
-use std::collections::HashSet;
 use std::mem::ManuallyDrop;
 use std::sync::{Mutex, MutexGuard};
 use std::thread::ThreadId;
@@ -15,6 +14,36 @@ use crate::identity::Registry;
 use crate::index::{Entry, EntryId, Index, IndexKey, Map};
 use crate::logging::Level;
 use crate::store::Store;
+
+/// A few threads (those inside a runtime's creation): a vector, not a hash
+/// set, whose code would cost an app more than its look-ups ever save.
+#[derive(Default)]
+pub(super) struct ThreadSet(Vec<ThreadId>);
+
+impl ThreadSet {
+    pub(super) fn contains(&self, t: &ThreadId) -> bool {
+        self.0.contains(t)
+    }
+    /// Returns whether `t` is new.
+    pub(super) fn insert(&mut self, t: ThreadId) -> bool {
+        let new = !self.contains(&t);
+        if new {
+            self.0.push(t);
+        }
+        new
+    }
+    /// Returns whether `t` was there.
+    pub(super) fn remove(&mut self, t: &ThreadId) -> bool {
+        let at = self.0.iter().position(|x| x == t);
+        if let Some(i) = at {
+            self.0.swap_remove(i);
+        }
+        at.is_some()
+    }
+    pub(super) fn clear(&mut self) {
+        self.0.clear();
+    }
+}
 
 /// One `alias_data` record: XNNPACK's converted copy means `original`.
 #[derive(Clone, Copy)]
@@ -41,14 +70,14 @@ pub(super) struct State {
     pub(super) registry: Registry,
     pub(super) pending: Vec<Pending>,
     /// Threads whose last `look_up` missed: their next reserve packs a new weight.
-    pub(super) missed: HashSet<ThreadId>,
+    pub(super) missed: ThreadSet,
     /// `alias_data(alias, original)`: keys naming `alias` mean `original`,
     /// for look-ups of the thread that was told so. See [`Cache::alias`] for
     /// how long that lasts.
     pub(super) aliases: AddrMap<Alias>,
     /// Threads that looked up or packed since their last `alias_data`: their
     /// next `alias_data` starts another runtime's creation.
-    pub(super) creating: HashSet<ThreadId>,
+    pub(super) creating: ThreadSet,
     /// Set once the arena refused to grow; later space comes from the heap.
     pub(super) arena_full: bool,
     /// Persistent links not yet in the file's index.
