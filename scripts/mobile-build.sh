@@ -10,7 +10,13 @@
 # and without `backtrace` (the symbolizer: gimli, addr2line, miniz_oxide,
 # rustc_demangle). -Zlocation-detail=none drops the file/line strings of
 # panic locations and -Zfmt-debug=none the bodies of `Debug` formatting
-# (xnncache's messages use Display only). Static archives need no linker, so
+# (xnncache's messages use Display only). -Cforce-frame-pointers=yes makes
+# x86-64's unwind tables smaller than its code grows (one CFA rule per
+# function instead of one per push), and -Cforce-unwind-tables=no drops the
+# tables of functions that cannot unwind: LLVM still emits one for every
+# function a panic can pass through, so catch_unwind works as before, and
+# frame pointers keep stack traces (debuggerd, simpleperf) complete.
+# Static archives need no linker, so
 # no NDK or Xcode is needed to build them.
 #
 # Build directory: <build cache>/cargo/mobile (kept between runs, so the
@@ -25,7 +31,7 @@ mobile_setup() {
     export RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$build_cache/cargo/mobile"
     # The oldest iOS the archives are built for (LC_BUILD_VERSION's minos).
     export IPHONEOS_DEPLOYMENT_TARGET=14.0
-    MOBILE_RUSTFLAGS="-Zlocation-detail=none -Zfmt-debug=none"
+    MOBILE_RUSTFLAGS="-Zlocation-detail=none -Zfmt-debug=none -Cforce-frame-pointers=yes -Cforce-unwind-tables=no"
 }
 
 # mobile_build TARGET: builds, prints the archive's path.

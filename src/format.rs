@@ -23,7 +23,7 @@
 
 use std::collections::HashSet;
 
-use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
+use xxhash_rust::xxh3::xxh3_128;
 
 pub const MAGIC: [u8; 8] = *b"XNNCACHE";
 /// An index that also names the registered weights behind its keys (written
@@ -152,7 +152,7 @@ impl Header {
         w.u64(self.index_checksum);
         w.u64(self.data_end);
         w.0.resize(HEADER_SIZE - 8, 0);
-        let sum = xxh3_64(&w.0);
+        let sum = checksum(&w.0);
         w.u64(sum);
         w.0.try_into().expect("the header is HEADER_SIZE bytes")
     }
@@ -167,7 +167,7 @@ impl Header {
         if body[..8] != MAGIC {
             return corrupt("not an xnncache file (bad magic)");
         }
-        if xxh3_64(body) != u64::from_ne_bytes(sum.try_into().expect("8 bytes")) {
+        if checksum(body) != u64::from_ne_bytes(sum.try_into().expect("8 bytes")) {
             return corrupt("header checksum mismatch");
         }
         let mut r = Reader(&body[8..]);
@@ -252,7 +252,7 @@ pub struct SlotStamp {
 pub fn slot_stamp(bytes: &[u8]) -> Option<SlotStamp> {
     let bytes = bytes.get(..HEADER_SIZE)?;
     let (body, sum) = bytes.split_at(HEADER_SIZE - 8);
-    let valid = body[..8] == MAGIC && xxh3_64(body) == u64::from_ne_bytes(sum.try_into().expect("8 bytes"));
+    let valid = body[..8] == MAGIC && checksum(body) == u64::from_ne_bytes(sum.try_into().expect("8 bytes"));
     valid.then(|| {
         let mut r = Reader(&body[8..]);
         let version = r.u32();
@@ -384,7 +384,7 @@ impl Index {
     /// counts, every payload inside `[DATA_START, index_offset)`, aligned,
     /// non-empty and not overlapping another, every key naming a payload.
     pub fn decode(bytes: &[u8], header: &Header) -> Result<Index, Refusal> {
-        if bytes.len() as u64 != header.index_size || xxh3_64(bytes) != header.index_checksum {
+        if bytes.len() as u64 != header.index_size || checksum(bytes) != header.index_checksum {
             return corrupt("index checksum mismatch");
         }
         let named = match bytes.get(..8) {
@@ -484,6 +484,14 @@ fn decode_names(r: &mut Reader<'_>, keys: &[KeyRef]) -> Result<Vec<(u128, KeyNam
     Ok(names)
 }
 
+/// The checksum of the file's header slots, index and payloads: XXH3-64.
+/// Computed as XXH3-64 with seed 0, which the XXH3 specification defines to
+/// be the same function, so that an app carries the code of one of the two
+/// (the content sample of `index::sample_of` is seeded).
+pub fn checksum(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(bytes, 0)
+}
+
 /// The stable identity of registered bytes: a name, or the bytes themselves.
 /// A name's identity includes the buffer's size, so that a changed tensor
 /// under an old name is not taken for the old one when its size differs.
@@ -532,6 +540,16 @@ mod tests {
         Compat { abi_generation: 1, build_id: vec![7; 32], cpu_id: 42 }
     }
 
+    /// Files written with `xxh3_64` stay readable: the checksum is the same
+    /// function, at every length XXH3 treats differently.
+    #[test]
+    fn the_checksum_is_xxh3_64() {
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        for len in (0..=260).chain([1023, 1024, 1025, 4096, 100_000, 300_000]) {
+            assert_eq!(checksum(&bytes[..len]), xxhash_rust::xxh3::xxh3_64(&bytes[..len]), "length {len}");
+        }
+    }
+
     fn header(generation: u64) -> Header {
         Header { generation, compat: compat(), index_offset: DATA_START + 4096, index_size: 64, index_checksum: 9, data_end: DATA_START + 8192 }
     }
@@ -564,7 +582,7 @@ mod tests {
     #[test]
     fn reserved_header_bytes_must_be_zero() {
         let resum = |mut b: [u8; HEADER_SIZE]| {
-            let sum = xxh3_64(&b[..HEADER_SIZE - 8]);
+            let sum = checksum(&b[..HEADER_SIZE - 8]);
             b[HEADER_SIZE - 8..].copy_from_slice(&sum.to_ne_bytes());
             b
         };
@@ -601,7 +619,7 @@ mod tests {
     }
 
     fn header_for(bytes: &[u8]) -> Header {
-        Header { index_offset: DATA_START + 4096, index_size: bytes.len() as u64, index_checksum: xxh3_64(bytes), ..header(1) }
+        Header { index_offset: DATA_START + 4096, index_size: bytes.len() as u64, index_checksum: checksum(bytes), ..header(1) }
     }
 
     #[test]

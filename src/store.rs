@@ -219,7 +219,7 @@ pub fn read_payload(file: &File, p: &Payload) -> io::Result<Option<Vec<u8>>> {
     let size = usize::try_from(p.size).map_err(|_| sys::too_large(p.size))?;
     let mut bytes = vec![0u8; size];
     sys::read_exact_at(file, &mut bytes, p.offset)?;
-    Ok((xxhash_rust::xxh3::xxh3_64(&bytes) == p.checksum).then_some(bytes))
+    Ok((crate::format::checksum(&bytes) == p.checksum).then_some(bytes))
 }
 
 fn read_index(file: &File, header: &Header) -> Result<Index, Refusal> {
@@ -235,7 +235,7 @@ pub fn verify_payloads(arena: &Arena, payloads: &[Payload]) -> Result<(), Refusa
         .iter()
         .filter(|p| match arena.addr(p.offset as usize) {
             // SAFETY: validated payloads lie inside the mapped, committed region.
-            Some(a) => xxhash_rust::xxh3::xxh3_64(unsafe { core::slice::from_raw_parts(a, p.size as usize) }) != p.checksum,
+            Some(a) => crate::format::checksum(unsafe { core::slice::from_raw_parts(a, p.size as usize) }) != p.checksum,
             None => true,
         })
         .count();
@@ -552,7 +552,7 @@ impl Store {
             compat: self.compat.clone(),
             index_offset,
             index_size: index.len() as u64,
-            index_checksum: xxhash_rust::xxh3::xxh3_64(index),
+            index_checksum: crate::format::checksum(index),
             data_end,
         };
         let rename = self.temp.clone().zip(self.path.clone());
@@ -645,7 +645,7 @@ impl Compaction {
                 compat: self.compat.clone(),
                 index_offset: offset,
                 index_size: bytes.len() as u64,
-                index_checksum: xxhash_rust::xxh3::xxh3_64(&bytes),
+                index_checksum: crate::format::checksum(&bytes),
                 data_end,
             };
             sys::write_all_at(&f, &header.encode(), SLOT_OFFSETS[0])?;
@@ -736,7 +736,7 @@ mod tests {
         let bytes = index.encode();
         let index_offset = (5u64 << 30) + 4096;
         let data_end = index_offset + bytes.len() as u64;
-        let header = Header { generation: 1, compat: compat.clone(), index_offset, index_size: bytes.len() as u64, index_checksum: xxhash_rust::xxh3::xxh3_64(&bytes), data_end };
+        let header = Header { generation: 1, compat: compat.clone(), index_offset, index_size: bytes.len() as u64, index_checksum: crate::format::checksum(&bytes), data_end };
         let written = sys::write_all_at(&f, &header.encode(), SLOT_OFFSETS[0]).and_then(|_| sys::write_all_at(&f, &bytes, index_offset));
         if written.is_err() {
             // A file system without sparse files this large: nothing to check.

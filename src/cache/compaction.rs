@@ -40,7 +40,7 @@ impl Core {
             .filter(|&&(addr, size, checksum)| {
                 // SAFETY: a committed entry's bytes are mapped for as long as
                 // the cache lives and never move (0: not mapped, counted bad).
-                addr == 0 || checksum != Some(xxhash_rust::xxh3::xxh3_64(unsafe { core::slice::from_raw_parts(addr as *const u8, size) }))
+                addr == 0 || checksum != Some(crate::format::checksum(unsafe { core::slice::from_raw_parts(addr as *const u8, size) }))
             })
             .count();
         match bad {
@@ -99,7 +99,7 @@ impl Core {
                 // SAFETY: an entry's bytes stay mapped, unchanged, at the same
                 // address while the cache lives (live_links names no heap entry).
                 let bytes = (addr != 0).then(|| unsafe { core::slice::from_raw_parts(addr as *const u8, size) })?;
-                Some((bytes, checksum.unwrap_or_else(|| xxhash_rust::xxh3::xxh3_64(bytes))))
+                Some((bytes, checksum.unwrap_or_else(|| crate::format::checksum(bytes))))
             })
             .collect();
         let result = match payloads {

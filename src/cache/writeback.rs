@@ -143,7 +143,7 @@ impl Core {
                 // SAFETY: an arena entry's `size` bytes at its address are mapped
                 // for as long as the cache lives and never change once inserted
                 // (sealing swaps in identical file pages).
-                (id, xxhash_rust::xxh3::xxh3_64(unsafe { core::slice::from_raw_parts(addr as *const u8, size) }))
+                (id, crate::format::checksum(unsafe { core::slice::from_raw_parts(addr as *const u8, size) }))
             })
             .collect();
         let mut st = self.locked();
@@ -293,7 +293,7 @@ impl State {
             let checksum = match e.checksum {
                 Some(c) => c,
                 None => {
-                    let c = xxhash_rust::xxh3::xxh3_64(entry_bytes(self.arena.as_ref(), &self.heap, &e).expect("entries resolve"));
+                    let c = crate::format::checksum(entry_bytes(self.arena.as_ref(), &self.heap, &e).expect("entries resolve"));
                     self.index.get_mut(id).checksum = Some(c);
                     c
                 }

@@ -115,5 +115,5 @@ pub(crate) fn cpu_words() -> Vec<u64> {
 pub(crate) fn cpu_words() -> Vec<u64> {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let flags: Vec<&str> = info.lines().filter(|l| l.starts_with("flags") || l.starts_with("Features") || l.starts_with("isa")).take(1).collect();
-    vec![3, xxhash_rust::xxh3::xxh3_64(flags.concat().as_bytes())]
+    vec![3, crate::format::checksum(flags.concat().as_bytes())]
 }
