@@ -4,15 +4,22 @@ tool (none runs here):
 
   macho ARCHIVE ARCH PLATFORM...   every member of ARCHIVE (a static library,
       thin or universal) is a 64-bit Mach-O object for ARCH (arm64, x86_64)
-      whose LC_BUILD_VERSION names one of PLATFORM (ios, ios-simulator);
-      a universal file must hold each ARCH given with --arches
+      whose LC_BUILD_VERSION names one of PLATFORM (ios, ios-simulator), and
+      each archive has a symbol table; a universal file must hold each ARCH
+      given with --arches
   fat OUT ARCH=ARCHIVE...          writes a universal (fat) static library
       from thin ones, as `lipo -create` does
-  undefined ARCHIVE ALLOWED...     every symbol ARCHIVE's members use and none
+  undefined ARCHIVE ALLOWED...     ARCHIVE has a symbol table, and every
+      symbol its members use and none
       defines is in one of the ALLOWED lists (one symbol a line, # comments)
-      or matches --also REGEX; prints what is not
-  plist FILE                       FILE parses as a property list
+      or matches --also REGEX; prints what is not. A weak reference need not
+      be there (the standard library looks such a function up and does
+      without it when it is missing: getrandom before API level 28); those
+      are listed
+  plist FILE                       FILE is an XCFramework's Info.plist whose
+      libraries are all there (archive, header, module map, architectures)
 """
+import os
 import plistlib
 import re
 import struct
@@ -44,6 +51,18 @@ def ar_members(data):
             continue
         out.append((name, body))
     return out
+
+
+def has_index(data):
+    """Whether an ar archive starts with a symbol table (GNU `/` or `/SYM64/`,
+    BSD `__.SYMDEF...`): linkers, Apple's among them, want one."""
+    if data[:8] != b"!<arch>\n" or len(data) < 68:
+        return False
+    name = data[8:24].decode(errors="replace").strip()
+    if name.startswith("#1/"):
+        n = int(name[3:])
+        name = data[68:68 + n].rstrip(b"\0").decode(errors="replace")
+    return name in ("/", "/SYM64/") or name.startswith("__.SYMDEF")
 
 
 def thin_slices(data):
@@ -89,6 +108,8 @@ def cmd_macho(args):
     count = 0
     for slice_arch, body in slices:
         want = slice_arch or arch
+        if not has_index(body):
+            raise SystemExit(f"{path}: the {want} archive has no symbol table")
         for name, obj in ar_members(body):
             cpu, platform = macho_info(obj)
             if cpu != CPU[want]:
@@ -124,27 +145,58 @@ def cmd_undefined(args):
         also.append(re.compile(args[i + 1]))
         args = args[:i] + args[i + 2:]
     path, lists = args[0], args[1:]
+    with open(path, "rb") as f:
+        if not has_index(f.read()):
+            raise SystemExit(f"{path}: no symbol table")
     allowed = set()
     for l in lists:
         allowed |= {s.strip() for s in open(l) if s.strip() and not s.startswith("#")}
     syms = subprocess.run(["readelf", "-sW", path], capture_output=True, text=True, check=True).stdout
-    defined, used = set(), set()
+    defined, used, strong = set(), set(), set()
     for line in syms.splitlines():
         f = line.split()
         if len(f) < 8 or not f[0].endswith(":") or f[4] not in ("GLOBAL", "WEAK"):
             continue
         name = f[7].split("@")[0]
-        (used if f[6] == "UND" else defined).add(name)
-    missing = sorted(s for s in used - defined - allowed if not any(r.fullmatch(s) for r in also))
+        if f[6] != "UND":
+            defined.add(name)
+            continue
+        used.add(name)
+        if f[4] == "GLOBAL":
+            strong.add(name)
+    absent = sorted(s for s in used - defined - allowed if not any(r.fullmatch(s) for r in also))
+    missing = [s for s in absent if s in strong]
     if missing:
         print(f"{path}: {len(missing)} undefined symbols not available: {' '.join(missing)}")
         sys.exit(1)
-    print(f"{path}: {len(used - defined)} undefined symbols, all available")
+    weak = [s for s in absent if s not in strong]
+    note = f"; weak, used when present: {' '.join(weak)}" if weak else ""
+    print(f"{path}: {len(used - defined)} undefined symbols, all available{note}")
 
 
 def cmd_plist(args):
-    with open(args[0], "rb") as f:
-        plistlib.load(f)
+    """The XCFramework's Info.plist parses, and every library it lists is
+    there: the archive, its headers with xnncache.h and a module map, and
+    exactly the architectures it names (the Mach-O slices)."""
+    path = args[0]
+    root = os.path.dirname(path)
+    with open(path, "rb") as f:
+        info = plistlib.load(f)
+    if info.get("CFBundlePackageType") != "XFWK" or not info.get("AvailableLibraries"):
+        raise SystemExit(f"{path}: not an XCFramework's Info.plist")
+    for lib in info["AvailableLibraries"]:
+        where = os.path.join(root, lib["LibraryIdentifier"])
+        archive = os.path.join(where, lib["LibraryPath"])
+        for needed in (archive, os.path.join(where, lib["HeadersPath"], "xnncache.h"),
+                       os.path.join(where, lib["HeadersPath"], "module.modulemap")):
+            if not os.path.isfile(needed):
+                raise SystemExit(f"{path}: {lib['LibraryIdentifier']}: {needed} is missing")
+        with open(archive, "rb") as f:
+            slices = thin_slices(f.read())
+        arches = sorted(a for a, _ in slices) if slices[0][0] else sorted(lib["SupportedArchitectures"])
+        if arches != sorted(lib["SupportedArchitectures"]):
+            raise SystemExit(f"{path}: {lib['LibraryIdentifier']}: the archive holds {arches}, the plist says {lib['SupportedArchitectures']}")
+    print(f"{path}: {len(info['AvailableLibraries'])} libraries, each with its archive, header and module map")
 
 
 if __name__ == "__main__":

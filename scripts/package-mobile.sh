@@ -16,9 +16,13 @@
 # (`readelf -h` for Android; the Mach-O header, cputype and LC_BUILD_VERSION
 # platform for iOS), every symbol the Android archives use and do not define
 # is in bionic's libc/libm/libdl at API level 23 (scripts/android/, derived
-# from bionic's symbol maps) or is one of the unwinder's _Unwind_* (from the
-# libunwind.a the NDK's clang links into every native library); and prints
-# each archive's size.
+# from bionic's symbol maps; API level 23 is the minSdk of ExecuTorch's
+# Android library), is one of the unwinder's _Unwind_* (or, on 32-bit ARM,
+# __gnu_unwind_frame; from the libunwind.a
+# the NDK's clang links into every native library) or atexit (from the NDK's
+# crtbegin objects), or is a weak reference the standard library does without
+# when the device lacks it (getrandom before API level 28); and prints each
+# archive's size.
 #
 # Usage: scripts/package-mobile.sh OUTDIR [--only android|ios|ABI...]
 #   --only arm64-v8a    one Android ABI and its checks (what CI runs)
@@ -75,7 +79,13 @@ for abi in arm64-v8a armeabi-v7a x86_64; do
         exit 1
     fi
     echo "package-mobile: $abi: $members members, all ${android_class[$abi]} ${android_machine[$abi]}"
-    python3 scripts/mobile-check.py undefined "$a" "scripts/android/bionic-api$API-$abi.txt" --also '_Unwind_[A-Za-z_]+'
+    # _Unwind_* and, on 32-bit ARM, __gnu_unwind_frame (ARM EHABI's frame
+    # step, which libunwind's unwind_arm_ehabi.h declares and C++'s ARM
+    # personality uses too): the NDK's libunwind.a, linked into every library.
+    # atexit: not exported by bionic's libc but compiled into every library
+    # and program by the NDK's crtbegin objects (bionic's
+    # libc/arch-common/bionic/atexit.h), so that a library's handlers go with it.
+    python3 scripts/mobile-check.py undefined "$a" "scripts/android/bionic-api$API-$abi.txt" --also '_Unwind_[A-Za-z_]+|__gnu_unwind_frame' --also atexit
     report+=("android/$abi/libxnncache.a $(size_of "$a")")
 done
 if [[ -d "$out/android/include" ]]; then
@@ -133,6 +143,7 @@ if [[ ${#ios_libs[@]} -gt 0 ]]; then
         printf 'module xnncache {\n  header "xnncache.h"\n  export *\n}\n' >"$xc/$id/Headers/module.modulemap"
         plist_libs+="
 		<dict>
+			<key>BinaryPath</key><string>libxnncache.a</string>
 			<key>HeadersPath</key><string>Headers</string>
 			<key>LibraryIdentifier</key><string>$id</string>
 			<key>LibraryPath</key><string>libxnncache.a</string>

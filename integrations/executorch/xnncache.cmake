@@ -12,7 +12,10 @@
 #   -DCMAKE_PROJECT_executorch_INCLUDE=/path/to/xnncache/integrations/executorch/hook.cmake
 #
 # XNNCACHE_LIBRARY defaults to target/release/libxnncache.a of the xnncache
-# repository this file belongs to (`cargo build --release -p xnncache`).
+# repository this file belongs to (`cargo build --release -p xnncache`). For
+# an Android app, set XNNCACHE_ANDROID_DIR to the `android` folder that
+# scripts/package-mobile.sh made instead: the archive of the ABI being built
+# (ANDROID_ABI) is taken from it.
 
 if(NOT TARGET xnnpack_backend)
   message(FATAL_ERROR "xnncache.cmake: include it after ExecuTorch defines xnnpack_backend "
@@ -29,6 +32,9 @@ if(NOT EXECUTORCH_XNNPACK_ENABLE_WEIGHT_CACHE AND NOT XNNCACHE_ALLOW_WITHOUT_WEI
 endif()
 
 get_filename_component(_xnncache_root "${CMAKE_CURRENT_LIST_DIR}/../.." ABSOLUTE)
+if(NOT XNNCACHE_LIBRARY AND ANDROID AND XNNCACHE_ANDROID_DIR)
+  set(XNNCACHE_LIBRARY "${XNNCACHE_ANDROID_DIR}/${ANDROID_ABI}/libxnncache.a")
+endif()
 if(NOT XNNCACHE_LIBRARY)
   set(XNNCACHE_LIBRARY "${_xnncache_root}/target/release/libxnncache.a")
 endif()
@@ -49,7 +55,16 @@ set_property(TARGET xnnpack_backend PROPERTY SOURCES ${_xnncache_et_srcs})
 # 2. xnncache.h.
 target_include_directories(xnnpack_backend PRIVATE "${_xnncache_root}/include")
 
-# 3. libxnncache.a and the system libraries a Rust static library needs.
-target_link_libraries(xnnpack_backend PUBLIC "${XNNCACHE_LIBRARY}" pthread dl m rt util)
+# 3. libxnncache.a and the system libraries a Rust static library needs:
+# bionic has pthread and rt in libc and no libutil; Apple's are all in
+# libSystem, which every program links.
+if(ANDROID)
+  set(_xnncache_system_libs dl m)
+elseif(APPLE)
+  set(_xnncache_system_libs)
+else()
+  set(_xnncache_system_libs pthread dl m rt util)
+endif()
+target_link_libraries(xnnpack_backend PUBLIC "${XNNCACHE_LIBRARY}" ${_xnncache_system_libs})
 
 message(STATUS "xnncache: xnnpack_backend builds ${_xnncache_root}/integrations/executorch/XNNWeightsCache.cpp and links ${XNNCACHE_LIBRARY}")
