@@ -103,9 +103,15 @@ thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
 }
 
+/// Records this thread's message. Called from a host's thread-local
+/// destructor after ours is gone, it records nothing (never a panic).
 pub(crate) fn set_last_error(message: &str) {
     let c = CString::new(message.replace('\0', " ")).unwrap_or_default();
-    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+    let _ = LAST_ERROR.try_with(|e| {
+        if let Ok(mut e) = e.try_borrow_mut() {
+            *e = c;
+        }
+    });
 }
 
 /// Closes a handle: its status, with the message recorded on failure.
@@ -408,7 +414,9 @@ pub extern "C" fn xnncache_status_name(status: c_int) -> *const c_char {
 /// "". Valid until the next xnncache call on this thread.
 #[no_mangle]
 pub extern "C" fn xnncache_last_error() -> *const c_char {
-    no_unwind(c"".as_ptr(), || LAST_ERROR.with(|e| e.borrow().as_ptr()))
+    no_unwind(c"".as_ptr(), || {
+        LAST_ERROR.try_with(|e| e.try_borrow().map_or(c"".as_ptr(), |e| e.as_ptr())).unwrap_or(c"".as_ptr())
+    })
 }
 
 #[cfg(test)]
@@ -497,5 +505,49 @@ mod tests {
         xnncache_close(c);
         o.flags = XNNCACHE_FLAG_REQUIRE_FILE;
         assert_eq!(xnncache_open(&o, &mut c), Status::XNNCACHE_IO_ERROR);
+    }
+    /// A host's thread-local destructor that runs after ours (registered
+    /// before them) may still call the C API: a cache is opened, used and
+    /// closed there without a panic, which would abort the app build.
+    #[test]
+    fn the_c_api_works_from_a_thread_local_destructor_run_after_ours() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static DONE: AtomicU32 = AtomicU32::new(0);
+        static OURS_GONE: AtomicU32 = AtomicU32::new(0);
+        struct Host;
+        impl Drop for Host {
+            fn drop(&mut self) {
+                OURS_GONE.store(u32::from(LAST_ERROR.try_with(|_| ()).is_err()), Ordering::SeqCst);
+                let o = v1_options(core::ptr::null());
+                let mut c = core::ptr::null_mut();
+                if xnncache_open(&o, &mut c) == Status::XNNCACHE_OK
+                    && xnncache_finalize(c) == Status::XNNCACHE_OK
+                    && xnncache_wait(c, 1000) == Status::XNNCACHE_OK
+                {
+                    xnncache_close(c);
+                    xnncache_close(c); // a second close is reported, in the message
+                    let mut s = Stats::default();
+                    if xnncache_stats(c, &mut s) == Status::XNNCACHE_INVALID_ARGUMENT {
+                        let _ = xnncache_last_error();
+                        DONE.store(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }
+        thread_local! {
+            static HOST: Host = const { Host };
+        }
+        std::thread::spawn(|| {
+            HOST.with(|_| ()); // registered first, so destroyed after ours
+            set_last_error("ours exists now");
+            let _ = crate::cache::this_thread();
+        })
+        .join()
+        .unwrap();
+        assert_eq!(DONE.load(Ordering::SeqCst), 1);
+        // Where destructors run in reverse order (Linux), ours were gone.
+        if cfg!(target_os = "linux") {
+            assert_eq!(OURS_GONE.load(Ordering::SeqCst), 1);
+        }
     }
 }

@@ -1,10 +1,8 @@
 //! `alias_data`: XNNPACK's fp32 copies of fp16/bf16 constants, and how long
 //! a record that a copy means its original can be trusted.
 
-use std::thread::ThreadId;
-
 use super::state::{Alias, State};
-use super::Core;
+use super::{this_thread, Core, ThreadNo};
 use crate::error::{Error, Result};
 
 impl Core {
@@ -25,7 +23,7 @@ impl Core {
             return Err(Error::invalid("alias_data: NULL pointer"));
         }
         let mut st = self.locked();
-        let me = std::thread::current().id();
+        let me = this_thread();
         if st.creating.contains(&me) {
             // A new creation on this thread: the copies its earlier aliases
             // named may be gone with their runtime.
@@ -53,7 +51,7 @@ impl Core {
         // XNNPACK reserves and inserts within one creation call on one
         // thread: space this thread still holds was abandoned by an error
         // path. Give it back, so that it neither blocks the seal nor a commit.
-        let me = std::thread::current().id();
+        let me = this_thread();
         while let Some(i) = st.pending.iter().position(|p| p.thread == me) {
             let old = st.pending.swap_remove(i);
             st.give_back(old.offset, old.len);
@@ -69,7 +67,7 @@ impl State {
     /// first known by. A registered pointer is never followed: registering
     /// memory says what it holds now, whatever an alias said before.
     pub(super) fn resolve(&self, mut p: usize) -> usize {
-        let me = std::thread::current().id();
+        let me = this_thread();
         // Bounded: a cycle cannot form (see `alias`), but never loop forever.
         for _ in 0..=self.aliases.len() {
             if self.registry.resolve(p).is_some() {
@@ -84,7 +82,7 @@ impl State {
     }
 
     /// `thread`'s creation is over: the copies its aliases named may be freed.
-    pub(super) fn end_creation(&mut self, thread: ThreadId) {
+    pub(super) fn end_creation(&mut self, thread: ThreadNo) {
         self.aliases.retain(|_, a| a.thread != thread);
         self.creating.remove(&thread);
     }
@@ -92,7 +90,7 @@ impl State {
     /// Records that this thread is inside a creation (see [`Cache::alias`]).
     pub(super) fn note_creating(&mut self) {
         if !self.aliases.is_empty() {
-            self.creating.insert(std::thread::current().id());
+            self.creating.insert(this_thread());
         }
     }
 

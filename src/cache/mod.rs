@@ -54,6 +54,31 @@ use crate::store::Source;
 use state::State;
 use writeback::Background;
 
+/// A thread's number in this process: never reused, and readable at any
+/// time. `std::thread::current()` panics once the thread's Rust thread-local
+/// data is destroyed, which a host reaches by calling xnncache from its own
+/// thread-local destructors (a `thread_local` object holding a runtime or a
+/// cache); this never does (RELIABILITY.md#the-app-build-aborts-on-a-panic).
+pub(crate) type ThreadNo = u64;
+
+pub(crate) fn this_thread() -> ThreadNo {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        // Constant and without a destructor: nothing to be destroyed, so
+        // reading it cannot fail (with the pthread-key storage of Android,
+        // it is only set up again, and the thread gets a new number).
+        static NUMBER: Cell<u64> = const { Cell::new(0) };
+    }
+    NUMBER.with(|n| {
+        if n.get() == 0 {
+            n.set(NEXT.fetch_add(1, Ordering::Relaxed));
+        }
+        n.get()
+    })
+}
+
 /// Alignment of every packed weight: XNNPACK's allocation alignment is 64 on
 /// x86 and 16 on Arm; cache-line alignment serves both.
 pub(crate) const ALIGNMENT: usize = 64;
@@ -228,6 +253,8 @@ pub struct Core {
     fallback_reason: Mutex<Option<String>>,
     /// Kinds of fallback already logged (each is logged once per cache).
     logged: Mutex<Vec<&'static str>>,
+    /// The write-back thread's [`ThreadNo`] once it runs (0 before).
+    writer_thread: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -267,6 +294,7 @@ impl Cache {
         if writer.is_none() {
             let shared = Arc::clone(core);
             let run = move || {
+                shared.writer_thread.store(this_thread(), std::sync::atomic::Ordering::Relaxed);
                 if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shared.write_back_loop())).is_err() {
                     shared.write_back_thread_died();
                 }
@@ -292,8 +320,7 @@ impl Cache {
     /// the time ran out; `XNNCACHE_IO_ERROR` when the last write-back failed
     /// (the runtime keeps its weights in memory, the file its last commit).
     pub fn wait(&self, timeout: Option<std::time::Duration>) -> Result<()> {
-        let me = std::thread::current().id();
-        if lock(&self.writer).as_ref().is_some_and(|h| h.thread().id() == me) {
+        if lock(&self.writer).is_some() && self.core.on_writer_thread() {
             // A log callback on the write-back thread: it would wait for itself.
             return Err(Error::new(Status::XNNCACHE_BUSY, "called on the write-back thread (from a log callback), which cannot wait for itself"));
         }
@@ -337,13 +364,18 @@ impl Drop for Cache {
         let writer = lock(&self.writer).take();
         // Not from the write-back thread itself (a log callback there that
         // closes the cache): that thread ends on its own once it returns.
-        if let Some(handle) = writer.filter(|h| h.thread().id() != std::thread::current().id()) {
+        if let Some(handle) = writer.filter(|_| !self.core.on_writer_thread()) {
             let _ = handle.join();
         }
     }
 }
 
 impl Core {
+    /// Whether the caller is the write-back thread (a log callback there).
+    fn on_writer_thread(&self) -> bool {
+        self.writer_thread.load(std::sync::atomic::Ordering::Relaxed) == this_thread()
+    }
+
     pub fn generation(&self) -> Generation {
         self.generation
     }

@@ -104,6 +104,7 @@ impl Core {
             finalizing: Mutex::new(()),
             fallback_reason: Mutex::new(None),
             logged: Mutex::new(Vec::new()),
+            writer_thread: Default::default(),
             background: Background::default(),
         }
         .with_reason(reason))

@@ -50,7 +50,7 @@ impl Core {
         let key = st.index_key(asked);
         st.note_creating();
         st.stats.look_ups += 1;
-        let me = std::thread::current().id();
+        let me = super::this_thread();
         match st.index.look_up(&key) {
             Some(id) => {
                 st.missed.remove(&me);
@@ -75,7 +75,7 @@ impl Core {
     pub fn reserve(&self, n: usize) -> *mut u8 {
         let mut st = self.locked();
         st.finalized = false;
-        let me = std::thread::current().id();
+        let me = super::this_thread();
         let packing_new = st.missed.remove(&me);
         if let Some(i) = st.pending.iter().position(|p| p.thread == me) {
             // The previous reservation of this thread was never inserted (an
@@ -183,7 +183,7 @@ impl Core {
             // XNNPACK asks at reshape, after creation: this thread's creation
             // is over, and its runtime may be deleted (with the copies its
             // aliases named) before the next one.
-            st.end_creation(std::thread::current().id());
+            st.end_creation(super::this_thread());
         }
         addr_of(st.arena.as_ref(), &st.heap, offset).unwrap_or_else(core::ptr::null_mut)
     }
@@ -275,7 +275,7 @@ impl State {
                 // SAFETY: XNNPACK passes `size` readable bytes at `ptr`; `addr` is
                 // fresh space of `size` bytes that cannot overlap them.
                 unsafe { core::ptr::copy_nonoverlapping(ptr, addr, size) };
-                Err(Pending { offset, addr, len: size, thread: std::thread::current().id() })
+                Err(Pending { offset, addr, len: size, thread: super::this_thread() })
             }
             None => Ok(NOT_FOUND),
         }

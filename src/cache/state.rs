@@ -3,9 +3,8 @@
 
 use std::mem::ManuallyDrop;
 use std::sync::{Mutex, MutexGuard};
-use std::thread::ThreadId;
 
-use super::{Core, Stats};
+use super::{Core, Stats, ThreadNo};
 use crate::addrmap::AddrMap;
 use crate::arena::Arena;
 use crate::format::{self, KeyNames};
@@ -18,14 +17,14 @@ use crate::store::Store;
 /// A few threads (those inside a runtime's creation): a vector, not a hash
 /// set, whose code would cost an app more than its look-ups ever save.
 #[derive(Default)]
-pub(super) struct ThreadSet(Vec<ThreadId>);
+pub(super) struct ThreadSet(Vec<ThreadNo>);
 
 impl ThreadSet {
-    pub(super) fn contains(&self, t: &ThreadId) -> bool {
+    pub(super) fn contains(&self, t: &ThreadNo) -> bool {
         self.0.contains(t)
     }
     /// Returns whether `t` is new.
-    pub(super) fn insert(&mut self, t: ThreadId) -> bool {
+    pub(super) fn insert(&mut self, t: ThreadNo) -> bool {
         let new = !self.contains(&t);
         if new {
             self.0.push(t);
@@ -33,7 +32,7 @@ impl ThreadSet {
         new
     }
     /// Returns whether `t` was there.
-    pub(super) fn remove(&mut self, t: &ThreadId) -> bool {
+    pub(super) fn remove(&mut self, t: &ThreadNo) -> bool {
         let at = self.0.iter().position(|x| x == t);
         if let Some(i) = at {
             self.0.swap_remove(i);
@@ -49,7 +48,7 @@ impl ThreadSet {
 #[derive(Clone, Copy)]
 pub(super) struct Alias {
     pub(super) original: usize,
-    pub(super) thread: ThreadId,
+    pub(super) thread: ThreadNo,
 }
 
 /// Space handed out by `reserve` and not yet inserted.
@@ -57,7 +56,7 @@ pub(super) struct Pending {
     pub(super) offset: usize,
     pub(super) addr: *mut u8,
     pub(super) len: usize,
-    pub(super) thread: ThreadId,
+    pub(super) thread: ThreadNo,
 }
 
 pub(super) struct State {
