@@ -507,8 +507,9 @@ mod tests {
         assert_eq!(xnncache_open(&o, &mut c), Status::XNNCACHE_IO_ERROR);
     }
     /// A host's thread-local destructor that runs after ours (registered
-    /// before them) may still call the C API: a cache is opened, used and
-    /// closed there without a panic, which would abort the app build.
+    /// before them) may still call the C API: a file-backed cache is opened,
+    /// finalized (its write-back thread started from there), waited for and
+    /// closed there. A panic in a destructor aborts, in every build.
     #[test]
     fn the_c_api_works_from_a_thread_local_destructor_run_after_ours() {
         use std::sync::atomic::{AtomicU32, Ordering};
@@ -518,20 +519,27 @@ mod tests {
         impl Drop for Host {
             fn drop(&mut self) {
                 OURS_GONE.store(u32::from(LAST_ERROR.try_with(|_| ()).is_err()), Ordering::SeqCst);
-                let o = v1_options(core::ptr::null());
+                // A file: finalize starts the write-back thread from here.
+                let dir = std::env::temp_dir().join(format!("xnncache-tls-dtor-{}", std::process::id()));
+                let _ = std::fs::create_dir_all(&dir);
+                let path = CString::new(dir.join("cache.bin").into_os_string().into_encoded_bytes()).unwrap_or_default();
+                let o = v1_options(path.as_ptr());
                 let mut c = core::ptr::null_mut();
+                let mut s = Stats::default();
                 if xnncache_open(&o, &mut c) == Status::XNNCACHE_OK
+                    && xnncache_stats(c, &mut s) == Status::XNNCACHE_OK
+                    && s.backing == crate::cache::Backing::XNNCACHE_BACKING_FILE as u32
                     && xnncache_finalize(c) == Status::XNNCACHE_OK
                     && xnncache_wait(c, 1000) == Status::XNNCACHE_OK
                 {
                     xnncache_close(c);
                     xnncache_close(c); // a second close is reported, in the message
-                    let mut s = Stats::default();
                     if xnncache_stats(c, &mut s) == Status::XNNCACHE_INVALID_ARGUMENT {
                         let _ = xnncache_last_error();
                         DONE.store(1, Ordering::SeqCst);
                     }
                 }
+                let _ = std::fs::remove_dir_all(&dir);
             }
         }
         thread_local! {
