@@ -92,7 +92,8 @@ if [[ -d "$out/android/include" ]]; then
     cat >"$out/android/xnncacheConfig.cmake" <<'CMAKE'
 # xnncache for Android (made by scripts/package-mobile.sh): an imported
 # target for the ABI being built. In the app's CMakeLists.txt:
-#   find_package(xnncache REQUIRED CONFIG PATHS <this folder> NO_DEFAULT_PATH NO_CMAKE_FIND_ROOT_PATH)
+#   set(xnncache_DIR <this folder>)
+#   find_package(xnncache REQUIRED CONFIG)
 #   target_link_libraries(app PRIVATE xnncache::xnncache)
 # xnncache.h includes <xnnpack.h>: link XNNPACK (ExecuTorch's) too.
 if(NOT TARGET xnncache::xnncache)
@@ -111,6 +112,30 @@ if(NOT TARGET xnncache::xnncache)
   unset(_xnncache_lib)
 endif()
 CMAKE
+fi
+
+# The CMake package configures for each ABI built, as the NDK's toolchain
+# would call it (ANDROID and ANDROID_ABI set), and names that ABI's archive.
+if [[ -f "$out/android/xnncacheConfig.cmake" ]] && command -v cmake >/dev/null; then
+    probe=$(mktemp -d)
+    cat >"$probe/CMakeLists.txt" <<'CMAKE'
+cmake_minimum_required(VERSION 3.16)
+project(xnncache_package_check NONE)
+find_package(xnncache REQUIRED CONFIG)
+get_target_property(_lib xnncache::xnncache IMPORTED_LOCATION)
+get_target_property(_inc xnncache::xnncache INTERFACE_INCLUDE_DIRECTORIES)
+if(NOT _lib STREQUAL "${xnncache_DIR}/${ANDROID_ABI}/libxnncache.a" OR NOT EXISTS "${_lib}" OR NOT EXISTS "${_inc}/xnncache.h")
+  message(FATAL_ERROR "xnncache::xnncache names ${_lib} and ${_inc}")
+endif()
+CMAKE
+    for abi in arm64-v8a armeabi-v7a x86_64; do
+        [[ -f "$out/android/$abi/libxnncache.a" ]] || continue
+        rm -rf "$probe/build"
+        cmake --no-warn-unused-cli -S "$probe" -B "$probe/build" -DANDROID=ON -DANDROID_ABI="$abi" -Dxnncache_DIR="$out/android" >/dev/null \
+            || { echo "package-mobile: the CMake package does not configure for $abi" >&2; exit 1; }
+        echo "package-mobile: $abi: the CMake package configures (xnncache::xnncache -> $abi/libxnncache.a)"
+    done
+    rm -rf "$probe"
 fi
 
 # iOS: one XCFramework, a device library and a simulator library.
