@@ -54,6 +54,8 @@ impl Handle {
             build_id: BUILD_ID.as_ptr().cast(),
             build_id_size: BUILD_ID.len(),
             address_space: 0,
+            size_cap: 0,
+            program: std::ptr::null(),
         };
         let mut raw = std::ptr::null_mut();
         assert_eq!(xnncache_open(&options, &mut raw), Status::XNNCACHE_OK);

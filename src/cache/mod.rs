@@ -32,6 +32,8 @@
 //! - `state`: [`State`], what the mutex guards, and its shared helpers;
 //! - `writeback`: step 5 in the background: checksums, seal, commit;
 //! - `compaction`: verify, compact, and the space given back at close;
+//! - `programs`: what each finalize's runtimes used, for the retention rule
+//!   (`crate::retention`) that commits apply;
 //! - `prefetch`: a warm launch brings the file's payloads in meanwhile;
 //! - `report`: stats and the fallback messages sent to the host.
 
@@ -40,6 +42,7 @@ mod compaction;
 mod open;
 mod packing;
 mod prefetch;
+mod programs;
 mod report;
 mod state;
 mod writeback;
@@ -112,6 +115,10 @@ pub struct Stats {
     /// When this cache's last commit became durable, in milliseconds since
     /// 1970-01-01 UTC; 0 before its first.
     pub last_commit_unix_ms: u64,
+    /// Packed weights this cache's commits left out of the file (an update
+    /// replaced their program, or the size cap dropped it), and their bytes.
+    pub dropped_entries: u64,
+    pub dropped_bytes: u64,
     /// Where new entries go now (an `xnncache_backing` value).
     pub backing: u32,
     /// The provider ABI generation the caller compiled against (1, 2 or 3).
@@ -149,6 +156,11 @@ pub struct CacheOptions {
     /// Let the background write-back wait while the process computes (see
     /// `writeback::YIELD_AT_MOST`); false: it starts as soon as asked.
     pub yield_writeback: bool,
+    /// Packed bytes past which a commit drops whole programs, least recently
+    /// written first (see [`crate::retention`]); 0: no cap.
+    pub size_cap: u64,
+    /// The label of the programs this cache creates (see [`Core::set_program`]).
+    pub program: Option<String>,
 }
 
 impl CacheOptions {
@@ -167,6 +179,8 @@ impl CacheOptions {
             reservation: None,
             prefetch: true,
             yield_writeback: true,
+            size_cap: 0,
+            program: None,
         }
     }
 
@@ -347,6 +361,14 @@ impl Drop for Cache {
 impl Core {
     pub fn generation(&self) -> Generation {
         self.generation
+    }
+
+    /// Labels the programs whose runtimes are created from now on (each
+    /// finalize ends one): a program with the label of a recorded one is an
+    /// update of it, whatever its shape, and one with another label never
+    /// is (see [`crate::retention`]). `None`: unlabelled, told apart by shape.
+    pub fn set_program(&self, label: Option<&str>) {
+        self.locked().programs.label = label.map_or(0, crate::retention::label);
     }
 
     /// Locks the state; messages queued under it are sent once it is released.

@@ -37,7 +37,10 @@ impl Core {
             finalized: false,
             stats: Stats::default(),
             notes: Vec::new(),
+            programs: Default::default(),
         };
+        state.programs.size_cap = options.size_cap;
+        state.programs.label = options.program.as_deref().map_or(0, crate::retention::label);
         let mut reason = None;
         let path = match &options.source {
             Some(Source::Path(p)) => Some(p.clone()),

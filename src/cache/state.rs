@@ -62,6 +62,8 @@ pub(super) struct State {
     /// Messages for the host, sent once the lock is released (a log callback
     /// may call back into the cache): see [`Locked`].
     pub(super) notes: Vec<Note>,
+    /// What runtimes used, cut into programs, and the file's programs.
+    pub(super) programs: super::programs::Programs,
 }
 
 /// A message decided under the lock, sent after it.
@@ -151,6 +153,8 @@ impl State {
                 })
             })
             .collect();
+        // The newest commit's programs replace the ones we knew.
+        self.load_programs(&committed.programs, &ids);
         for (key, names) in committed.names {
             self.names.entry(key).or_insert(names);
         }

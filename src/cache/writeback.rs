@@ -18,7 +18,7 @@
 //! Windows, whose write-back never yields).
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once, Weak};
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ use super::{lock, Core, ALIGNMENT};
 use crate::error::{Error, Result, Status};
 use crate::format;
 use crate::heap::is_heap_offset;
-use crate::index::EntryId;
+use crate::index::{EntryId, IndexKey};
 use crate::logging::Level;
 
 /// A commit being made: its index (already written into the arena) and
@@ -41,6 +41,10 @@ pub(super) struct Commit {
     pub(super) entries: Vec<EntryId>,
     /// How many uncommitted persistent links it covers.
     pub(super) links: usize,
+    /// The programs it records, and the entries the retention rule left
+    /// out of it (see `crate::retention`).
+    pub(super) programs: Vec<super::programs::EntryProgram>,
+    pub(super) dropped: Vec<EntryId>,
 }
 
 /// What the write-back thread is asked to do and has done.
@@ -194,6 +198,7 @@ impl Core {
         let written = publication.map(|p| p.write().map(|w| (p, w))).transpose();
         let mut st = self.locked();
         let committed = commit.is_some();
+        let mut dropped = false;
         match (written, commit) {
             (Err(e), _) => {
                 drop(st);
@@ -212,6 +217,9 @@ impl Core {
                 for &id in &commit.entries {
                     st.index.get_mut(id).committed = true;
                 }
+                st.programs.held = commit.programs;
+                st.forget_dropped(&commit.dropped);
+                dropped = !commit.dropped.is_empty();
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
                 lock(&self.background.state).last_commit_unix_ms = now;
             }
@@ -233,6 +241,18 @@ impl Core {
                 store.unlock();
             }
         }
+        drop(st);
+        if dropped && !in_use {
+            // The commit left entries out: a new file without them replaces
+            // this one now, so that the file is bounded as soon as this
+            // write-back is over (the commit above keeps the file valid if
+            // the rewrite fails or is killed; the next close that wrote
+            // anything tries again).
+            crate::fault::point("drop: committed, before the rewrite");
+            if let Err(e) = self.rewrite_held(super::compaction::Keep::Committed) {
+                self.log_once("drop", Level::XNNCACHE_LOG_WARN, &format!("cannot rewrite the cache file without the weights it dropped ({}); it stays larger until a later launch writes", e.message));
+            }
+        }
         Ok(committed)
     }
 
@@ -246,6 +266,32 @@ impl Core {
 }
 
 impl State {
+    /// After a commit that left `dropped` out: no key reaches them any more
+    /// (a later runtime that needs one packs it again), and stats count them.
+    pub(super) fn forget_dropped(&mut self, dropped: &[EntryId]) {
+        if dropped.is_empty() {
+            return;
+        }
+        let gone: HashSet<EntryId> = dropped.iter().copied().collect();
+        let links: Vec<(u128, EntryId)> = self.index.persistent_links().filter(|(_, id)| gone.contains(id)).collect();
+        for (key, id) in links {
+            let key = crate::index::IndexKey::Persistent(key);
+            self.index.unlink(&key, id);
+            if let (IndexKey::Persistent(k), true) = (key, self.index.named_by(&key).is_empty()) {
+                self.names.remove(&k);
+            }
+        }
+        for &id in dropped {
+            let e = self.index.get_mut(id);
+            e.committed = false;
+            let size = e.size as u64;
+            self.stats.dropped_entries += 1;
+            self.stats.dropped_bytes += size;
+            self.stats.entries = self.stats.entries.saturating_sub(1);
+            self.stats.stored_bytes = self.stats.stored_bytes.saturating_sub(size);
+        }
+    }
+
     /// New entries a commit will name, whose checksums are not taken yet:
     /// their ids, addresses and sizes.
     pub(super) fn unchecksummed(&self) -> Vec<(EntryId, usize, usize)> {
@@ -282,10 +328,12 @@ impl State {
         let mut position: HashMap<EntryId, u32> = HashMap::new();
         let mut links: Vec<(u128, EntryId)> = self.index.persistent_links().collect();
         links.sort_unstable();
+        let retention = self.plan_retention(&links);
+        let dropped: HashSet<EntryId> = retention.dropped.iter().copied().collect();
         let mut entries = Vec::new();
         for (key, id) in links {
             let e = *self.index.get(id);
-            if is_heap_offset(e.offset) {
+            if is_heap_offset(e.offset) || dropped.contains(&id) {
                 continue;
             }
             // Normally taken by `checksum_new_entries` outside the lock; an
@@ -309,6 +357,7 @@ impl State {
                 index.names.push((key, names.clone()));
             }
         }
+        index.programs = super::programs::recorded(&retention.programs, &position);
         let bytes = index.encode();
         let arena = self.arena.as_mut().expect("a store has an arena");
         let offset = arena.alloc_at_end(bytes.len(), ALIGNMENT).map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -317,7 +366,18 @@ impl State {
         unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), addr, bytes.len()) };
         let data_end = (offset + bytes.len()) as u64;
         crate::fault::point("commit: index staged");
-        Ok(Some(Commit { index_offset: offset as u64, index: bytes, data_end, entries, links: self.uncommitted }))
+        if !retention.dropped.is_empty() {
+            crate::fault::point("drop: an index without the dropped entries staged");
+        }
+        Ok(Some(Commit {
+            index_offset: offset as u64,
+            index: bytes,
+            data_end,
+            entries,
+            links: self.uncommitted,
+            programs: retention.programs,
+            dropped: retention.dropped,
+        }))
     }
 }
 
