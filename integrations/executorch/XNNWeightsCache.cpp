@@ -40,6 +40,12 @@
 //   XNNCACHE_ET_SYNC_WRITEBACK=1
 //                         finalize_for_runtime returns once the file is
 //                         committed, as ExecuTorch's own class does.
+//   XNNCACHE_ET_SIZE_CAP=BYTES
+//                         packed bytes the cache file may keep (xnncache's
+//                         size_cap): past them a commit drops the least
+//                         recently written programs. Without it a model
+//                         update still drops the version it replaces (each
+//                         delegate's finalize_for_runtime ends a program).
 
 #include <executorch/backends/xnnpack/runtime/XNNWeightsCache.h>
 #include <executorch/runtime/core/error.h>
@@ -299,6 +305,15 @@ Error XNNWeightsCache::initialize_for_runtime(
     // the write-back runs in the background and a cold load does not wait
     // for the disk; the file is complete when the cache instance goes.
     options.flags |= XNNCACHE_FLAG_SYNC_WRITEBACK;
+  }
+  if (const char* cap = std::getenv("XNNCACHE_ET_SIZE_CAP")) {
+    char* end = nullptr;
+    unsigned long long bytes = std::strtoull(cap, &end, 10);
+    if (end != cap && *end == '\0') {
+      options.size_cap = bytes;
+    } else {
+      ET_LOG(Error, "xnncache: XNNCACHE_ET_SIZE_CAP=%s is not a number of bytes; ignored", cap);
+    }
   }
   static std::once_flag log_once;
   std::call_once(log_once, [] { xnncache_set_log_callback(log_to_executorch, nullptr); });
