@@ -504,6 +504,23 @@ mod tests {
         assert!(xnncache_provider(bogus).is_null());
     }
 
+    /// Program labels: NULL clears, "" is refused, in options as in the call.
+    #[test]
+    fn program_labels_are_checked() {
+        let mut o = v1_options(core::ptr::null());
+        o.program = c"".as_ptr();
+        let mut c = core::ptr::null_mut();
+        assert_eq!(xnncache_open(&o, &mut c), Status::XNNCACHE_INVALID_ARGUMENT);
+        assert!(last_error().contains("program label"), "{}", last_error());
+        o.program = c"llm".as_ptr();
+        assert_eq!(xnncache_open(&o, &mut c), Status::XNNCACHE_OK);
+        assert_eq!(xnncache_set_program(c, c"vision".as_ptr()), Status::XNNCACHE_OK);
+        assert_eq!(xnncache_set_program(c, core::ptr::null()), Status::XNNCACHE_OK);
+        assert_eq!(xnncache_set_program(c, c"".as_ptr()), Status::XNNCACHE_INVALID_ARGUMENT);
+        assert_eq!(xnncache_set_program(core::ptr::null_mut(), c"x".as_ptr()), Status::XNNCACHE_INVALID_ARGUMENT);
+        xnncache_close(c);
+    }
+
     #[test]
     fn open_stats_close_and_double_close() {
         let o = v1_options(core::ptr::null());

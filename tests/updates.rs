@@ -77,6 +77,8 @@ fn three_versions_under_one_path_keep_the_file_one_version_large() {
             assert!(cold.get("dropped") > 0, "{v}: nothing dropped: {:?}", cold.fields);
         }
         assert_bounded(&path, own, &format!("after {v}'s first launch"));
+        // For docs/UPDATES.md (`-- --nocapture`).
+        eprintln!("UPDATES {v}: file {} bytes ({v} alone {own}), packed {}, dropped {}", size(&path), cold.get("packed"), cold.get("dropped"));
         assert_warm(&path, v, &[]);
         assert_bounded(&path, own, &format!("after {v}'s warm launch"));
     }
