@@ -76,6 +76,11 @@ fn table() -> MutexGuard<'static, Table> {
     TABLE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The handle table, locked across a `fork()` (see `cache::lifetime`).
+pub(crate) fn freeze() -> Box<dyn std::any::Any> {
+    Box::new(table())
+}
+
 /// Opens a cache and gives it a new handle.
 pub fn open(options: &CacheOptions) -> Result<*mut xnncache> {
     let cache = Cache::open(options)?;

@@ -462,6 +462,17 @@ impl Store {
         self.unlock();
     }
 
+    /// In a child of `fork()`, before this store is dropped: the child has
+    /// our descriptors but not our lock (the `flock` belongs to the open file
+    /// description it shares with the parent: unlocking here would unlock the
+    /// parent), nor our rebuild's temporary (the parent's to publish or
+    /// delete). Forget both; closing our descriptors releases nothing.
+    pub fn leave_to_parent(&mut self) {
+        self.locked = false;
+        self.temp = None;
+        self.stale = true;
+    }
+
     pub fn unlock(&mut self) {
         if !self.locked {
             return;

@@ -37,6 +37,7 @@ impl Core {
             finalized: false,
             stats: Stats::default(),
             notes: Vec::new(),
+            generation: super::lifetime::fork_generation(),
         };
         let mut reason = None;
         let path = match &options.source {
@@ -105,6 +106,10 @@ impl Core {
             fallback_reason: Mutex::new(None),
             logged: Mutex::new(HashSet::new()),
             background: Background::default(),
+            born: super::lifetime::fork_generation(),
+            write_back_thread: Default::default(),
+            state_holder: Default::default(),
+            finalizing_holder: Default::default(),
         }
         .with_reason(reason))
     }
