@@ -159,6 +159,8 @@ fn child_forks_while_the_write_back_yields() {
         let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             println!("forked child pid {}", std::process::id());
             assert_eq!(rt.infer().unwrap(), expected, "the runtime created before the fork");
+            // Nothing of the child's to wait for (the parent's write-back is not here).
+            assert_eq!(xnncache_wait(cache.0, u32::MAX), Status::XNNCACHE_OK, "{}", last_error());
             let mut rt2 = other.create(cache.provider()).unwrap();
             assert_eq!(rt2.infer().unwrap(), expected_other, "a runtime created in the child");
             assert_eq!(cache.stats().backing, Backing::XNNCACHE_BACKING_HEAP as u32, "new packings go to the child's heap");
@@ -328,8 +330,11 @@ fn child_waits_during_a_prefetch() {
     // A warm launch whose prefetch is held at its first chunk (the file is
     // in the page cache: the test makes it look evicted).
     xnncache::fault::fail_next("prefetch: the file looks resident");
-    let mut held = Held::at("prefetch: chunk", "xnncache-prefetch");
+    let held = Held::at("prefetch: chunk", "xnncache-prefetch");
     let cache = Cache::open(Some(&path));
+    // Released before the cache is closed, even if an assertion fails (a
+    // close joins the prefetch thread).
+    let mut held = held;
     held.reached("the prefetch");
     model.register(&cache, true);
     other.register(&cache, true);
