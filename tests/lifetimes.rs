@@ -400,3 +400,64 @@ fn child_exits_with_two_yielding_caches() {
     // Neither closed nor waited for: the test harness exits the process.
     std::mem::forget((ra, rb, ca, cb));
 }
+
+/// A launch on the same path while another's write-back yields: the
+/// yielding write-back keeps the inter-process writer lock (its process has
+/// held it since it packed into the file, and its commit must cover that),
+/// so the second launch finds the last commit but persists nothing new; a
+/// later launch finds the first one's weights and packs the second's again.
+/// (Pins what RELIABILITY.md says; the two "processes" are two opens of the
+/// path, each with its own lock description, as in interleaving.rs.)
+#[test]
+fn a_launch_during_a_yielding_write_back_persists_nothing_new() {
+    let dir = TempDir::new("life-second-launch");
+    let path = dir.file("c.xnncache");
+    let stdout = check(&run_child("child_launches_during_a_yielding_write_back", &[("XNNCACHE_T_PATH", path.to_str().unwrap())], None));
+    assert!(stdout.contains("second launch done"), "{stdout}");
+    let (first, second) = (conv2d(), xnncache_tests::models::fc_qd8_qc4w());
+    let cache = Cache::open(Some(&path));
+    first.register(&cache, true);
+    second.register(&cache, true);
+    let _a = first.create(cache.provider()).unwrap();
+    assert_eq!(cache.stats().packed_bytes, 0, "the yielding launch's weights are in the file: {:?}", cache.stats());
+    let _b = second.create(cache.provider()).unwrap();
+    assert!(cache.stats().packed_bytes > 0, "the second launch's weights were persisted: {:?}", cache.stats());
+}
+
+#[test]
+#[ignore = "run in a child process by a_launch_during_a_yielding_write_back_persists_nothing_new"]
+fn child_launches_during_a_yielding_write_back() {
+    let path = env_path("XNNCACHE_T_PATH");
+    let (base, first, second) = (fc_f32_bias(), conv2d(), xnncache_tests::models::fc_qd8_qc4w());
+    let expected = second.run(std::ptr::null_mut());
+    {
+        let cache = Cache::open(Some(&path));
+        base.register(&cache, true);
+        base.run(cache.provider());
+        cache.finalize();
+    }
+    let one = Cache::open(Some(&path));
+    base.register(&one, true);
+    first.register(&one, true);
+    let _rt = first.create(one.provider()).unwrap();
+    let (computing, spin) = spinner();
+    one.start_finalize();
+    yielded(1);
+    {
+        let two = Cache::open(Some(&path));
+        base.register(&two, true);
+        second.register(&two, true);
+        let _found = base.create(two.provider()).unwrap();
+        assert_eq!(two.stats().packed_bytes, 0, "the last commit is found: {:?}", two.stats());
+        assert_eq!(second.run(two.provider()), expected);
+        two.finalize();
+        let s = two.stats();
+        // (Within the 10 s the first launch's write-back yields at most.)
+        assert!(s.not_persisted > 0 && s.commits == 0, "{s:?} (first launch: {:?})", one.stats());
+    }
+    println!("second launch done");
+    computing.store(false, Ordering::Relaxed);
+    spin.join().unwrap();
+    one.wait();
+    assert_eq!(one.stats().commits, 1);
+}
