@@ -461,3 +461,105 @@ fn child_launches_during_a_yielding_write_back() {
     one.wait();
     assert_eq!(one.stats().commits, 1);
 }
+
+/// Forks, again and again, while three threads use two caches through the
+/// C API (create and run runtimes, register, finalize, wait, stats): the
+/// fork handlers take every cache's short locks in one order while those
+/// threads take them in theirs. Each child uses both caches (a runtime
+/// created before the fork, stats, finalize, wait, close) and exits. A
+/// deadlock (of a fork, or of a child) is caught by the detectors; every
+/// child must exit 0.
+#[test]
+fn forks_while_threads_use_the_caches() {
+    let dir = TempDir::new("life-fork-threads");
+    let env = [("XNNCACHE_T_DIR", dir.0.to_str().unwrap())];
+    let stdout = check(&run_child("child_forks_while_threads_use_the_caches", &env, None));
+    assert!(stdout.contains("forks: done"), "{stdout}");
+}
+
+#[test]
+#[ignore = "run in a child process by forks_while_threads_use_the_caches"]
+fn child_forks_while_threads_use_the_caches() {
+    use xnncache::capi::{xnncache_close, xnncache_stats};
+    let forks: usize = std::env::var("XNNCACHE_BATTERY_FORKS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let dir = env_path("XNNCACHE_T_DIR");
+    let caches = Arc::new([Cache::open(Some(&dir.join("a.xnncache"))), Cache::open(Some(&dir.join("b.xnncache")))]);
+    let models = Arc::new([fc_f32_bias(), conv2d()]);
+    let expected = models[0].run(std::ptr::null_mut());
+    models[0].register(&caches[0], true);
+    models[1].register(&caches[1], true);
+    let mut rt = models[0].create(caches[0].provider()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..3)
+        .map(|i| {
+            let (caches, models, stop) = (Arc::clone(&caches), Arc::clone(&models), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let (cache, model) = (&caches[i % 2], &models[i % 2]);
+                    match i {
+                        0 | 1 => {
+                            let mut r = model.create(cache.provider()).unwrap();
+                            r.infer().unwrap();
+                            assert_eq!(xnncache_finalize(cache.0), Status::XNNCACHE_OK);
+                        }
+                        _ => {
+                            model.register(cache, true);
+                            let _ = xnncache_wait(cache.0, 1);
+                            let mut s = xnncache::Stats::default();
+                            assert_eq!(xnncache_stats(caches[1].0, &mut s), Status::XNNCACHE_OK);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for round in 0..forks {
+        // SAFETY: as in child_forks_while_the_write_back_yields; the child
+        // touches no lock of the test's own (models, stdout) that a worker
+        // could hold.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                assert_eq!(rt.infer().unwrap(), expected);
+                for c in caches.iter() {
+                    let mut s = xnncache::Stats::default();
+                    assert_eq!(xnncache_stats(c.0, &mut s), Status::XNNCACHE_OK);
+                    assert_eq!(xnncache_finalize(c.0), Status::XNNCACHE_OK);
+                    assert_eq!(xnncache_wait(c.0, u32::MAX), Status::XNNCACHE_OK);
+                }
+                // (The runtime is not deleted: the process ends here.)
+                for c in caches.iter() {
+                    xnncache_close(c.0);
+                }
+            }))
+            .is_ok();
+            // SAFETY: exit runs the atexit handlers (xnncache's skips these caches).
+            unsafe { libc::exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        let start = Instant::now();
+        loop {
+            // SAFETY: waitpid writes the status of our own child.
+            if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                // SAFETY: our own child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!("fork {round}: the child hung");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "fork {round}: the child failed: status {status:#x}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(rt.infer().unwrap(), expected);
+    for c in caches.iter() {
+        c.wait();
+    }
+    println!("forks: done");
+}

@@ -6,16 +6,20 @@
 //! machine this was measured on (another process writing the same bytes, no
 //! xnncache involved), more than any pacing or priority recovered. So a
 //! background write-back starts once the process's other threads are quiet
-//! (under a quarter of one core over 20 ms), pauses between its 8 MiB pieces
-//! while they are busy again, and goes ahead regardless [`YIELD_AT_MOST`]
-//! after the finalize that asked for it; a waiter (`xnncache_wait`, a close)
-//! ends the yielding at once. `XNNCACHE_FLAG_EAGER_WRITEBACK` turns it off.
+//! (under a quarter of one core over a window of at least 20 ms: see
+//! [`Window`]), pauses between its 8 MiB pieces while they are busy again,
+//! and goes ahead regardless [`YIELD_AT_MOST`] after the finalize that asked
+//! for it; a waiter (`xnncache_wait`, a close, a compaction) ends the
+//! yielding at once. `XNNCACHE_FLAG_EAGER_WRITEBACK` turns it off. While it
+//! yields it holds `finalizing` and the file's inter-process writer lock
+//! (held since this process first packed into the file: its commit must
+//! cover that space before another writer appends), so another process
+//! starting meanwhile persists nothing new.
 //!
 //! A process that exits without closing its caches (returning from `main`
 //! while a model still computes, say) would lose a yielding write-back with
 //! its threads; so at a normal exit every cache's write-back in progress or
-//! asked for is finished, for at most [`YIELD_AT_MOST`] (`atexit`; not on
-//! Windows, whose write-back never yields).
+//! asked for is finished, for at most [`YIELD_AT_MOST`] (see `lifetime`).
 
 use std::any::Any;
 use std::collections::HashMap;
