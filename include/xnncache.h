@@ -46,14 +46,7 @@
 // was measured on. `xnncache_wait` and `xnncache_close` end the waiting.
 #define XNNCACHE_FLAG_EAGER_WRITEBACK 128
 
-// The longest name kept in an index (longer ones are registered, not listed).
-#define NAME_MAX 4096
 
-
-
-// Permission bits of new cache files by default: the packed weights of a
-// private model are no one else's to read.
-#define PRIVATE_FILE_MODE 384
 
 // What an `xnncache_*` function reports. `XNNCACHE_OK` is 0; every other
 // value comes with a message readable through `xnncache_last_error()`.

@@ -53,8 +53,8 @@ fn create(key_size: u32, provider_size: u32, build_id: &[u8], size: usize, out: 
         let _ = size;
         let h = open_handle(&options)?;
         let provider = handles::get(h)?.provider();
-        // SAFETY: checked for NULL; the caller passes a writable pointer.
-        unsafe { *out = provider };
+        // SAFETY: checked for NULL; the caller passes a writable pointer (of any alignment).
+        unsafe { out.write_unaligned(provider) };
         Ok(())
     });
     to_xnn_status(status)

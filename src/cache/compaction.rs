@@ -208,7 +208,9 @@ impl State {
                 (ids.len() - 1) as u32
             });
             keys.push((key, pos));
-            if let Some(n) = self.names.get(&key) {
+            // One record per key, however many entries it links (sorted: they are adjacent).
+            let named = names.last().is_some_and(|(k, _): &(u128, KeyNames)| *k == key);
+            if let Some(n) = self.names.get(&key).filter(|_| !named) {
                 names.push((key, n.clone()));
             }
         }

@@ -312,7 +312,10 @@ impl State {
                 next
             });
             index.keys.push(format::KeyRef { key, payload: pos });
-            if let Some(names) = self.names.get(&key) {
+            // A key may link two entries (XNNPACK's seed is a XOR of shapes: one
+            // weight packed two ways); its names are one record all the same.
+            let named = index.names.last().is_some_and(|(k, _)| *k == key);
+            if let Some(names) = self.names.get(&key).filter(|_| !named) {
                 index.names.push((key, names.clone()));
             }
         }

@@ -690,10 +690,10 @@ fn shared(options: &mut OpenOptions) -> &mut OpenOptions {
 /// Opens the file at `path`, for reading if writing is not allowed; refuses
 /// anything but a regular file. `None`: nothing is there.
 ///
-/// The owner is NOT checked here (README, "Platforms", says so): every file
-/// the process can open counts as its own. Windows folders carry ACLs
-/// inherited from their parent, and a per-user folder (where apps keep
-/// caches) is not writable by other users.
+/// The owner is NOT checked here (docs/PLATFORMS.md, "What Windows does not
+/// give", says so): every file the process can open counts as its own.
+/// Windows folders carry ACLs inherited from their parent, and a per-user
+/// folder (where apps keep caches) is not writable by other users.
 pub fn open_existing(path: &Path, write: bool) -> io::Result<Option<Existing>> {
     let open = |write: bool| shared(OpenOptions::new().read(true).write(write)).open(path);
     let (file, writable) = match open(write) {
