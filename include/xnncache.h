@@ -346,6 +346,15 @@ enum xnn_status xnncache_finalize_weights_cache(struct xnn_weights_cache_provide
 // everything packed so far (its write-back may still be running).
 bool xnncache_weights_cache_is_finalized(struct xnn_weights_cache_provider *weights_cache);
 
+// The `xnncache` behind a weights cache made by
+// `xnncache_create_weights_cache`, for the rest of the C API
+// (`xnncache_stats`, `xnncache_verify`, `xnncache_list_names`,
+// `xnncache_wait`, ...). The handle is borrowed: it stays valid until the
+// weights cache is deleted, and `xnncache_delete_weights_cache` (not
+// `xnncache_close`) is what ends both.
+enum xnncache_status xnncache_from_weights_cache(struct xnn_weights_cache_provider *weights_cache,
+                                                 struct xnncache **cache_out);
+
 // Like `xnn_delete_weights_cache`.
 enum xnn_status xnncache_delete_weights_cache(struct xnn_weights_cache_provider *weights_cache);
 
