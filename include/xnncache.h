@@ -46,14 +46,7 @@
 // was measured on. `xnncache_wait` and `xnncache_close` end the waiting.
 #define XNNCACHE_FLAG_EAGER_WRITEBACK 128
 
-// The longest name kept in an index (longer ones are registered, not listed).
-#define NAME_MAX 4096
 
-
-
-// Permission bits of new cache files by default: the packed weights of a
-// private model are no one else's to read.
-#define PRIVATE_FILE_MODE 384
 
 // What an `xnncache_*` function reports. `XNNCACHE_OK` is 0; every other
 // value comes with a message readable through `xnncache_last_error()`.
@@ -373,6 +366,15 @@ enum xnn_status xnncache_finalize_weights_cache(struct xnn_weights_cache_provide
 // Like `xnn_weights_cache_is_finalized`: true when a finalize came after
 // everything packed so far (its write-back may still be running).
 bool xnncache_weights_cache_is_finalized(struct xnn_weights_cache_provider *weights_cache);
+
+// The `xnncache` behind a weights cache made by
+// `xnncache_create_weights_cache`, for the rest of the C API
+// (`xnncache_stats`, `xnncache_verify`, `xnncache_list_names`,
+// `xnncache_wait`, ...). The handle is borrowed: it stays valid until the
+// weights cache is deleted, and `xnncache_delete_weights_cache` (not
+// `xnncache_close`) is what ends both.
+enum xnncache_status xnncache_from_weights_cache(struct xnn_weights_cache_provider *weights_cache,
+                                                 struct xnncache **cache_out);
 
 // Like `xnn_delete_weights_cache`.
 enum xnn_status xnncache_delete_weights_cache(struct xnn_weights_cache_provider *weights_cache);

@@ -1,6 +1,6 @@
 """Reports the runs of scripts/bench-executorch.sh: medians per row (program,
 threads, build, mode), a text table, JSON rows, the ratios, and a markdown
-table for README.md.
+table for docs/BENCHMARKS.md.
 
 usage: bench-executorch.py RUNS_DIR --programs a,b --threads 1,2 --repeat N --runs N
                            [--json FILE] [--markdown FILE]
@@ -230,7 +230,7 @@ def main():
             json.dump({"repeat": a.repeat, "runs": a.runs, "rows": list(rows.values()), "ratios": ratios}, f,
                       indent=1, sort_keys=True)
 
-    # --- markdown (README-ready): stock / xnncache side by side
+    # --- markdown (for docs/BENCHMARKS.md): stock / xnncache side by side
     md = []
     md.append("| program | threads | mode | first output, ms | load_method, ms | first execute, ms | "
               "steady execute, ms | peak RSS, MiB | PSS after load, MiB | dirty after load, MiB | "

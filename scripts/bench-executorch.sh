@@ -32,7 +32,7 @@
 # dirty bytes in the cache file's own mappings, the cache file's size, whether
 # stderr had an error or warning line, and the ratios xnncache/stock (warm,
 # cold) and cold/none (both builds). A text table, JSON rows and a markdown
-# table for README.md.
+# table for docs/BENCHMARKS.md.
 #
 # Every output must be byte-identical to the program's expected.bin: a
 # mismatch (or a runner failure) makes the run exit 1. Timings are reported,
@@ -47,7 +47,7 @@
 #   --threads    thread counts of ExecuTorch's threadpool (default 1,2)
 #   --runs N     executes after the first, for the steady median (default 10)
 #   --json FILE  the rows and ratios as one JSON document
-#   --markdown FILE  the README table
+#   --markdown FILE  the table docs/BENCHMARKS.md shows
 #   --keep       keep the work folder (binaries, every run's JSON and stderr)
 #   --modes      which rows (default none,heap,cold,warm,disk; `warm` needs `cold`
 #                first, `disk` too). On tmpfs, which cannot drop a file's pages,

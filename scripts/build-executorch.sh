@@ -11,8 +11,8 @@
 #                    the sha256 of the tarballs' hashes, the CMake flags, the
 #                    compiler and RECIPE below: editing the replacement class
 #                    does not rebuild ExecuTorch.
-#   variant/<key>/   ExecuTorch configured again with the README's CMake
-#                    lines (integrations/executorch/hook.cmake, which
+#   variant/<key>/   ExecuTorch configured again with docs/EXECUTORCH.md's
+#                    CMake lines (integrations/executorch/hook.cmake, which
 #                    includes xnncache.cmake); of that tree only the
 #                    replacement XNNWeightsCache.cpp is compiled, with the
 #                    exact command it generates, and libxnnpack_backend.a
@@ -157,7 +157,7 @@ if [[ ! -f "$variant/done" ]]; then
   tmp="$variant.tmp-$$"
   rm -rf "$tmp"; mkdir -p "$tmp/lib"
   trap 'rm -rf "$tmp"' EXIT
-  # Configure ExecuTorch again with the README's CMake lines (hook.cmake ->
+  # Configure ExecuTorch again with docs/EXECUTORCH.md's hook (hook.cmake ->
   # xnncache.cmake): that tree's compile command for xnnpack_backend's
   # weights-cache source is what a user's build runs. Only that one file is
   # compiled; generated headers come from the base build.
@@ -169,7 +169,7 @@ if [[ ! -f "$variant/done" ]]; then
   grep -q "xnncache: xnnpack_backend builds" "$tmp/configure.log" || { log "hook.cmake did not run"; exit 1; }
   python3 "$repo/scripts/executorch-compile-command.py" "$tmp/configure/compile_commands.json" "$replacement" \
       "$repo/include" "$tmp/configure" "$base/build" "$tmp/XNNWeightsCache.cpp.o" >"$tmp/compile.sh"
-  # The README's other form: a project that add_subdirectory()s ExecuTorch
+  # The README's one line: a project that add_subdirectory()s ExecuTorch
   # and includes xnncache.cmake; a program linking xnnpack_backend must get
   # libxnncache.a and its system libraries (configure only).
   mkdir -p "$tmp/user"

@@ -86,7 +86,7 @@ if [[ $mode == tsan || $mode == all ]]; then
     # instrumented: what TSan sees is xnncache, the tests and std.
     bash scripts/install-platform-deps.sh toolchain
     rt=$(ls "$(rustc --print sysroot)"/lib/rustlib/x86_64-unknown-linux-gnu/lib/librustc-*_rt.tsan.a | head -1)
-    tsan_tests=(--test threads --test races --test background --test interleaving --test locking --test handles --test aliases --test c_api)
+    tsan_tests=(--test threads --test races --test background --test interleaving --test locking --test handles --test aliases --test c_api --test lifetimes)
     tsan() {
         env PATH="/usr/bin:$PATH" RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 \
             XNNCACHE_TSAN_RT="$rt" RUSTFLAGS="-Zsanitizer=thread -Zexternal-clangrt -Clinker=$(pwd)/scripts/tsan-link.sh" \

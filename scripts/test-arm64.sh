@@ -98,7 +98,7 @@ build_xnnpack() {
     local line file sum
     for line in "${tarballs[@]}"; do
         read -r file sum <<<"$line"
-        [[ -f "$deps/$file" ]] || { echo "test-arm64: $deps/$file is missing (set XNNCACHE_DEPS_DIR to the folder holding it; the README lists the tarballs)" >&2; exit 1; }
+        [[ -f "$deps/$file" ]] || { echo "test-arm64: $deps/$file is missing (set XNNCACHE_DEPS_DIR to the folder holding it; docs/PLATFORMS.md lists the tarballs)" >&2; exit 1; }
         echo "$sum  $deps/$file" | sha256sum --quiet -c -
     done
     # XNNPACK's tarball has no top folder; the others have one each.

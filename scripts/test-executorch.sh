@@ -54,7 +54,7 @@ source scripts/executorch-runner.sh   # ExecuTorch (cached), et_cxxflags, et_lin
 log "ExecuTorch ready after $((SECONDS - started)) s ($ET_BASE, $ET_VARIANT)"
 
 # --- The hook says what is wrong at configure time (issue 21) --------------
-# ExecuTorch configured with README's hook line, each time with one mistake a
+# ExecuTorch configured with docs/EXECUTORCH.md's hook line, each time with one mistake a
 # new user makes: the configure must fail with the message that says what to do.
 configure_must_fail() {  # WHAT EXPECTED-MESSAGE CMAKE-ARGS...
   local what=$1 expected=$2; shift 2
@@ -381,7 +381,7 @@ else
   log "full-disk check skipped (XNNCACHE_ET_SKIP_FULL_DISK set, or no permission to mount a tmpfs)"
 fi
 
-# --- README's other form: an app's own CMakeLists.txt (issue 21) -----------
+# --- README's one line: an app's own CMakeLists.txt (issue 21) ------------
 # add_subdirectory(executorch), then include(xnncache.cmake), then a program
 # that links xnnpack_backend: it must build with nothing else and, run on
 # fc_stack without a cache, cold and warm, give the expected bytes with the

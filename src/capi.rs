@@ -229,11 +229,12 @@ pub extern "C" fn xnncache_open(options: *const xnncache_options, cache_out: *mu
             )));
         }
         // SAFETY: checked for NULL, and the caller's struct covers ours
-        // (a newer, larger one starts with the same fields).
-        let opts = options_from_c(unsafe { &*options })?;
+        // (a newer, larger one starts with the same fields). Copied, not
+        // referenced: C may hand over a struct at any address (packed in its own).
+        let opts = options_from_c(&unsafe { options.read_unaligned() })?;
         let h = open_handle(&opts)?;
-        // SAFETY: checked for NULL; the caller passes a writable pointer.
-        unsafe { *cache_out = h };
+        // SAFETY: checked for NULL; the caller passes a writable pointer (of any alignment).
+        unsafe { cache_out.write_unaligned(h) };
         Ok(())
     })
 }
@@ -410,8 +411,8 @@ pub extern "C" fn xnncache_stats(cache: *const xnncache, stats: *mut Stats) -> x
         if stats.is_null() {
             return Err(Error::invalid("stats is NULL"));
         }
-        // SAFETY: checked for NULL; the caller passes a writable struct.
-        unsafe { *stats = h.cache.stats() };
+        // SAFETY: checked for NULL; the caller passes a writable struct (of any alignment).
+        unsafe { stats.write_unaligned(h.cache.stats()) };
         Ok(())
     })
 }

@@ -70,6 +70,17 @@ mod imp {
 
     static FAIL: Mutex<Option<(String, i32)>> = Mutex::new(None);
 
+    /// The locks above, held across a `fork()` (see `cache::lifetime`): the
+    /// child finds them free. Taken after every lock of a cache (points and
+    /// counts are passed under the cache's state lock).
+    pub fn freeze() -> Box<dyn std::any::Any> {
+        Box::new((
+            HOOK.lock().unwrap_or_else(|e| e.into_inner()),
+            COUNTS.lock().unwrap_or_else(|e| e.into_inner()),
+            FAIL.lock().unwrap_or_else(|e| e.into_inner()),
+        ))
+    }
+
     /// Makes the next [`check`] of the step `name` fail with EIO (once).
     pub fn fail_next(name: &str) {
         fail_next_with(name, libc::EIO);
@@ -130,6 +141,9 @@ pub use imp::counted;
 /// The number of the first point of a name this process passed.
 #[cfg(feature = "fault-injection")]
 pub use imp::first_passed;
+/// The fault-injection locks, for the fork handlers (only with `fault-injection`).
+#[cfg(feature = "fault-injection")]
+pub(crate) use imp::freeze;
 /// An I/O step a test can make fail (only with `fault-injection`; otherwise Ok).
 pub use imp::check;
 /// Arms one failure of [`check`] at a named step (EIO, or an errno).

@@ -238,6 +238,31 @@ impl Header {
     }
 }
 
+/// What every format version keeps where it is in a header slot, so that
+/// any version can tell which slot is the newest before decoding it (a rule
+/// for every future version: docs/FORMAT.md, "One format per file"): the
+/// magic at 0, the version at 8, the generation at 24, and the xxh3 of
+/// everything before them in the slot's last 8 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotStamp {
+    pub version: u32,
+    pub generation: u64,
+}
+
+/// A slot's stamp, if its magic and checksum hold (of any format version);
+/// `None` for a slot never written or torn.
+pub fn slot_stamp(bytes: &[u8]) -> Option<SlotStamp> {
+    let bytes = bytes.get(..HEADER_SIZE)?;
+    let (body, sum) = bytes.split_at(HEADER_SIZE - 8);
+    let valid = body[..8] == MAGIC && xxh3_64(body) == u64::from_ne_bytes(sum.try_into().expect("8 bytes"));
+    valid.then(|| {
+        let mut r = Reader(&body[8..]);
+        let version = r.u32();
+        let _ = r.take::<12>(); // byte order, pointer width, ABI
+        SlotStamp { version, generation: r.u64() }
+    })
+}
+
 /// The newest valid slot of two, or why neither is usable.
 pub fn pick_header(slots: [&[u8]; 2], file_len: u64) -> Result<(usize, Header), Refusal> {
     let decoded = [Header::decode(slots[0], file_len), Header::decode(slots[1], file_len)];
@@ -526,8 +551,16 @@ fn decode_names(r: &mut Reader<'_>, keys: &[KeyRef]) -> Result<Vec<(u128, KeyNam
         let Some(entry) = KeyNames::new(weights, (!bias.is_empty()).then_some(bias)) else {
             return corrupt("an empty, overlong or NUL-holding name");
         };
-        if !known.contains(&key) || !seen.insert(key) {
-            return corrupt("a name for a key the index lacks, or named twice");
+        if !known.contains(&key) {
+            return corrupt("a name for a key the index lacks");
+        }
+        if !seen.insert(key) {
+            // Builds up to 54a24d4 wrote a key that links two packings once
+            // per link, with the same names: read as one record.
+            if names.iter().any(|(k, n)| *k == key && *n == entry) {
+                continue;
+            }
+            return corrupt("a key named twice, differently");
         }
         names.push((key, entry));
     }
@@ -694,7 +727,7 @@ mod tests {
     }
 
     /// Names are checked like every other field: a name for a key the index
-    /// lacks, named twice, empty, with a NUL, not UTF-8, or running past (or
+    /// lacks, named twice differently, empty, with a NUL, not UTF-8, or running past (or
     /// short of) the block's end is refused; version 1's index (no names) is read.
     #[test]
     fn names_are_checked_and_version_1_is_read() {
@@ -712,6 +745,10 @@ mod tests {
             let b = v2(&bad);
             assert!(matches!(Index::decode(&b, &header_for(&b)), Err(Refusal::Corrupt(_))), "{:?}", bad.names);
         }
+        // The same record twice (a key linking two packings, as builds
+        // up to 54a24d4 wrote it) is read as one.
+        let twice = v2(&named(vec![(5, raw("w", None)), (5, raw("w", None))]));
+        assert_eq!(Index::decode(&twice, &header_for(&twice)).unwrap().names, vec![(5, raw("w", None))]);
         let good = v2(&index());
         assert_eq!(Index::decode(&good, &header_for(&good)).unwrap(), Index { programs: vec![], ..index() }, "version 2 is read");
         let mut not_utf8 = good.clone();

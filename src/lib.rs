@@ -97,4 +97,37 @@ mod header {
         let committed = include_str!("../include/xnncache.h");
         assert!(generated == committed, "include/xnncache.h is stale: build outside CI to regenerate it, then commit it");
     }
+
+    /// A host includes the header beside `<limits.h>` and its own code: every
+    /// macro, type and enumerator it defines carries the library's prefix
+    /// (a library constant such as `NAME_MAX` would clash with libc's).
+    #[test]
+    fn the_header_defines_only_prefixed_names() {
+        let header = include_str!("../include/xnncache.h");
+        let prefixed = |name: &str| name == "xnncache" || name.starts_with("XNNCACHE_") || name.starts_with("xnncache_");
+        let word = |s: &str| s.split(|c: char| !(c.is_alphanumeric() || c == '_')).find(|w| !w.is_empty()).map(str::to_owned);
+        let (mut defined, mut in_enum) = (Vec::new(), false);
+        for line in header.lines().map(str::trim) {
+            if line.starts_with("//") || line.starts_with("/*") || line.starts_with('*') {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("#define ") {
+                defined.extend(word(rest));
+            } else if let Some(rest) = line.strip_prefix("typedef ") {
+                in_enum = rest.starts_with("enum") && rest.ends_with('{');
+                let name = match rest.split_once("(*") {
+                    Some((_, name)) => word(name),                                          // typedef void (*name)(...
+                    None => word(rest.trim_end_matches([';', '{', ' ']).rsplit(' ').next().unwrap_or("")), // typedef enum name {
+                };
+                defined.extend(name);
+            } else if in_enum && line.starts_with('}') {
+                in_enum = false;
+            } else if in_enum {
+                defined.extend(word(line)); // an enumerator
+            }
+        }
+        let unprefixed: Vec<&String> = defined.iter().filter(|n| !prefixed(n)).collect();
+        assert!(defined.len() > 20, "the header's names were not found: {defined:?}");
+        assert!(unprefixed.is_empty(), "include/xnncache.h defines names without the XNNCACHE_/xnncache_ prefix: {unprefixed:?}");
+    }
 }

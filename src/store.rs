@@ -112,11 +112,46 @@ pub struct Store {
 /// Reads and validates everything a reader needs: header, then index.
 pub fn read_committed(file: &File, compat: &Compat) -> Result<(Header, usize, Index), Refusal> {
     let len = file.metadata().map_err(|e| Refusal::Corrupt(format!("cannot stat: {e}")))?.len();
-    read_committed_at(file, len, compat)
+    read_committed_at(file, len, compat).map(|c| (c.header, c.slot, c.index))
+}
+
+/// A commit a reader may use, and whether a writer may append after it.
+struct Committed {
+    header: Header,
+    slot: usize,
+    index: Index,
+    /// Why a writer must not append to this file, if it must not: the
+    /// commit read is not the file's newest (a newer slot of another format
+    /// version, or one whose index does not check out, lies past it: its
+    /// writer may still map those bytes), or a slot of another format version
+    /// is in the file (a build of that version would append after it, over
+    /// ours). Such a file is rebuilt by a writer: one format per file.
+    not_appendable: Option<Refusal>,
+}
+
+/// Why a writer may not append after the commit in `slot`, given what both
+/// slots hold (see [`Committed::not_appendable`]).
+fn append_refusal(head: &[u8], slot: usize) -> Option<Refusal> {
+    let stamps = [0, 1].map(|i| format::slot_stamp(&head[SLOT_OFFSETS[i] as usize..][..HEADER_SIZE]));
+    if let Some(other) = stamps.iter().flatten().find(|s| s.version != format::FORMAT_VERSION) {
+        return Some(Refusal::Incompatible(format!(
+            "the file holds a commit of format version {} and this library writes {}: a file holds one format, so it is rebuilt",
+            other.version,
+            format::FORMAT_VERSION
+        )));
+    }
+    let used = stamps[slot].map_or(0, |s| s.generation);
+    match stamps[1 - slot] {
+        Some(newer) if newer.generation > used => Some(Refusal::Corrupt(format!(
+            "the file's newest commit (generation {}) cannot be read, and a writer never appends over it: it is rebuilt",
+            newer.generation
+        ))),
+        _ => None,
+    }
 }
 
 /// [`read_committed`] for a file whose length is known.
-fn read_committed_at(file: &File, len: u64, compat: &Compat) -> Result<(Header, usize, Index), Refusal> {
+fn read_committed_at(file: &File, len: u64, compat: &Compat) -> Result<Committed, Refusal> {
     // Mapped whole: a file larger than the address space (over 4 GiB on a
     // 32-bit target) cannot be used here, and no offset in it may be cut.
     if sys::to_usize(len).is_err() {
@@ -135,7 +170,7 @@ fn read_committed_at(file: &File, len: u64, compat: &Compat) -> Result<(Header, 
             continue;
         }
         match read_index(file, &h) {
-            Ok(index) => return Ok((h, i, index)),
+            Ok(index) => return Ok(Committed { not_appendable: append_refusal(&head, i), header: h, slot: i, index }),
             Err(e) => {
                 first_error.get_or_insert(e);
             }
@@ -174,7 +209,7 @@ pub fn read_any_committed(file: &File) -> Result<(Header, usize, Index), Refusal
     let head = read_head(file, len).map_err(|e| Refusal::Corrupt(format!("cannot read the header: {e}")))?;
     let slot = |i: usize| &head[SLOT_OFFSETS[i] as usize..SLOT_OFFSETS[i] as usize + HEADER_SIZE];
     let (_, header) = format::pick_header([slot(0), slot(1)], len)?;
-    read_committed_at(file, len, &header.compat)
+    read_committed_at(file, len, &header.compat).map(|c| (c.header, c.slot, c.index))
 }
 
 /// A payload's bytes read from `file` (not through a mapping: a tool's
@@ -344,7 +379,12 @@ impl Store {
 
         // An existing, non-empty file: reuse it if it is valid and ours.
         if let (Some(f), true, None) = (&file, len > 0, &refusal) {
-            let checked = read_committed_at(f, len, &options.compat).and_then(|(header, slot, index)| {
+            let checked = read_committed_at(f, len, &options.compat).and_then(|c| {
+                // A reader may use any valid commit; a writer only one it may append after.
+                let (header, slot, index) = match c.not_appendable {
+                    Some(why) if !read_only => return Err(why),
+                    _ => (c.header, c.slot, c.index),
+                };
                 let arena = arena_options
                     .existing(f.try_clone().map_err(|e| Refusal::Corrupt(e.to_string()))?, header.data_end, !read_only)
                     .map_err(|e| match e.kind() {
@@ -444,15 +484,34 @@ impl Store {
         if self.temp.is_some() {
             return Ok(Some(None)); // our own new file: nobody else writes it
         }
-        match read_committed(&self.file, &self.compat) {
-            Ok((h, slot, index)) if self.head.as_ref().is_none_or(|(mine, _)| h.generation > mine.generation) => {
-                self.head = Some((h.clone(), slot));
-                Ok(Some(Some((h, index))))
+        let mine = self.generation();
+        let len = self.file_len();
+        match read_committed_at(&self.file, len, &self.compat) {
+            // Another process's newer commit, which we may append after: follow it.
+            Ok(c) if c.not_appendable.is_none() && c.header.generation > mine => {
+                self.head = Some((c.header.clone(), c.slot));
+                Ok(Some(Some((c.header, c.index))))
             }
-            // Nothing newer; or nothing readable: our own view is still a valid
-            // commit (or, for a descriptor built in place, there is none yet).
-            Ok(_) | Err(_) => Ok(Some(None)),
+            // Nothing newer: our own view is still the file's newest commit
+            // (or, for a descriptor built in place, there is none yet).
+            Ok(c) if c.not_appendable.is_none() => Ok(Some(None)),
+            _ if !self.written_since(mine, len) => Ok(Some(None)),
+            // Something newer we may not append after (another format, an
+            // index we cannot read): its writer may map the bytes past our
+            // commit, so this process writes nothing more to the file.
+            _ => {
+                self.stale = true;
+                self.unlock();
+                Ok(None)
+            }
         }
+    }
+
+    /// Whether a slot of the file holds a commit newer than generation `mine`
+    /// (of any format version).
+    fn written_since(&self, mine: u64, len: u64) -> bool {
+        let Ok(head) = read_head(&self.file, len) else { return true };
+        (0..2).filter_map(|i| format::slot_stamp(&head[SLOT_OFFSETS[i] as usize..][..HEADER_SIZE])).any(|s| s.generation > mine)
     }
 
     /// After a failed write-back: never commit again from this process (the
@@ -460,6 +519,17 @@ impl Store {
     pub fn poison(&mut self) {
         self.stale = true;
         self.unlock();
+    }
+
+    /// In a child of `fork()`, before this store is dropped: the child has
+    /// our descriptors but not our lock (the `flock` belongs to the open file
+    /// description it shares with the parent: unlocking here would unlock the
+    /// parent), nor our rebuild's temporary (the parent's to publish or
+    /// delete). Forget both; closing our descriptors releases nothing.
+    pub fn leave_to_parent(&mut self) {
+        self.locked = false;
+        self.temp = None;
+        self.stale = true;
     }
 
     pub fn unlock(&mut self) {

@@ -16,6 +16,9 @@ fn main() {
             includes.push(dir.into());
         }
     }
+    // For the test that compiles the header beside the system's headers.
+    let joined = std::env::join_paths(&includes).expect("include folders have no separator in them");
+    println!("cargo:rustc-env=XNNCACHE_TEST_INCLUDES={}", joined.to_string_lossy());
     cc::Build::new()
         .file("c/smoke.c")
         .includes(&includes)

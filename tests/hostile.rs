@@ -1,8 +1,8 @@
 //! Hostile paths and limits (issue 12): whatever the cache path, its lock
 //! path or the process's limits are, opening gives a correct runtime and a
 //! clear state, never a signal or a hang, and leaves every other file's
-//! bytes and mode as they were. Each case states the behaviour README's
-//! "Reliability" section documents.
+//! bytes and mode as they were. Each case states the behaviour
+//! RELIABILITY.md's "Hostile paths" section documents.
 
 use std::ffi::CString;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

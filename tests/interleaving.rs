@@ -381,3 +381,97 @@ fn no_build_identifier_means_memory_only() {
     assert_ne!(c.stats().backing, xnncache::cache::Backing::XNNCACHE_BACKING_FILE as u32);
     assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0, "a file was created");
 }
+
+/// One registered weight packed two ways under one key (XNNPACK's seed is a
+/// XOR of shapes: a square layer and its transposed twin, or a path that
+/// packs without looking up): the key links two entries, and its names go
+/// into the index once. Both the commit and a compaction's rewrite must give
+/// an index the next launch reads (each wrote the name record twice, and the
+/// next open rebuilt the file as corrupt).
+#[test]
+fn a_key_packed_two_ways_keeps_its_file() {
+    let dir = TempDir::new("key-two-ways");
+    let path = dir.file("cache.bin");
+    let w = vec![3u8; 256];
+    let reused = xnncache::store::FileState::XNNCACHE_FILE_REUSED as u32;
+    {
+        let c = open_path(&path);
+        register(&c, &w, "square.weight");
+        let first = pack(&c, &w, 5, 4096, 0x21);
+        // Packed again, the other way, without a look-up: a second entry under the key.
+        let p = reserve(&c, 4096);
+        // SAFETY: 4096 reserved bytes.
+        unsafe { p.write_bytes(0x22, 4096) };
+        let second = insert(&c, &key(&w, 5), p, 4096);
+        assert_ne!(first, second, "the second packing was folded into the first");
+        c.finalize();
+        assert_eq!(c.stats().commits, 1, "{}", last_error());
+    }
+    let one_name_record = || {
+        let (header, _, index) = xnncache::store::read_any_committed(&std::fs::File::open(&path).unwrap()).unwrap();
+        let len = xnncache::format::index_len(index.payloads.len(), index.keys.len(), index.names.iter().map(|(_, n)| n));
+        (index.keys.len(), index.names.len(), header.index_size == len as u64)
+    };
+    assert_eq!(one_name_record(), (2, 1, true), "two links of one key, named once");
+    for round in ["after the commit", "after a compaction"] {
+        let c = open_path(&path);
+        assert_eq!(c.stats().file_state, reused, "{round}: {}", last_error());
+        assert_eq!(c.stats().loaded_entries, 2, "{round}");
+        register(&c, &w, "square.weight");
+        // Which of its packings a look-up means is unknown, so XNNPACK packs
+        // again; both packings are found by content, nothing new is stored.
+        for byte in [0x21u8, 0x22] {
+            let p = reserve(&c, 4096);
+            // SAFETY: 4096 reserved bytes.
+            unsafe { p.write_bytes(byte, 4096) };
+            let at = insert(&c, &key(&w, 5), p, 4096);
+            // SAFETY: an inserted offset resolves to its entry's bytes.
+            assert_eq!(unsafe { *addr(&c, at) }, byte, "{round}");
+        }
+        assert_eq!((c.stats().entries, c.stats().duplicates_folded), (2, 2), "{round}");
+        if round == "after the commit" {
+            // Both entries were used: the compaction keeps the key's two links.
+            assert_eq!(xnncache_compact(c.0), Status::XNNCACHE_OK, "{}", last_error());
+            drop(c);
+            assert_eq!(one_name_record(), (2, 1, true), "the compaction named the key once");
+        }
+    }
+}
+
+/// A newer build's commit (a slot of a format version this library does not
+/// write) lies past ours: its writer may map those bytes. Opening for
+/// writing must not append after our older commit: the file is rebuilt
+/// beside it and renamed over, and the old file's bytes never change.
+#[test]
+fn a_file_with_a_newer_format_is_never_written_into() {
+    use xnncache::format::{slot_stamp, HEADER_SIZE, SLOT_OFFSETS};
+    let dir = TempDir::new("newer-format");
+    let path = dir.file("cache.bin");
+    seed_file(&path);
+    // What a later format would write in the other slot: a higher generation
+    // under a checksum that holds, of version FORMAT_VERSION + 1.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let (from, to) = (SLOT_OFFSETS[0] as usize, SLOT_OFFSETS[1] as usize);
+    let mut slot = bytes[from..from + HEADER_SIZE].to_vec();
+    slot[8..12].copy_from_slice(&(xnncache::format::FORMAT_VERSION + 1).to_ne_bytes());
+    slot[24..32].copy_from_slice(&7u64.to_ne_bytes());
+    let sum = xxhash_rust::xxh3::xxh3_64(&slot[..HEADER_SIZE - 8]);
+    slot[HEADER_SIZE - 8..].copy_from_slice(&sum.to_ne_bytes());
+    assert_eq!(slot_stamp(&slot).map(|s| s.generation), Some(7));
+    bytes[to..to + HEADER_SIZE].copy_from_slice(&slot);
+    std::fs::write(&path, &bytes).unwrap();
+    let old = std::fs::File::open(&path).unwrap(); // the newer build's file, as it maps it
+    let before = bytes;
+
+    let c = open_path(&path);
+    assert_eq!(c.stats().file_state, xnncache::store::FileState::XNNCACHE_FILE_REBUILT_INCOMPATIBLE as u32, "{}", last_error());
+    let w = vec![4u8; 256];
+    register(&c, &w, "w1");
+    pack(&c, &w, 3, 1 << 20, 0x44);
+    c.finalize();
+    assert_eq!(c.stats().commits, 1, "{}", last_error());
+    let mut after = Vec::new();
+    std::io::Read::read_to_end(&mut &old, &mut after).unwrap();
+    assert!(after == before, "the newer build's file changed under it");
+    assert_ne!(std::fs::metadata(&path).unwrap().ino(), old.metadata().unwrap().ino(), "not rebuilt beside it");
+}

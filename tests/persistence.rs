@@ -484,10 +484,15 @@ fn a_damaged_newest_index_falls_back_to_the_previous_commit() {
     assert_eq!((slot, newest.generation), (1, 2));
     bytes[newest.index_offset as usize + 30] ^= 0xFF;
     std::fs::write(&path, &bytes).unwrap();
-    let next = launch(&path, "fc_f32", "");
-    assert_eq!(next.get("file_state"), REUSED, "{}", next.warning());
-    assert_eq!(next.get("loaded"), first.get("entries"), "the first commit is what remains");
-    assert_eq!(next.get("reserves"), 0);
+    // A reader uses the commit before it; a writer never appends over the
+    // newest commit's bytes (their writer may still map them): it rebuilds.
+    let reader = launch(&path, "fc_f32", "readonly");
+    assert_eq!(reader.get("file_state"), REUSED, "{}", reader.warning());
+    assert_eq!(reader.get("loaded"), first.get("entries"), "the first commit is what remains");
+    assert_eq!(reader.get("reserves"), 0);
+    let writer = launch(&path, "fc_f32", "");
+    assert_eq!(writer.get("file_state"), CORRUPT, "{}", writer.warning());
+    assert_eq!(launch(&path, "fc_f32", "").get("file_state"), REUSED);
 }
 
 /// v3 XNNPACK converts fp16 (and, where this CPU lacks bf16 kernels, bf16)
@@ -551,8 +556,8 @@ fn index_names(index: &xnncache::format::Index) -> Vec<(String, Option<String>)>
 /// reports at initialize): each key made from weights registered by name
 /// has a names record, a later open lists them before any runtime exists,
 /// compaction keeps those it keeps, weights registered by content have none,
-/// and a file of format version 1 (no names) is used as it is and gains the
-/// names of what a later launch finds at its next commit.
+/// and a file of format version 1 (no names) is used as it is by a reader and
+/// rebuilt by a writer (one format per file), naming every key it holds.
 #[test]
 fn the_index_names_the_weights_it_holds() {
     let dir = TempDir::new("names");
@@ -592,12 +597,16 @@ fn the_index_names_the_weights_it_holds() {
     }
     std::fs::write(&v1, &bytes).unwrap();
     assert!(listed_names(&v1).is_empty());
+    // A reader uses it as it is; a writer of format 2 never appends to it
+    // (one format per file): it rebuilds, and the new file names every key.
+    let reader = launch(&v1, "fc_f32,qc4,conv", "readonly");
+    assert_eq!((reader.get("file_state"), reader.get("reserves")), (REUSED, 0), "{}", reader.warning());
+    let upgrade = launch(&v1, "fc_f32,qc4,conv", "");
+    assert_eq!(upgrade.get("file_state"), INCOMPATIBLE, "{}", upgrade.warning());
     let warm = launch(&v1, "fc_f32,qc4,conv", "");
     assert_eq!((warm.get("file_state"), warm.get("reserves")), (REUSED, 0), "{}", warm.warning());
-    let grown = launch(&v1, "fc_f32,qc4,conv,qc8", "");
-    assert_eq!(grown.get("file_state"), REUSED);
     let (_, upgraded) = committed_index(&v1);
-    assert_eq!(upgraded.names.len(), upgraded.keys.len(), "the commit after a version-1 file names every key it found");
+    assert_eq!(upgraded.names.len(), upgraded.keys.len(), "the file written after a version-1 file names every key");
 
     // Compaction keeps the names of what it keeps.
     let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();

@@ -15,7 +15,7 @@
 //!    - `92a7ad5`: the XNNPACK ExecuTorch pins (2026-07, provider ABI v3), with
 //!      cpuinfo 6882af5 and pthreadpool 0e6ca13. Debian does not carry these:
 //!      they must be in `XNNCACHE_DEPS_DIR` (GitHub's archive tarballs of those
-//!      commits, repacked as `.tar.xz`; the README lists names and sha256).
+//!      commits, repacked as `.tar.xz`; docs/PLATFORMS.md lists names and sha256).
 //!
 //! Environment variables (each one is a rerun trigger):
 //!

@@ -517,7 +517,7 @@ fn report(args: &Args, model: &str, weights: usize, packed: u64, rows: &BTreeMap
 }
 
 /// "met" or "missed" for a value against a target such as "<= 1.10" (what
-/// README's marks are copied from); "" for a target that only reports.
+/// docs/BENCHMARKS.md's marks are copied from); "" for a target that only reports.
 fn verdict(value: Option<f64>, target: &str) -> &'static str {
     let (Some(v), Some((op, bound))) = (value, target.split_once(' ')) else { return "" };
     let Ok(bound) = bound.parse::<f64>() else { return "" };

@@ -64,8 +64,13 @@ impl Core {
     /// unlocked (its bytes never move); the writer lock keeps other
     /// processes out meanwhile, and `finalizing` this cache's write-backs.
     pub(super) fn rewrite(&self, keep: Keep) -> Result<u64> {
+        if self.forked() {
+            // `finalizing` may be held by a parent's thread that is not here.
+            return Err(Error::new(Status::XNNCACHE_INVALID_STATE, "this cache was opened before fork(): only the process that opened it may rewrite its file"));
+        }
         self.hurry_write_back(); // it may be yielding, with `finalizing` held
         let _one_at_a_time = lock(&self.finalizing);
+        let _mark = super::lifetime::Holding::new(&self.finalizing_holder);
         self.rewrite_held(keep)
     }
 
@@ -161,6 +166,14 @@ impl Core {
 
 impl Drop for Core {
     fn drop(&mut self) {
+        if self.forked() {
+            // A child of fork(): nothing of the file is ours (see `lifetime`).
+            let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+            if st.generation != super::lifetime::fork_generation() {
+                st.leave_to_parent();
+            }
+            return;
+        }
         // Best effort: a busy or failing rewrite leaves the file as it is.
         if self.compact_percent > 0 && self.unreachable_percent().is_some_and(|p| p >= self.compact_percent as u64) {
             let _ = self.compact();
@@ -207,7 +220,9 @@ impl State {
                 (ids.len() - 1) as u32
             });
             keys.push((key, pos));
-            if let Some(n) = self.names.get(&key) {
+            // One record per key, however many entries it links (sorted: they are adjacent).
+            let named = names.last().is_some_and(|(k, _): &(u128, KeyNames)| *k == key);
+            if let Some(n) = self.names.get(&key).filter(|_| !named) {
                 names.push((key, n.clone()));
             }
         }

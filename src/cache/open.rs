@@ -38,6 +38,7 @@ impl Core {
             stats: Stats::default(),
             notes: Vec::new(),
             programs: Default::default(),
+            generation: super::lifetime::fork_generation(),
         };
         state.programs.size_cap = options.size_cap;
         state.programs.label = options.program.as_deref().map_or(0, crate::retention::label);
@@ -108,6 +109,10 @@ impl Core {
             fallback_reason: Mutex::new(None),
             logged: Mutex::new(HashSet::new()),
             background: Background::default(),
+            born: super::lifetime::fork_generation(),
+            write_back_thread: Default::default(),
+            state_holder: Default::default(),
+            finalizing_holder: Default::default(),
         }
         .with_reason(reason))
     }

@@ -690,10 +690,10 @@ fn shared(options: &mut OpenOptions) -> &mut OpenOptions {
 /// Opens the file at `path`, for reading if writing is not allowed; refuses
 /// anything but a regular file. `None`: nothing is there.
 ///
-/// The owner is NOT checked here (README, "Platforms", says so): every file
-/// the process can open counts as its own. Windows folders carry ACLs
-/// inherited from their parent, and a per-user folder (where apps keep
-/// caches) is not writable by other users.
+/// The owner is NOT checked here (docs/PLATFORMS.md, "What Windows does not
+/// give", says so): every file the process can open counts as its own.
+/// Windows folders carry ACLs inherited from their parent, and a per-user
+/// folder (where apps keep caches) is not writable by other users.
 pub fn open_existing(path: &Path, write: bool) -> io::Result<Option<Existing>> {
     let open = |write: bool| shared(OpenOptions::new().read(true).write(write)).open(path);
     let (file, writable) = match open(write) {
@@ -840,6 +840,17 @@ pub unsafe fn bring_in(_addr: *const u8, _len: usize) {}
 /// process exiting there loses what it had not written back, as before.
 pub fn at_exit(_f: extern "C" fn()) -> bool {
     false
+}
+
+/// No `fork()` on Windows: nothing to register.
+pub fn at_fork(_prepare: unsafe extern "C" fn(), _parent: unsafe extern "C" fn(), _child: unsafe extern "C" fn()) -> bool {
+    false
+}
+
+/// The calling thread's identifier (never 0).
+pub fn thread_id() -> u64 {
+    // SAFETY: GetCurrentThreadId has no preconditions and cannot fail.
+    u64::from(unsafe { windows_sys::Win32::System::Threading::GetCurrentThreadId() })
 }
 
 /// CPU time of the process and of the calling thread: not read on Windows

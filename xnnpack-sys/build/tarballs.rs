@@ -38,7 +38,7 @@ pub(crate) fn tarball(t: &Tarball, root: &Path) -> PathBuf {
     if !t.debian {
         panic!(
             "xnnpack-sys: {} (sha256 {}) is not in Debian's archive; put it in a folder and set \
-             XNNCACHE_DEPS_DIR to that folder (the README says where these tarballs come from)",
+             XNNCACHE_DEPS_DIR to that folder (docs/PLATFORMS.md says where these tarballs come from)",
             t.file, t.sha256()
         );
     }
