@@ -108,9 +108,12 @@ phonefs_cleanup() {
     umount "$phone_mnt" || log "could not unmount $phone_mnt"
     phone_mounted=""
   fi
-  [[ -n "$phone_dev" ]] && { losetup -d "$phone_dev" || log "could not detach $phone_dev"; phone_dev=""; }
-  [[ -n "$phone_mnt" && -z "$phonefs_dir" ]] && rmdir "$phone_mnt" 2>/dev/null
-  [[ -n "$phone_img" ]] && { rm -f "$phone_img"; phone_img=""; }
+  if [[ -n "$phone_dev" ]]; then
+    losetup -d "$phone_dev" || log "could not detach $phone_dev"
+    phone_dev=""
+  fi
+  if [[ -n "$phone_mnt" ]]; then rmdir "$phone_mnt" 2>/dev/null || true; fi
+  if [[ -n "$phone_img" ]]; then rm -f "$phone_img"; phone_img=""; fi
   return 0
 }
 work=""
@@ -225,12 +228,14 @@ run() {
     fail "$prog: could not drop the program and the cache file from the page cache"
   fi
   local blk_before=""
-  [[ -n "$blk_stat" ]] && blk_before=$(<"$blk_stat")
+  if [[ -n "$blk_stat" ]]; then blk_before=$(<"$blk_stat"); fi
   "$work/bin/runner-$build" "${args[@]}" --runs "$runs" --threads "$t" --out "$base.out" >"$base.json" 2>"$base.err" || rc=$?
   # The block device's counters over the process (/sys/block/DEV/stat:
   # reads completed, merged, sectors, ms; writes the same), the difference.
-  [[ -n "$blk_stat" ]] && paste -d' ' <(tr -s ' ' '\n' <<<"$blk_before" | grep .) <(tr -s ' ' '\n' <"$blk_stat" | grep .) |
-    awk '{ printf "%s%d", NR > 1 ? " " : "", $2 - $1 } END { print "" }' >"$base.blk"
+  if [[ -n "$blk_stat" ]]; then
+    paste -d' ' <(tr -s ' ' '\n' <<<"$blk_before" | grep .) <(tr -s ' ' '\n' <"$blk_stat" | grep .) |
+      awk '{ printf "%s%d", (NR > 1 ? " " : ""), $2 - $1 } END { print "" }' >"$base.blk"
+  fi
   if [[ $rc -ne 0 ]]; then
     fail "$prog, $t thread(s), $build $mode ($rep): runner exited $rc$([[ $rc -eq 1 ]] && echo ' (output differs from expected.bin)'): $(tail -2 "$base.err" | tr '\n' ' ')"
   elif ! cmp -s "$base.out" "$programs/$prog.expected.bin"; then
