@@ -148,6 +148,14 @@ typedef struct xnncache_options {
   // each time that fills up. A launch that adds nothing reserves only the
   // file's length. Only address space: it costs no memory.
   uint64_t address_space;
+  // Packed bytes the file may keep (0: no cap). A commit that would keep
+  // more drops whole programs, least recently written first, never one it
+  // writes (see docs/FORMAT.md, "Retention"). Without a cap, a model
+  // update still drops the version it replaces.
+  uint64_t size_cap;
+  // The label of the programs this cache creates, or NULL: see
+  // `xnncache_set_program`.
+  const char *program;
 } xnncache_options;
 
 // A host's log callback: `message` is valid only during the call.
@@ -197,6 +205,10 @@ struct xnncache_stats {
   // When this cache's last commit became durable, in milliseconds since
   // 1970-01-01 UTC; 0 before its first.
   uint64_t last_commit_unix_ms;
+  // Packed weights this cache's commits left out of the file (an update
+  // replaced their program, or the size cap dropped it), and their bytes.
+  uint64_t dropped_entries;
+  uint64_t dropped_bytes;
   // Where new entries go now (an `xnncache_backing` value).
   uint32_t backing;
   // The provider ABI generation the caller compiled against (1, 2 or 3).
@@ -278,6 +290,15 @@ enum xnncache_status xnncache_unregister_weights(struct xnncache *cache,
 // Rust hosts get the same messages through the `log` crate (target "xnncache").
 enum xnncache_status xnncache_set_log_callback(xnncache_log_callback callback, void *user_data);
 
+// Labels the program whose runtimes are created from now on, until the
+// next call (NULL: unlabelled). A program is what the runtime creations
+// ended by one `xnncache_finalize` used. Without labels, a program that
+// packs the same shapes as a recorded one under new names (a new version
+// of a model) replaces it, and its old packed weights are dropped; label
+// programs when two of one architecture (two fine-tunes, say) are used
+// side by side: then only a program with the same label replaces one.
+enum xnncache_status xnncache_set_program(struct xnncache *cache, const char *label);
+
 // Checks every committed payload of the file against its checksum:
 // `XNNCACHE_CORRUPT` if one differs.
 enum xnncache_status xnncache_verify(struct xnncache *cache);
@@ -346,6 +367,15 @@ enum xnn_status xnncache_finalize_weights_cache(struct xnn_weights_cache_provide
 // everything packed so far (its write-back may still be running).
 bool xnncache_weights_cache_is_finalized(struct xnn_weights_cache_provider *weights_cache);
 
+// The `xnncache` behind a weights cache made by
+// `xnncache_create_weights_cache`, for the rest of the C API
+// (`xnncache_stats`, `xnncache_verify`, `xnncache_list_names`,
+// `xnncache_wait`, ...). The handle is borrowed: it stays valid until the
+// weights cache is deleted, and `xnncache_delete_weights_cache` (not
+// `xnncache_close`) is what ends both.
+enum xnncache_status xnncache_from_weights_cache(struct xnn_weights_cache_provider *weights_cache,
+                                                 struct xnncache **cache_out);
+
 // Like `xnn_delete_weights_cache`.
 enum xnn_status xnncache_delete_weights_cache(struct xnn_weights_cache_provider *weights_cache);
 
@@ -365,7 +395,7 @@ enum xnn_status xnncache_delete_weights_cache(struct xnn_weights_cache_provider 
     0, NULL, -1, 0,                                                \
     xnn_experimental_get_build_identifier_data(),                  \
     xnn_experimental_get_build_identifier_size(),                  \
-    0                                                              \
+    0, 0, NULL                                                     \
   }
 
 /* The drop-in creators also record the caller's struct sizes. Define

@@ -47,6 +47,14 @@ def load_runs(folder, prog, threads, build, mode, repeat):
             size = None
         if d is not None:
             d["cache_file_bytes_after_exit"] = size if size is not None and size >= 0 else None
+            # --phonefs: the block device's counters over the process
+            # (/sys/block/DEV/stat differences: reads, merges, sectors, ms,
+            # then the same for writes).
+            try:
+                with open(base + ".blk") as f:
+                    d["blk"] = [int(v) for v in f.read().split()]
+            except (OSError, ValueError):
+                pass
         problem = None
         try:
             with open(base + ".err", errors="replace") as f:
@@ -107,6 +115,16 @@ def row_of(prog, threads, build, mode, runs):
                             for i in range(max(len(d.get("execute_ms", [])) for d in ok))],
         "threads_reported": ok[0].get("threads"),
     })
+    blk = [d["blk"] for d in ok if len(d.get("blk", [])) >= 8]
+    if blk:
+        # Requests the device completed for the process (and whatever else
+        # read it meanwhile: nothing else uses a --phonefs device), their
+        # bytes and mean size; sectors are 512 bytes.
+        row["dev_read_requests"] = median(b[0] for b in blk)
+        row["dev_read_mib"] = median(b[2] * 512 / kib / kib for b in blk)
+        row["dev_read_kib_per_request"] = median(b[2] * 512 / kib / b[0] if b[0] else None for b in blk)
+        row["dev_read_ms"] = median(b[3] for b in blk)
+        row["dev_write_mib"] = median(b[6] * 512 / kib / kib for b in blk)
     xs = [d["xnncache"] for d in ok if d.get("xnncache")]
     if xs:
         row["packed_bytes"] = median(x["packed_bytes"] for x in xs)
@@ -160,7 +178,7 @@ def main():
           f"load and at the end", file=out)
     cols = ("program", "thr", "build", "mode", "1st_output", "[min-max]", "load_method", "1st_exec",
             "steady", "peakRSS_MiB", "PSS_MiB", "dirty_MiB", "file_dirty_KiB", "file_bytes", "read_MiB",
-            "commit_ms", "identical", "err_logged")
+            "commit_ms", "identical", "err_logged", "file_pmd_MiB", "dev_reads", "KiB/read")
     table = [cols]
     for (prog, t, build, mode), r in rows.items():
         table.append((prog, str(t), build, mode, fmt(r.get("first_output_ms")),
@@ -170,7 +188,9 @@ def main():
                       fmt(r.get("pss_after_load_mib"), 1), fmt(r.get("dirty_after_load_mib"), 1),
                       fmt(r.get("cache_file_dirty_kib")), fmt(r.get("cache_file_bytes")),
                       fmt(r.get("read_mib"), 1), fmt(r.get("commit_durable_ms"), 0),
-                      fmt(r["identical"]), f"{r['errors_logged']}/{r['processes']}"))
+                      fmt(r["identical"]), f"{r['errors_logged']}/{r['processes']}",
+                      fmt(r.get("cache_file_pmd_mib"), 1), fmt(r.get("dev_read_requests"), 0),
+                      fmt(r.get("dev_read_kib_per_request"), 0)))
     w = [max(len(x[i]) for x in table) for i in range(len(cols))]
     for x in table:
         print("  ".join(v.ljust(w[i]) if i < 4 else v.rjust(w[i]) for i, v in enumerate(x)), file=out)
@@ -258,6 +278,18 @@ def main():
                   f"{fmt(r['cold_xnncache_over_stock'])} | {fmt(r['cold_over_none_stock'])} | "
                   f"{fmt(r['cold_over_none_xnncache'])} | {fmt(r['worst_cold_execute_over_none_xnncache'])} | "
                   f"{fmt(r['warm_pss_xnncache_over_stock'])} |")
+    if any("dev_read_requests" in r for r in rows.values()):
+        md.append("")
+        md.append("| program | threads | mode | device reads | read from the device, MiB | KiB per read | "
+                  "cache file mapped with 2 MiB entries, MiB |")
+        md.append("|---|---:|---|---:|---:|---:|---:|")
+        for prog in programs:
+            for t in threads:
+                for mode in modes:
+                    s, x = rows[(prog, t, "stock", mode)], rows[(prog, t, "xnncache", mode)]
+                    md.append(f"| `{prog}` | {t} | {mode} | {pair(s, x, 'dev_read_requests', 0)} | "
+                              f"{pair(s, x, 'dev_read_mib', 1)} | {pair(s, x, 'dev_read_kib_per_request', 0)} | "
+                              f"{pair(s, x, 'cache_file_pmd_mib', 1)} |")
     print("== markdown (stock / xnncache in each cell)", file=out)
     print("\n".join(md), file=out)
     if a.markdown:

@@ -34,7 +34,9 @@
 # XNNCACHE_ET_GTEST_EXPECTED=N (how many of ExecuTorch's tests of the class must pass
 # against ours; default 24, the count at the pinned ExecuTorch),
 # XNNCACHE_ET_SKIP_GTEST=1, XNNCACHE_ET_SKIP_FULL_DISK=1, XNNCACHE_ET_KEEP=1 (keep the work folder: binaries,
-# outputs, logs).
+# outputs, logs), XNNCACHE_ET_UPDATE_PROGRAM=name (the program the model-update
+# section derives three versions from; default fc_stack),
+# XNNCACHE_ET_UPDATES_ONLY=1 (stop after the model updates).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$(pwd)
@@ -69,10 +71,12 @@ configure_must_fail() {  # WHAT EXPECTED-MESSAGE CMAKE-ARGS...
   log "configuring with $what fails at configure time, saying so ($((SECONDS - t)) s)"
   rm -rf "$dir" "$dir.log"
 }
+if [[ -z "${XNNCACHE_ET_UPDATES_ONLY:-}" ]]; then
 configure_must_fail "a XNNCACHE_LIBRARY that does not exist" "cargo build --release -p xnncache" \
   -DXNNCACHE_LIBRARY=/nonexistent/libxnncache.a
 configure_must_fail "EXECUTORCH_XNNPACK_ENABLE_WEIGHT_CACHE=OFF" "EXECUTORCH_XNNPACK_ENABLE_WEIGHT_CACHE is OFF" \
   -DXNNCACHE_LIBRARY="$XNNCACHE_LIB" -DEXECUTORCH_XNNPACK_ENABLE_WEIGHT_CACHE=OFF
+fi
 
 programs="${XNNCACHE_ET_PROGRAMS:-$(dirname "$repo")/shared/executorch}"
 [[ -d "$programs" ]] || { log "no programs folder $programs (set XNNCACHE_ET_PROGRAMS)"; exit 1; }
@@ -121,6 +125,7 @@ file_id() {  # size, mtime (ns), inode and hash: any write or replacement change
 }
 
 reps="${XNNCACHE_ET_REPEAT:-3}"
+[[ -n "${XNNCACHE_ET_UPDATES_ONLY:-}" ]] && only=""
 for prog in $only; do
   [[ -f "$programs/$prog.pte" ]] || { fail "$programs/$prog.pte missing"; continue; }
   for rep in $(seq 1 "$reps"); do
@@ -219,6 +224,93 @@ for step in fc_stack:cold fc_qd8:cold fc_qd8:warm; do
 done
 log "ExecuTorch's own class, fc_stack then fc_qd8 on one file: $(IFS=';'; echo "${sizes[*]}")"
 log "xnncache, fc_stack then fc_qd8 on one file: fc_qd8 added $(json xnncache.packed_bytes "$work/fc_qd8.multi-cold.json") bytes to $(json xnncache.loaded_entries "$work/fc_qd8.multi-cold.json") loaded entries (file $(stat -c %s "$multi") bytes); warm, both packed 0 (fc_qd8 load_method $(json load_method_ms "$work/fc_qd8.multi-warm.json") ms)"
+
+# --- Model updates on one cache file (issue 25) ------------------------------
+# Three versions of one program: the same shapes and layout, other weights,
+# each constant renamed to the sha256 of its new bytes, as ExecuTorch's
+# exporter names constants. Derived here from $XNNCACHE_ET_UPDATE_PROGRAM
+# (default fc_stack) by rotating each constant's bytes by 4 x version bytes
+# (whole fp32 values, whole int8/int4 groups: the same value distribution,
+# new digests). Each version is launched cold then warm, one cache file for
+# all three, fresh processes, with ExecuTorch's own class and with xnncache.
+# Asserts: every output equals the run without a cache; xnncache's warm
+# launches pack nothing and leave its file as it was; after each version the
+# xnncache file is at most 1.10x a file holding that version alone. Prints the
+# table of docs/UPDATES.md.
+updates() {
+  local base=${XNNCACHE_ET_UPDATE_PROGRAM:-fc_stack} d="$work/updates" v
+  mkdir -p "$d"
+  python3 - "$programs" "$base" "$d" <<'EOF'
+import hashlib, json, re, sys
+programs, base, out = sys.argv[1:]
+pte = json.load(open(f"{programs}/manifest.json"))["models"][base]["pte"]
+data = open(f"{programs}/{base}.pte", "rb").read()
+for v in (1, 2, 3):
+    b = bytearray(data)
+    for nd in pte["named_data"]:
+        off, size, key = nd["file_offset"], nd["size"], nd["key"]
+        old = data[off:off + size]
+        shift = (4 * v) % size
+        new = old[shift:] + old[:shift]
+        b[off:off + size] = new
+        digest = re.search(r"[0-9a-f]{64}", key)
+        if digest is None or new == old:
+            continue
+        newkey = (key[:digest.start()] + hashlib.sha256(new).hexdigest() + key[digest.end():]).encode()
+        if bytes(b).count(key.encode()) == 0:
+            sys.exit(f"{base}.pte: key {key} not found")
+        b = bytearray(bytes(b).replace(key.encode(), newkey))
+    open(f"{out}/v{v}.pte", "wb").write(b)
+EOF
+  # run_version NAME BINARY VERSION MODE [PATH]
+  run_version() {
+    local name=$1 bin=$2 v=$3 mode=$4 path=${5:-} rc=0 expected="$d/v$3.none.out"
+    [[ $name == none ]] && expected=-  # the reference of this version
+    local args=("$d/v$v.pte" "$programs/$base.input.bin" "$expected" "$mode")
+    [[ -n "$path" ]] && args+=("$path")
+    XNNCACHE_ET_STATS=1 "$work/bin/$bin" "${args[@]}" --runs 3 --out "$d/v$v.$name.out" \
+        >"$d/v$v.$name.json" 2>"$d/v$v.$name.err" || rc=$?
+    [[ $rc -eq 0 ]] || fail "update v$v $name: runner exited $rc: $(tail -3 "$d/v$v.$name.err" | tr '\n' ' ')"
+    if [[ $name != none ]]; then
+      cmp -s "$d/v$v.$name.out" "$d/v$v.none.out" || fail "update v$v $name: output differs from the run without a cache"
+    fi
+  }
+  mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
+  local stock="$d/stock.cache" ours="$d/ours.xnncache" rows=() id_cold id_warm alone size stock_size
+  for v in 1 2 3; do
+    run_version none runner-xnncache "$v" none
+    ! cmp -s "$d/v$v.none.out" "$programs/$base.expected.bin" || fail "update v$v: its output is the original program's (the weights did not change)"
+    run_version stock-cold runner-stock "$v" file "$stock"
+    run_version stock-warm runner-stock "$v" file "$stock"
+    stock_size=$(stat -c %s "$stock" 2>/dev/null || echo 0)
+    run_version cold runner-xnncache "$v" file "$ours"
+    id_cold=$(file_id "$ours")
+    run_version warm runner-xnncache "$v" file "$ours"
+    id_warm=$(file_id "$ours")
+    run_version alone runner-xnncache "$v" file "$d/alone-v$v.xnncache"
+    alone=$(stat -c %s "$d/alone-v$v.xnncache")
+    size=$(stat -c %s "$ours")
+    [[ "$(json xnncache.packed_bytes "$d/v$v.warm.json")" == 0 ]] || fail "update v$v warm: packed $(json xnncache.packed_bytes "$d/v$v.warm.json") bytes"
+    [[ "$id_cold" == "$id_warm" ]] || fail "update v$v: the warm launch changed the cache file ($id_cold -> $id_warm)"
+    (( size * 10 <= alone * 11 )) || fail "update v$v: the cache file is $size bytes, over 1.10 x $alone (the version alone)"
+    if [[ $v -gt 1 ]]; then
+      grep -q '"dropped_bytes":[1-9]' "$d/v$v.cold.err" || fail "update v$v cold: the class's stats line reports no dropped bytes"
+    fi
+    rows+=("| version $v | $(mb "$stock_size") MB | $(json load_method_ms "$d/v$v.stock-cold.json") / $(json load_method_ms "$d/v$v.stock-warm.json") | $(mb "$size") MB | $(json load_method_ms "$d/v$v.cold.json") / $(json load_method_ms "$d/v$v.warm.json") | $(mb "$alone") MB |")
+  done
+  {
+    echo "Model updates, $base, three versions on one cache file (scripts/test-executorch.sh):"
+    echo "| after | stock file | stock load_method cold / warm (ms) | xnncache file | xnncache load_method cold / warm (ms) | xnncache, that version alone |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    printf '%s\n' "${rows[@]}"
+  } | tee "$work/updates.md" >&2
+}
+updates
+if [[ -n "${XNNCACHE_ET_UPDATES_ONLY:-}" ]]; then
+  log "XNNCACHE_ET_UPDATES_ONLY: stopping after the model updates ($failures failures)"
+  [[ $failures -eq 0 ]]
+  exit
+fi
 
 # --- Two processes loading the same program onto one new cache file at once -
 prog=fc_stack

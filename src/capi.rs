@@ -84,6 +84,14 @@ pub struct xnncache_options {
     /// each time that fills up. A launch that adds nothing reserves only the
     /// file's length. Only address space: it costs no memory.
     pub address_space: u64,
+    /// Packed bytes the file may keep (0: no cap). A commit that would keep
+    /// more drops whole programs, least recently written first, never one it
+    /// writes (see docs/FORMAT.md, "Retention"). Without a cap, a model
+    /// update still drops the version it replaces.
+    pub size_cap: u64,
+    /// The label of the programs this cache creates, or NULL: see
+    /// `xnncache_set_program`.
+    pub program: *const c_char,
 }
 
 pub use crate::handles::{xnncache, XnnWeightsCacheProvider};
@@ -175,6 +183,11 @@ fn options_from_c(o: &xnncache_options) -> Result<CacheOptions> {
     if o.compact_percent > 100 {
         return Err(Error::invalid(format!("compact_percent {} is over 100", o.compact_percent)));
     }
+    // SAFETY: a non-NULL program is a NUL-terminated string by the API contract.
+    let program = (!o.program.is_null()).then(|| unsafe { CStr::from_ptr(o.program) }.to_string_lossy().into_owned());
+    if program.as_deref() == Some("") {
+        return Err(Error::invalid("the program label is empty (use NULL for none)"));
+    }
     if o.build_id.is_null() && o.build_id_size != 0 || o.build_id_size > 4096 {
         return Err(Error::invalid("build_id and build_id_size do not agree"));
     }
@@ -194,6 +207,8 @@ fn options_from_c(o: &xnncache_options) -> Result<CacheOptions> {
         prefetch: o.flags & XNNCACHE_FLAG_NO_PREFETCH == 0,
         yield_writeback: o.flags & XNNCACHE_FLAG_EAGER_WRITEBACK == 0,
         reservation: (o.address_space != 0).then(|| usize::try_from(o.address_space).unwrap_or(usize::MAX)),
+        size_cap: o.size_cap,
+        program,
     })
 }
 
@@ -329,6 +344,27 @@ pub extern "C" fn xnncache_set_log_callback(callback: crate::logging::xnncache_l
     })
 }
 
+/// Labels the program whose runtimes are created from now on, until the
+/// next call (NULL: unlabelled). A program is what the runtime creations
+/// ended by one `xnncache_finalize` used. Without labels, a program that
+/// packs the same shapes as a recorded one under new names (a new version
+/// of a model) replaces it, and its old packed weights are dropped; label
+/// programs when two of one architecture (two fine-tunes, say) are used
+/// side by side: then only a program with the same label replaces one.
+#[no_mangle]
+pub extern "C" fn xnncache_set_program(cache: *mut xnncache, label: *const c_char) -> xnncache_status {
+    api("xnncache_set_program", || {
+        let h = handle(cache)?;
+        // SAFETY: a non-NULL label is a NUL-terminated string by the API contract.
+        let label = (!label.is_null()).then(|| unsafe { CStr::from_ptr(label) }.to_string_lossy().into_owned());
+        if label.as_deref() == Some("") {
+            return Err(Error::invalid("the label is empty (use NULL for none)"));
+        }
+        h.cache.set_program(label.as_deref());
+        Ok(())
+    })
+}
+
 /// Checks every committed payload of the file against its checksum:
 /// `XNNCACHE_CORRUPT` if one differs.
 #[no_mangle]
@@ -436,6 +472,8 @@ mod tests {
             build_id: b"unit-test-build".as_ptr().cast(),
             build_id_size: 15,
             address_space: 0,
+            size_cap: 0,
+            program: core::ptr::null(),
         }
     }
 
@@ -473,6 +511,23 @@ mod tests {
         let bogus = 0x1000 as *mut xnncache;
         assert_eq!(xnncache_finalize(bogus), Status::XNNCACHE_INVALID_ARGUMENT);
         assert!(xnncache_provider(bogus).is_null());
+    }
+
+    /// Program labels: NULL clears, "" is refused, in options as in the call.
+    #[test]
+    fn program_labels_are_checked() {
+        let mut o = v1_options(core::ptr::null());
+        o.program = c"".as_ptr();
+        let mut c = core::ptr::null_mut();
+        assert_eq!(xnncache_open(&o, &mut c), Status::XNNCACHE_INVALID_ARGUMENT);
+        assert!(last_error().contains("program label"), "{}", last_error());
+        o.program = c"llm".as_ptr();
+        assert_eq!(xnncache_open(&o, &mut c), Status::XNNCACHE_OK);
+        assert_eq!(xnncache_set_program(c, c"vision".as_ptr()), Status::XNNCACHE_OK);
+        assert_eq!(xnncache_set_program(c, core::ptr::null()), Status::XNNCACHE_OK);
+        assert_eq!(xnncache_set_program(c, c"".as_ptr()), Status::XNNCACHE_INVALID_ARGUMENT);
+        assert_eq!(xnncache_set_program(core::ptr::null_mut(), c"x".as_ptr()), Status::XNNCACHE_INVALID_ARGUMENT);
+        xnncache_close(c);
     }
 
     #[test]

@@ -131,6 +131,25 @@ pub extern "C" fn xnncache_weights_cache_is_finalized(weights_cache: *mut XnnWei
     })
 }
 
+/// The `xnncache` behind a weights cache made by
+/// `xnncache_create_weights_cache`, for the rest of the C API
+/// (`xnncache_stats`, `xnncache_verify`, `xnncache_list_names`,
+/// `xnncache_wait`, ...). The handle is borrowed: it stays valid until the
+/// weights cache is deleted, and `xnncache_delete_weights_cache` (not
+/// `xnncache_close`) is what ends both.
+#[no_mangle]
+pub extern "C" fn xnncache_from_weights_cache(weights_cache: *mut XnnWeightsCacheProvider, cache_out: *mut *mut crate::capi::xnncache) -> crate::error::xnncache_status {
+    crate::capi::api("xnncache_from_weights_cache", || {
+        if cache_out.is_null() {
+            return Err(Error::invalid("cache_out is NULL"));
+        }
+        let (handle, _) = handles::of_provider(weights_cache)?;
+        // SAFETY: checked for NULL; the caller passes a writable pointer (of any alignment).
+        unsafe { cache_out.write_unaligned(handle) };
+        Ok(())
+    })
+}
+
 /// Like `xnn_delete_weights_cache`.
 #[no_mangle]
 pub extern "C" fn xnncache_delete_weights_cache(weights_cache: *mut XnnWeightsCacheProvider) -> XnnStatus {

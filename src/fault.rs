@@ -36,6 +36,7 @@ mod imp {
             }
         }
         let n = PASSED.fetch_add(1, Ordering::SeqCst) + 1;
+        FIRST.lock().unwrap_or_else(|e| e.into_inner()).entry(name.to_string()).or_insert(n);
         let at = *CRASH_AT.get_or_init(|| std::env::var("XNNCACHE_CRASH_AT").ok().and_then(|v| v.parse().ok()));
         if at == Some(n) {
             eprintln!("xnncache: crash point {n} ({name})");
@@ -45,6 +46,14 @@ mod imp {
 
     pub fn passed() -> u64 {
         PASSED.load(Ordering::SeqCst)
+    }
+
+    static FIRST: Mutex<std::collections::BTreeMap<String, u64>> = Mutex::new(std::collections::BTreeMap::new());
+
+    /// The number of the first point called `name` this process passed
+    /// (what `XNNCACHE_CRASH_AT` kills there), if it passed one.
+    pub fn first_passed(name: &str) -> Option<u64> {
+        FIRST.lock().unwrap_or_else(|e| e.into_inner()).get(name).copied()
     }
 
     static COUNTS: Mutex<std::collections::BTreeMap<&'static str, u64>> = Mutex::new(std::collections::BTreeMap::new());
@@ -60,6 +69,17 @@ mod imp {
     }
 
     static FAIL: Mutex<Option<(String, i32)>> = Mutex::new(None);
+
+    /// The locks above, held across a `fork()` (see `cache::lifetime`): the
+    /// child finds them free. Taken after every lock of a cache (points and
+    /// counts are passed under the cache's state lock).
+    pub fn freeze() -> Box<dyn std::any::Any> {
+        Box::new((
+            HOOK.lock().unwrap_or_else(|e| e.into_inner()),
+            COUNTS.lock().unwrap_or_else(|e| e.into_inner()),
+            FAIL.lock().unwrap_or_else(|e| e.into_inner()),
+        ))
+    }
 
     /// Makes the next [`check`] of the step `name` fail with EIO (once).
     pub fn fail_next(name: &str) {
@@ -118,6 +138,12 @@ pub use imp::count;
 /// How many watched calls of a kind this process made.
 #[cfg(feature = "fault-injection")]
 pub use imp::counted;
+/// The number of the first point of a name this process passed.
+#[cfg(feature = "fault-injection")]
+pub use imp::first_passed;
+/// The fault-injection locks, for the fork handlers (only with `fault-injection`).
+#[cfg(feature = "fault-injection")]
+pub(crate) use imp::freeze;
 /// An I/O step a test can make fail (only with `fault-injection`; otherwise Ok).
 pub use imp::check;
 /// Arms one failure of [`check`] at a named step (EIO, or an errno).

@@ -26,13 +26,15 @@ use std::collections::HashSet;
 use xxhash_rust::xxh3::xxh3_128;
 
 pub const MAGIC: [u8; 8] = *b"XNNCACHE";
-/// An index that also names the registered weights behind its keys (written
-/// since format version 2).
-pub const INDEX_MAGIC: [u8; 8] = *b"XNNCIDX2";
+/// An index that also records the programs its payloads belong to (written
+/// since format version 3; see [`Program`]).
+pub const INDEX_MAGIC: [u8; 8] = *b"XNNCIDX3";
+/// Version 2's index: payloads, keys and names, no programs. Still read.
+pub const INDEX_MAGIC_V2: [u8; 8] = *b"XNNCIDX2";
 /// Version 1's index: payloads and keys, no names. Still read.
 pub const INDEX_MAGIC_V1: [u8; 8] = *b"XNNCIDX1";
 /// What this library writes; it reads every version from 1.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The longest name kept in an index (longer ones are registered, not listed).
 pub const NAME_MAX: usize = 4096;
 /// Written in native order: reads back as this value only in the same order.
@@ -312,6 +314,29 @@ impl KeyNames {
     }
 }
 
+/// A program: the packed weights that the runtime creations ended by one
+/// finalize used (found, folded into or inserted), as the retention policy
+/// sees them (`cache::programs`). Written since format version 3.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Program {
+    /// xxh3-128 of the label the host gave (`xnncache_set_program`), 0: none.
+    pub label: u128,
+    /// xxh3-128 of the sorted multiset of (look-up seed, packed size) of its
+    /// keys: what an update of the program packs again under new names.
+    pub shape: u128,
+    /// When a commit last wrote the program: a counter that grows by one at
+    /// each commit of the file that records programs (kept by rewrites).
+    pub sequence: u64,
+    /// Its payloads, by position in the index, ascending.
+    pub payloads: Vec<u32>,
+}
+
+impl Program {
+    fn record_len(&self) -> usize {
+        PROGRAM_RECORD + 4 * self.payloads.len()
+    }
+}
+
 /// The index of one commit.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Index {
@@ -319,6 +344,9 @@ pub struct Index {
     pub keys: Vec<KeyRef>,
     /// Names of some of `keys` (those made from named weights), by key.
     pub names: Vec<(u128, KeyNames)>,
+    /// The programs its payloads belong to (a payload may belong to several,
+    /// or, in a file written before version 3, to none).
+    pub programs: Vec<Program>,
 }
 
 const PAYLOAD_RECORD: usize = 24;
@@ -326,6 +354,8 @@ const KEY_RECORD: usize = 24;
 const INDEX_HEADER: usize = 8 + 8 + 8;
 /// A name record's fixed part: key, length of each name.
 const NAME_RECORD: usize = 16 + 4 + 4;
+/// A program record's fixed part: label, shape, sequence, payload count, zero.
+const PROGRAM_RECORD: usize = 16 + 16 + 8 + 4 + 4;
 
 /// Where a compaction puts payloads of these sizes, one after the other
 /// from `DATA_START`, each aligned: their offsets, and where the index goes.
@@ -343,9 +373,16 @@ pub fn compacted_layout(sizes: impl IntoIterator<Item = u64>) -> (Vec<u64>, u64)
 }
 
 /// Bytes of an index block naming `payloads` payloads and `keys` keys, with
-/// `names`: the one place the index's size is computed (the cache, the CLI).
-pub fn index_len<'a>(payloads: usize, keys: usize, names: impl IntoIterator<Item = &'a KeyNames>) -> usize {
-    INDEX_HEADER + payloads * PAYLOAD_RECORD + keys * KEY_RECORD + 8 + names.into_iter().map(KeyNames::record_len).sum::<usize>()
+/// `names` and `programs`: the one place the index's size is computed (the
+/// cache, the CLI).
+pub fn index_len<'a>(payloads: usize, keys: usize, names: impl IntoIterator<Item = &'a KeyNames>, programs: impl IntoIterator<Item = &'a Program>) -> usize {
+    INDEX_HEADER
+        + payloads * PAYLOAD_RECORD
+        + keys * KEY_RECORD
+        + 8
+        + names.into_iter().map(KeyNames::record_len).sum::<usize>()
+        + 8
+        + programs.into_iter().map(Program::record_len).sum::<usize>()
 }
 
 impl Index {
@@ -373,11 +410,22 @@ impl Index {
             w.0.extend_from_slice(names.weights.as_bytes());
             w.0.extend_from_slice(bias.as_bytes());
         }
+        w.u64(self.programs.len() as u64);
+        for p in &self.programs {
+            w.u128(p.label);
+            w.u128(p.shape);
+            w.u64(p.sequence);
+            w.u32(p.payloads.len() as u32);
+            w.u32(0);
+            for &i in &p.payloads {
+                w.u32(i);
+            }
+        }
         w.0
     }
 
     pub fn encoded_len(&self) -> usize {
-        index_len(self.payloads.len(), self.keys.len(), self.names.iter().map(|(_, n)| n))
+        index_len(self.payloads.len(), self.keys.len(), self.names.iter().map(|(_, n)| n), &self.programs)
     }
 
     /// Decodes an index block and checks it against its header: checksum,
@@ -387,9 +435,11 @@ impl Index {
         if bytes.len() as u64 != header.index_size || checksum(bytes) != header.index_checksum {
             return corrupt("index checksum mismatch");
         }
-        let named = match bytes.get(..8) {
-            Some(m) if m == INDEX_MAGIC => true,
-            Some(m) if m == INDEX_MAGIC_V1 => false,
+        // Version 1: no names; 2: names; 3: names, then programs.
+        let (named, with_programs) = match bytes.get(..8) {
+            Some(m) if m == INDEX_MAGIC => (true, true),
+            Some(m) if m == INDEX_MAGIC_V2 => (true, false),
+            Some(m) if m == INDEX_MAGIC_V1 => (false, false),
             _ => return corrupt("bad index magic"),
         };
         if bytes.len() < INDEX_HEADER {
@@ -436,8 +486,44 @@ impl Index {
             keys.push(k);
         }
         let names = if named { decode_names(&mut r, &keys)? } else { Vec::new() };
-        Ok(Index { payloads, keys, names })
+        let programs = if with_programs { decode_programs(&mut r, np)? } else { Vec::new() };
+        if !r.0.is_empty() {
+            return corrupt("bytes after the index's last record");
+        }
+        Ok(Index { payloads, keys, names, programs })
     }
+}
+
+/// The program records that end a version-3 index: each names existing
+/// payloads, in ascending order, each once; reserved fields are zero.
+fn decode_programs(r: &mut Reader<'_>, payloads: u64) -> Result<Vec<Program>, Refusal> {
+    if r.0.len() < 8 {
+        return corrupt("no program count after the names");
+    }
+    let count = r.u64();
+    // Each record takes at least PROGRAM_RECORD bytes: a count past that is a lie.
+    if count > (r.0.len() / PROGRAM_RECORD) as u64 {
+        return corrupt("more program records than the index holds");
+    }
+    let mut programs = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        if r.0.len() < PROGRAM_RECORD {
+            return corrupt("a program record runs past the index");
+        }
+        let (label, shape, sequence, n) = (r.u128(), r.u128(), r.u64(), r.u32() as usize);
+        if r.u32() != 0 {
+            return corrupt("nonzero reserved field in a program record");
+        }
+        if n.checked_mul(4).is_none_or(|b| b > r.0.len()) {
+            return corrupt("a program's payload list runs past the index");
+        }
+        let list: Vec<u32> = (0..n).map(|_| r.u32()).collect();
+        if list.windows(2).any(|w| w[0] >= w[1]) || list.last().is_some_and(|&last| last as u64 >= payloads) {
+            return corrupt("a program names a payload that does not exist, twice, or out of order");
+        }
+        programs.push(Program { label, shape, sequence, payloads: list });
+    }
+    Ok(programs)
 }
 
 /// The name records that end a version-2 index: each for a distinct key of
@@ -477,9 +563,6 @@ fn decode_names(r: &mut Reader<'_>, keys: &[KeyRef]) -> Result<Vec<(u128, KeyNam
             return corrupt("a key named twice, differently");
         }
         names.push((key, entry));
-    }
-    if !r.0.is_empty() {
-        return corrupt("bytes after the last name record");
     }
     Ok(names)
 }
@@ -615,7 +698,16 @@ mod tests {
             payloads: vec![Payload { offset: DATA_START, size: 1000, checksum: 1 }, Payload { offset: DATA_START + 1024, size: 64, checksum: 2 }],
             keys: vec![KeyRef { key: 5, payload: 0 }, KeyRef { key: 6, payload: 1 }, KeyRef { key: 7, payload: 1 }],
             names: vec![(6, KeyNames::new("fc1.weight", Some("fc1.bias")).unwrap()), (5, KeyNames::new("fc0.weight", None).unwrap())],
+            programs: vec![Program { label: 0, shape: 11, sequence: 1, payloads: vec![0, 1] }, Program { label: 3, shape: 12, sequence: 2, payloads: vec![1] }],
         }
+    }
+
+    /// `index`'s version-2 encoding: no program section, the version-2 magic.
+    fn v2(index: &Index) -> Vec<u8> {
+        let mut b = Index { programs: vec![], ..index.clone() }.encode();
+        b.truncate(b.len() - 8);
+        b[..8].copy_from_slice(&INDEX_MAGIC_V2);
+        b
     }
 
     fn header_for(bytes: &[u8]) -> Header {
@@ -668,14 +760,15 @@ mod tests {
             named(vec![(5, raw("w", Some("b\0")))]),
             named(vec![(5, raw(&long, None))]),
         ] {
-            let b = bad.encode();
+            let b = v2(&bad);
             assert!(matches!(Index::decode(&b, &header_for(&b)), Err(Refusal::Corrupt(_))), "{:?}", bad.names);
         }
         // The same record twice (a key linking two packings, as builds
         // up to 54a24d4 wrote it) is read as one.
-        let twice = named(vec![(5, raw("w", None)), (5, raw("w", None))]).encode();
+        let twice = v2(&named(vec![(5, raw("w", None)), (5, raw("w", None))]));
         assert_eq!(Index::decode(&twice, &header_for(&twice)).unwrap().names, vec![(5, raw("w", None))]);
-        let good = index().encode();
+        let good = v2(&index());
+        assert_eq!(Index::decode(&good, &header_for(&good)).unwrap(), Index { programs: vec![], ..index() }, "version 2 is read");
         let mut not_utf8 = good.clone();
         let at = not_utf8.len() - 1;
         not_utf8[at] = 0xFF;
@@ -688,10 +781,36 @@ mod tests {
         // Version 1: the same records without the name section, and its magic.
         let mut v1 = index().encode()[..24 + 2 * 24 + 3 * 24].to_vec();
         v1[..8].copy_from_slice(&INDEX_MAGIC_V1);
-        assert_eq!(Index::decode(&v1, &header_for(&v1)).unwrap(), Index { names: vec![], ..index() });
+        assert_eq!(Index::decode(&v1, &header_for(&v1)).unwrap(), Index { names: vec![], programs: vec![], ..index() });
         v1.extend_from_slice(&0u64.to_ne_bytes());
         assert!(Index::decode(&v1, &header_for(&v1)).is_err(), "a version-1 index with a name count");
         assert!(KeyNames::new("w", Some("")).is_none() && KeyNames::new(&long, None).is_none());
+    }
+
+    /// Program records are checked like names: each payload it names must
+    /// exist, ascending and once; reserved bytes are zero; the count cannot
+    /// promise more records than the block holds.
+    #[test]
+    fn program_records_are_checked() {
+        let with = |programs: Vec<Program>| Index { programs, ..index() };
+        let p = |payloads: Vec<u32>| Program { label: 0, shape: 1, sequence: 1, payloads };
+        for bad in [with(vec![p(vec![2])]), with(vec![p(vec![1, 0])]), with(vec![p(vec![1, 1])])] {
+            let b = bad.encode();
+            assert!(matches!(Index::decode(&b, &header_for(&b)), Err(Refusal::Corrupt(_))), "{:?}", bad.programs);
+        }
+        let empty = with(vec![p(vec![])]).encode();
+        assert_eq!(Index::decode(&empty, &header_for(&empty)).unwrap().programs, vec![p(vec![])]);
+        let good = index().encode();
+        // The first record's reserved word (after label, shape, sequence, count).
+        let first = good.len() - (PROGRAM_RECORD + 8) - (PROGRAM_RECORD + 4) ;
+        let mut reserved = good.clone();
+        reserved[first + 16 + 16 + 8 + 4] = 1;
+        let mut lying = good.clone();
+        let count_at = first - 8;
+        lying[count_at..count_at + 8].copy_from_slice(&1000u64.to_ne_bytes());
+        for b in [reserved, lying, good[..good.len() - 4].to_vec()] {
+            assert!(matches!(Index::decode(&b, &header_for(&b)), Err(Refusal::Corrupt(_))));
+        }
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! The handles the C API gives out, and the only place they turn into caches.
 //!
-//! A handle is a token, not an address: an odd number drawn from a counter
-//! that never repeats, so a handle closed long ago never names a cache opened
-//! since (even one allocated at the same address), and a foreign pointer
-//! (aligned, so even) never names one. The table maps tokens to the open
+//! A handle is a token, not an address: an odd number drawn from a counter,
+//! so a handle closed long ago does not name a cache opened since (even one
+//! allocated at the same address), and a foreign pointer (aligned, so even)
+//! never names one. On a 64-bit target the counter never wraps; on a 32-bit
+//! one the tokens start over after 2^31 opens, skipping every token still
+//! open, so a live cache is never replaced (a handle closed 2^31 opens ago
+//! may then name a newer cache). The table maps tokens to the open
 //! cache behind an `Arc`: a call clones the `Arc` under the table's lock and
 //! releases the lock before doing anything, so a close that races the call
 //! only removes the token; the cache is dropped when the last call using it
@@ -76,6 +79,11 @@ fn table() -> MutexGuard<'static, Table> {
     TABLE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The handle table, locked across a `fork()` (see `cache::lifetime`).
+pub(crate) fn freeze() -> Box<dyn std::any::Any> {
+    Box::new(table())
+}
+
 /// Opens a cache and gives it a new handle.
 pub fn open(options: &CacheOptions) -> Result<*mut xnncache> {
     let cache = Cache::open(options)?;
@@ -92,11 +100,17 @@ pub fn open(options: &CacheOptions) -> Result<*mut xnncache> {
 
 fn register(open: Arc<Open>) -> *mut xnncache {
     let mut t = table();
-    let n = t.next;
-    t.next += 1;
-    let token = usize::try_from(n).ok().and_then(|n| n.checked_mul(2)).map_or(usize::MAX, |n| n + 1);
-    t.open.insert(token, open);
-    token as *mut xnncache
+    // Ends: the table cannot hold every odd `usize` (each entry is an allocation).
+    loop {
+        let n = t.next;
+        t.next = n.wrapping_add(1);
+        // Odd, so never NULL nor an aligned pointer; wraps on 32-bit targets.
+        let token = (n as usize).wrapping_mul(2) | 1;
+        if t.open.get(token).is_none() {
+            t.open.insert(token, open);
+            return token as *mut xnncache;
+        }
+    }
 }
 
 /// The cache behind `handle`, kept alive while the caller uses it.
@@ -143,4 +157,37 @@ unsafe extern "C" fn delete_cache(context: *mut c_void) -> XnnStatus {
             _ => XNN_STATUS_INVALID_PARAMETER,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::Generation;
+
+    fn memory_cache() -> *mut xnncache {
+        open(&CacheOptions::memory(Generation::V1)).expect("an in-memory cache opens")
+    }
+
+    /// Where the counter wraps (after 2^31 opens on a 32-bit target, set
+    /// here by hand), and where it comes back to a token still open, every
+    /// cache keeps its own handle.
+    #[test]
+    fn a_wrapping_counter_never_replaces_an_open_cache() {
+        let first = memory_cache();
+        // The last odd `usize`, then the counter wraps to 1, 3, ...
+        table().next = (usize::MAX / 2) as u64;
+        let last = memory_cache();
+        assert_eq!(last as usize, usize::MAX);
+        // Pointed back at `first`'s token: it is skipped.
+        table().next = (first as usize / 2) as u64;
+        let again = memory_cache();
+        assert_ne!(again, first);
+        for h in [first, last, again] {
+            assert!(get(h).is_ok(), "{h:?} lost its cache");
+        }
+        assert!(!core::ptr::eq(&get(first).unwrap().cache, &get(again).unwrap().cache));
+        for h in [first, last, again] {
+            close(h).unwrap();
+        }
+    }
 }

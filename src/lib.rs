@@ -20,6 +20,7 @@
 //! - [`store`] opens, validates, locks, commits and compacts the file.
 //! - [`identity`] gives registered weights and the CPU stable identities.
 //! - [`heap`] holds what the file cannot (unwritable folder, full disk).
+//! - [`retention`] is the rule of what a commit keeps (model updates, several programs, a size cap).
 //! - [`index`] finds entries by look-up key and by content.
 //! - [`cache`] is the provider's state machine in safe Rust.
 //! - [`provider`] is the thin `extern "C"` layer XNNPACK calls.
@@ -80,6 +81,7 @@ pub mod identity;
 pub mod index;
 pub mod logging;
 pub mod provider;
+pub mod retention;
 pub mod store;
 mod sys;
 

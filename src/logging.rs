@@ -43,6 +43,11 @@ pub fn set_callback(callback: xnncache_log_callback, user_data: *mut c_void) {
     *SINK.write().unwrap_or_else(|e| e.into_inner()) = sink;
 }
 
+/// The callback's lock, held across a `fork()` (see `cache::lifetime`).
+pub(crate) fn freeze() -> Box<dyn std::any::Any> {
+    Box::new(SINK.write().unwrap_or_else(|e| e.into_inner()))
+}
+
 /// Sends `message` to the `log` facade and to the host's callback.
 pub fn emit(level: Level, message: &str) {
     let facade = match level {

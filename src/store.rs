@@ -521,6 +521,17 @@ impl Store {
         self.unlock();
     }
 
+    /// In a child of `fork()`, before this store is dropped: the child has
+    /// our descriptors but not our lock (the `flock` belongs to the open file
+    /// description it shares with the parent: unlocking here would unlock the
+    /// parent), nor our rebuild's temporary (the parent's to publish or
+    /// delete). Forget both; closing our descriptors releases nothing.
+    pub fn leave_to_parent(&mut self) {
+        self.locked = false;
+        self.temp = None;
+        self.stale = true;
+    }
+
     pub fn unlock(&mut self) {
         if !self.locked {
             return;
@@ -620,9 +631,10 @@ pub struct Compaction {
 
 impl Compaction {
     /// Writes a new file holding only `payloads` (bytes, checksum), their
-    /// keys and those keys' names, and renames it over the path. The old
+    /// keys, those keys' names and the programs they belong to (by payload
+    /// position), and renames it over the path. The old
     /// file's readers keep theirs.
-    pub fn write(&self, payloads: &[(&[u8], u64)], keys: &[(u128, u32)], names: Vec<(u128, format::KeyNames)>) -> io::Result<u64> {
+    pub fn write(&self, payloads: &[(&[u8], u64)], keys: &[(u128, u32)], names: Vec<(u128, format::KeyNames)>, programs: Vec<format::Program>) -> io::Result<u64> {
         let path = &self.path;
         let (tmp, f) = create_temp(path, self.mode, self.keep_mode)?;
         let result = (|| {
@@ -634,6 +646,7 @@ impl Compaction {
             }
             index.keys = keys.iter().map(|&(key, payload)| format::KeyRef { key, payload }).collect();
             index.names = names;
+            index.programs = programs;
             let bytes = index.encode();
             sys::write_all_at(&f, &bytes, offset)?;
             let data_end = offset + bytes.len() as u64;
@@ -732,7 +745,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("xnncache-store-4g-{}", std::process::id()));
         let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
         let compat = Compat { abi_generation: 1, build_id: vec![1; 8], cpu_id: 5 };
-        let index = Index { payloads: vec![Payload { offset: 5 << 30, size: 64, checksum: 0 }], keys: vec![], names: vec![] };
+        let index = Index { payloads: vec![Payload { offset: 5 << 30, size: 64, checksum: 0 }], keys: vec![], names: vec![], programs: vec![] };
         let bytes = index.encode();
         let index_offset = (5u64 << 30) + 4096;
         let data_end = index_offset + bytes.len() as u64;

@@ -36,7 +36,7 @@ fn relay(good: &[u8], shift: u64) -> Vec<(u64, Vec<u8>)> {
     let (_, h) = xnncache::format::pick_header([slot(0), slot(1)], good.len() as u64).unwrap();
     let index = Index::decode(&good[h.index_offset as usize..(h.index_offset + h.index_size) as usize], &h).unwrap();
     let mut pieces = Vec::new();
-    let mut moved = Index { payloads: Vec::new(), keys: index.keys.clone(), names: index.names.clone() };
+    let mut moved = Index { payloads: Vec::new(), keys: index.keys.clone(), names: index.names.clone(), programs: index.programs.clone() };
     for p in &index.payloads {
         let bytes = good[p.offset as usize..(p.offset + p.size) as usize].to_vec();
         moved.payloads.push(Payload { offset: p.offset + shift, ..*p });

@@ -5,9 +5,9 @@
 
 use std::ptr::null_mut;
 
-use xnncache::dropin::{xnncache_create_weights_cache_for_abi, xnncache_delete_weights_cache, xnncache_finalize_weights_cache};
+use xnncache::dropin::{xnncache_create_weights_cache_for_abi, xnncache_delete_weights_cache, xnncache_finalize_weights_cache, xnncache_from_weights_cache};
 use xnncache_tests::models::*;
-use xnncache_tests::{build_id, cannot_run, options, run_child, Model, TempDir};
+use xnncache_tests::{build_id, cannot_run, options, run_child, Cache, Model, TempDir};
 
 /// One lifetime of a drop-in cache, as XNNPACK's callers use it: create,
 /// build a runtime through it, finalize (which must succeed), run again,
@@ -101,4 +101,68 @@ fn the_drop_in_finalizes_when_the_file_cannot_take_the_commit() {
     let out = run_child("child_finalizes_a_drop_in_that_cannot_commit", &[("XNNCACHE_PATH", on_tmpfs.to_str().unwrap())], None);
     let _ = std::process::Command::new("umount").arg(&small).status();
     check(out, "full tmpfs");
+}
+
+/// One drop-in lifetime that reaches its `xnncache` through
+/// `xnncache_from_weights_cache`: registers the model's weights by name
+/// through it, and prints what `xnncache_stats` says after the write-back.
+fn lifetime_through_the_accessor(model: &Model, expected: &xnncache_tests::Outputs) -> xnncache::cache::Stats {
+    let o = options(None);
+    let mut provider = null_mut();
+    let status = xnncache_create_weights_cache_for_abi(o.key_size, o.provider_size, build_id().as_ptr().cast(), build_id().len(), 0, &mut provider);
+    assert_eq!(status, 0, "xnncache_create_weights_cache");
+    let mut handle = null_mut();
+    assert_eq!(xnncache_from_weights_cache(provider, &mut handle), xnncache::Status::XNNCACHE_OK, "{}", xnncache_tests::last_error());
+    // Borrowed: never closed through this wrapper.
+    let cache = std::mem::ManuallyDrop::new(Cache(handle));
+    assert_eq!(cache.provider().cast(), provider, "the handle's provider is the weights cache");
+    model.register(&cache, true);
+    assert_eq!(&model.run(provider.cast()), expected);
+    assert_eq!(xnncache_finalize_weights_cache(provider, 0), 0, "{}", xnncache_tests::last_error());
+    cache.wait();
+    assert_eq!(xnncache::capi::xnncache_verify(cache.0), xnncache::Status::XNNCACHE_OK, "{}", xnncache_tests::last_error());
+    let stats = cache.stats();
+    assert_eq!(xnncache_delete_weights_cache(provider), 0);
+    // Deleting the weights cache ends the borrowed handle too.
+    assert_eq!(xnncache::capi::xnncache_stats(cache.0, &mut Default::default()), xnncache::Status::XNNCACHE_INVALID_ARGUMENT);
+    assert_eq!(xnncache_from_weights_cache(provider, &mut handle), xnncache::Status::XNNCACHE_INVALID_ARGUMENT);
+    stats
+}
+
+/// Run by a_drop_in_cache_is_reachable_through_its_provider with XNNCACHE_PATH set.
+#[test]
+#[ignore = "run in a child process by a_drop_in_cache_is_reachable_through_its_provider"]
+fn child_uses_the_accessor() {
+    let model = fc_f32_bias();
+    let expected = model.run(null_mut());
+    let cold = lifetime_through_the_accessor(&model, &expected);
+    let warm = lifetime_through_the_accessor(&model, &expected);
+    println!("accessor cold_entries={} warm_loaded={} warm_packed={}", cold.entries, warm.loaded_entries, warm.packed_bytes);
+}
+
+/// A drop-in user reaches the rest of the C API through its provider: the
+/// weights it registers through the handle are persisted by name, and the
+/// next lifetime finds them in the file. Bad arguments are refused.
+#[test]
+fn a_drop_in_cache_is_reachable_through_its_provider() {
+    let dir = TempDir::new("dropin-accessor");
+    let file = dir.file("dropin.bin");
+    let out = run_child("child_uses_the_accessor", &[("XNNCACHE_PATH", file.to_str().unwrap())], None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    let field = |k: &str| -> u64 { stdout.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{k} in {stdout}")) };
+    assert!(field("cold_entries=") > 0, "{stdout}");
+    assert_eq!(field("warm_loaded="), field("cold_entries="), "the second lifetime reuses what the first registered: {stdout}");
+    assert_eq!(field("warm_packed="), 0, "{stdout}");
+
+    let mut handle = null_mut();
+    assert_eq!(xnncache_from_weights_cache(null_mut(), &mut handle), xnncache::Status::XNNCACHE_INVALID_ARGUMENT);
+    let foreign = 0x1000 as *mut xnncache::capi::XnnWeightsCacheProvider;
+    assert_eq!(xnncache_from_weights_cache(foreign, &mut handle), xnncache::Status::XNNCACHE_INVALID_ARGUMENT);
+    assert!(xnncache_tests::last_error().contains("not a weights cache made by xnncache"), "{}", xnncache_tests::last_error());
+    let cache = Cache::open(None);
+    let provider = cache.provider().cast();
+    assert_eq!(xnncache_from_weights_cache(provider, null_mut()), xnncache::Status::XNNCACHE_INVALID_ARGUMENT);
+    assert_eq!(xnncache_from_weights_cache(provider, &mut handle), xnncache::Status::XNNCACHE_OK);
+    assert_eq!(handle, cache.0, "any cache's provider leads back to its handle");
 }

@@ -409,7 +409,7 @@ fn a_key_packed_two_ways_keeps_its_file() {
     }
     let one_name_record = || {
         let (header, _, index) = xnncache::store::read_any_committed(&std::fs::File::open(&path).unwrap()).unwrap();
-        let len = xnncache::format::index_len(index.payloads.len(), index.keys.len(), index.names.iter().map(|(_, n)| n));
+        let len = xnncache::format::index_len(index.payloads.len(), index.keys.len(), index.names.iter().map(|(_, n)| n), &index.programs);
         (index.keys.len(), index.names.len(), header.index_size == len as u64)
     };
     assert_eq!(one_name_record(), (2, 1, true), "two links of one key, named once");

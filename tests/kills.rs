@@ -165,6 +165,9 @@ const SCENARIOS: &[Scenario] = &[
     Scenario { name: "append, second commit", base: &["fc_f32", "qc8"], damage: false, models: "qc8,large,shared_a", flags: "sync" },
     Scenario { name: "rebuild of a corrupt file", base: &["fc_f32,qc4"], damage: true, models: "fc_f32,qc4,depthwise", flags: "" },
     Scenario { name: "compaction", base: &["fc_f32,large,qs8"], damage: false, models: "fc_f32,qs8", flags: "compact" },
+    // Issue 25: the update's commit leaves the old version out, then its
+    // write-back rewrites the file without it.
+    Scenario { name: "update (drops the old version)", base: &["v1"], damage: false, models: "v2", flags: "bycontent" },
 ];
 
 #[test]

@@ -3,7 +3,9 @@
 //! - `xnncache inspect FILE`: both header slots, the commit in use, whether
 //!   the file fits this machine (CPU identity) and, given `--build-id HEX`,
 //!   that XNNPACK build; every entry with its size and keys; the bytes a
-//!   compaction would give back.
+//!   compaction would give back; the programs the file records and what a
+//!   launch would drop (an update of each program; with `--size-cap BYTES`,
+//!   the programs a writing launch drops under that cap).
 //! - `xnncache verify FILE`: every payload against its checksum.
 //! - `xnncache compact FILE`: rewrites the file with only the payloads its
 //!   keys reach, under the writer lock, and renames it over the old one.
@@ -53,6 +55,10 @@ enum Command {
         /// XNNPACK's build identifier in hex: also report whether the file was built by that build.
         #[arg(long, value_name = "HEX", value_parser = parse_hex)]
         build_id: Option<BuildId>,
+        /// Also report what the next writing launch drops with this size cap
+        /// (the host's `size_cap`, in packed bytes).
+        #[arg(long, value_name = "BYTES")]
+        size_cap: Option<u64>,
         /// One JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -144,6 +150,7 @@ struct Plan {
     payloads: Vec<format::Payload>,
     keys: Vec<(u128, u32)>,
     names: Vec<(u128, format::KeyNames)>,
+    programs: Vec<format::Program>,
     len: u64,
 }
 
@@ -161,13 +168,24 @@ fn plan(index: &Index) -> Plan {
         .iter()
         .map(|k| (k.key, renumber(k.payload)))
         .collect();
+    let programs: Vec<format::Program> = index
+        .programs
+        .iter()
+        .map(|p| {
+            let mut payloads: Vec<u32> = p.payloads.iter().filter(|q| reachable.contains(q)).map(|&q| renumber(q)).collect();
+            payloads.sort_unstable();
+            format::Program { payloads, ..p.clone() }
+        })
+        .filter(|p| !p.payloads.is_empty())
+        .collect();
     let (_, offset) = format::compacted_layout(payloads.iter().map(|p| p.size));
-    let encoded = xnncache::format::index_len(payloads.len(), keys.len(), index.names.iter().map(|(_, n)| n)) as u64;
+    let encoded = xnncache::format::index_len(payloads.len(), keys.len(), index.names.iter().map(|(_, n)| n), &programs) as u64;
     Plan {
         len: offset + encoded,
         payloads,
         keys,
         names: index.names.clone(),
+        programs,
     }
 }
 
@@ -193,7 +211,55 @@ fn header_json(h: &Header) -> Value {
     })
 }
 
-fn inspect(path: &Path, build_id: Option<&[u8]>) -> Result<(Value, bool), Failure> {
+/// The programs of `index` and what a launch would drop (see
+/// `xnncache::retention`): each program's bytes, and the bytes only it holds
+/// (what an update of it drops); with a cap, what a launch that writes none
+/// of these programs drops under it (a launch never drops its own).
+fn programs_json(index: &Index, size_cap: Option<u64>) -> Value {
+    use std::collections::{HashMap, HashSet};
+    use xnncache::retention::{self, Item, ProgramOf};
+    let reachable: HashSet<u32> = index.keys.iter().map(|k| k.payload).collect();
+    let size = |p: u32| index.payloads[p as usize].size;
+    let holders = |q: u32| index.programs.iter().filter(|p| p.payloads.contains(&q)).count();
+    let programs: Vec<Value> = index
+        .programs
+        .iter()
+        .map(|p| {
+            json!({
+                "label": if p.label == 0 { Value::Null } else { json!(format!("{:032x}", p.label)) },
+                "shape": format!("{:032x}", p.shape),
+                "sequence": p.sequence,
+                "payloads": p.payloads.len(),
+                "bytes": p.payloads.iter().map(|&q| size(q)).sum::<u64>(),
+                "update_drops_bytes": p.payloads.iter().filter(|&&q| holders(q) == 1).map(|&q| size(q)).sum::<u64>(),
+            })
+        })
+        .collect();
+    let orphans: Vec<u32> = reachable.iter().copied().filter(|&q| holders(q) == 0).collect();
+    let cap = size_cap.map(|cap| {
+        let held: Vec<ProgramOf<u32>> = index
+            .programs
+            .iter()
+            .map(|p| ProgramOf { label: p.label, shape: p.shape, sequence: p.sequence, items: p.payloads.clone() })
+            .collect();
+        let items: HashMap<u32, Item> = reachable.iter().map(|&q| (q, Item { size: size(q), droppable: true })).collect();
+        let plan = retention::plan(&held, Vec::new(), &items, cap);
+        json!({
+            "size_cap": cap,
+            "dropped_programs": plan.capped_programs,
+            "dropped_payloads": plan.dropped.len(),
+            "dropped_bytes": plan.dropped.iter().map(|&q| size(q)).sum::<u64>(),
+        })
+    });
+    json!({
+        "programs": programs,
+        "payloads_of_no_program": orphans.len(),
+        "bytes_of_no_program": orphans.iter().map(|&q| size(q)).sum::<u64>(),
+        "under_size_cap": cap,
+    })
+}
+
+fn inspect(path: &Path, build_id: Option<&[u8]>, size_cap: Option<u64>) -> Result<(Value, bool), Failure> {
     let snap = read(&open(path)?)?;
     let slots: Vec<Value> = snap
         .slots
@@ -241,6 +307,7 @@ fn inspect(path: &Path, build_id: Option<&[u8]>) -> Result<(Value, bool), Failur
         "unreachable_bytes": snap.len.saturating_sub(plan.len),
         "bytes_past_data_end": snap.len.saturating_sub(header.data_end),
         "compacted_size": plan.len,
+        "retention": programs_json(&index, size_cap),
     });
     Ok((report, compatible))
 }
@@ -321,6 +388,33 @@ fn print_inspect(r: &Value) {
         r["bytes_past_data_end"],
         r["compacted_size"]
     );
+    let ret = &r["retention"];
+    let programs = ret["programs"].as_array().cloned().unwrap_or_default();
+    out!(
+        "  programs:      {} ({} bytes in no program)",
+        programs.len(),
+        ret["bytes_of_no_program"]
+    );
+    for p in &programs {
+        out!(
+            "    {} shape {:.8} written at {:<4} {:>5} payloads {:>12} bytes; an update drops {} bytes",
+            p["label"].as_str().map_or("unlabelled".to_string(), |l| format!("label {:.8}", l)),
+            p["shape"].as_str().unwrap_or(""),
+            p["sequence"],
+            p["payloads"],
+            p["bytes"],
+            p["update_drops_bytes"]
+        );
+    }
+    if let Some(c) = ret["under_size_cap"].as_object() {
+        out!(
+            "  size cap {}:  the next writing launch drops {} program(s), {} payloads, {} bytes (at most: a launch never drops what it writes)",
+            c["size_cap"],
+            c["dropped_programs"],
+            c["dropped_payloads"],
+            c["dropped_bytes"]
+        );
+    }
 }
 
 fn verify(path: &Path, build_id: Option<&[u8]>) -> Result<(Value, bool), Failure> {
@@ -402,7 +496,7 @@ fn compact(path: &Path) -> Result<Value, Failure> {
     let payloads: Vec<(&[u8], u64)> = bytes.iter().map(|(b, c)| (b.as_slice(), *c)).collect();
     let new_len = store
         .prepare_compaction()
-        .and_then(|c| c.write(&payloads, &plan.keys, plan.names.clone()))
+        .and_then(|c| c.write(&payloads, &plan.keys, plan.names.clone(), plan.programs.clone()))
         .map_err(|e| Failure::Io(format!("cannot compact: {e}")))?;
     store.compacted();
     store.unlock();
@@ -424,8 +518,8 @@ fn main() -> ExitCode {
         | Command::Compact { file, json } => (file.clone(), *json),
     };
     let result = match &cli.command {
-        Command::Inspect { build_id, .. } => {
-            inspect(&path, build_id.as_ref().map(|b| b.0.as_slice())).map(|(r, _)| {
+        Command::Inspect { build_id, size_cap, .. } => {
+            inspect(&path, build_id.as_ref().map(|b| b.0.as_slice()), *size_cap).map(|(r, _)| {
                 if !json_out {
                     print_inspect(&r);
                 }

@@ -54,6 +54,8 @@ impl Handle {
             build_id: BUILD_ID.as_ptr().cast(),
             build_id_size: BUILD_ID.len(),
             address_space: 0,
+            size_cap: 0,
+            program: std::ptr::null(),
         };
         let mut raw = std::ptr::null_mut();
         assert_eq!(xnncache_open(&options, &mut raw), Status::XNNCACHE_OK);
@@ -330,4 +332,37 @@ fn compact_refuses_while_another_process_holds_the_writer_lock() {
     let out = run(&["compact", p, "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(json(&out)["payloads_after"], 2);
+}
+
+/// The programs a file records and what a launch would drop (issue 25):
+/// each session below is one program (one finalize); `--size-cap` says which
+/// a writing launch drops, least recently written first.
+#[test]
+fn inspect_shows_programs_and_what_a_launch_would_drop() {
+    let dir = TempDir::new("programs");
+    let path = dir.0.join("model.xnncache");
+    let p = path.to_str().unwrap();
+    let (a, b, c) = (vec![1u8; 4096], vec![2u8; 1000], vec![3u8; 2048]);
+    session(&path, &[("a.weight", &a, 10_000), ("b.weight", &b, 3_000)]);
+    // Another shape: another program, nothing dropped.
+    session(&path, &[("c.weight", &c, 20_000)]);
+    let out = run(&["inspect", p, "--json", "--size-cap", "20000"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r = json(&out);
+    let programs = r["retention"]["programs"].as_array().unwrap().clone();
+    let bytes: Vec<u64> = programs.iter().map(|p| p["bytes"].as_u64().unwrap()).collect();
+    assert_eq!(bytes, [13_000, 20_000], "{r}");
+    assert_eq!(programs[0]["update_drops_bytes"], 13_000);
+    assert!(programs[0]["sequence"].as_u64() < programs[1]["sequence"].as_u64());
+    let capped = &r["retention"]["under_size_cap"];
+    assert_eq!((capped["dropped_programs"].as_u64(), capped["dropped_bytes"].as_u64()), (Some(1), Some(13_000)), "{r}");
+    // At the cap, nothing.
+    let r = json(&run(&["inspect", p, "--json", "--size-cap", "33000"]));
+    assert_eq!(r["retention"]["under_size_cap"]["dropped_bytes"], 0);
+    let s = text(&run(&["inspect", p, "--size-cap", "20000"]).stdout);
+    assert!(s.contains("programs:      2") && s.contains("drops 1 program(s)"), "{s}");
+    // Compaction keeps the records.
+    assert!(run(&["compact", p]).status.success());
+    let r = json(&run(&["inspect", p, "--json"]));
+    assert_eq!(r["retention"]["programs"].as_array().unwrap().len(), 2, "{r}");
 }

@@ -25,7 +25,7 @@
 //
 // Environment:
 //   XNNCACHE_ET_STATS=1   prints one line of xnncache stats per cache to
-//                         stderr when the cache is destroyed:
+//                         stderr when the cache is destroyed (after its write-back):
 //                         xnncache-executorch: {"path":"...","entries":...,...}
 //   XNNCACHE_ET_VERIFY=1  checks every payload checksum when a cache file is
 //                         opened (a file that fails is rebuilt); without it
@@ -40,6 +40,12 @@
 //   XNNCACHE_ET_SYNC_WRITEBACK=1
 //                         finalize_for_runtime returns once the file is
 //                         committed, as ExecuTorch's own class does.
+//   XNNCACHE_ET_SIZE_CAP=BYTES
+//                         packed bytes the cache file may keep (xnncache's
+//                         size_cap): past them a commit drops the least
+//                         recently written programs. Without it a model
+//                         update still drops the version it replaces (each
+//                         delegate's finalize_for_runtime ends a program).
 
 #include <executorch/backends/xnnpack/runtime/XNNWeightsCache.h>
 #include <executorch/runtime/core/error.h>
@@ -175,6 +181,7 @@ void print_stats(const CacheState& st) {
       ",\"heap_fallback_bytes\":%" PRIu64 ",\"file_size\":%" PRIu64
       ",\"sealed_bytes\":%" PRIu64 ",\"loaded_entries\":%" PRIu64
       ",\"not_persisted\":%" PRIu64 ",\"commits\":%" PRIu64
+      ",\"dropped_entries\":%" PRIu64 ",\"dropped_bytes\":%" PRIu64
       ",\"backing\":%u,\"file_state\":%u}\n",
       st.path.c_str(),
       s.entries,
@@ -189,6 +196,8 @@ void print_stats(const CacheState& st) {
       s.loaded_entries,
       s.not_persisted,
       s.commits,
+      s.dropped_entries,
+      s.dropped_bytes,
       s.backing,
       s.file_state);
 }
@@ -230,6 +239,9 @@ XNNWeightsCache::~XNNWeightsCache() {
   }
   if (st && st->cache != nullptr) {
     if (env_flag("XNNCACHE_ET_STATS")) {
+      // After the write-back (which the close waits for anyway): what the
+      // commit dropped is counted there.
+      xnncache_wait(st->cache, UINT32_MAX);
       print_stats(*st);
     }
     for (FreeableBuffer& buffer : unpacked_data_) {
@@ -299,6 +311,15 @@ Error XNNWeightsCache::initialize_for_runtime(
     // the write-back runs in the background and a cold load does not wait
     // for the disk; the file is complete when the cache instance goes.
     options.flags |= XNNCACHE_FLAG_SYNC_WRITEBACK;
+  }
+  if (const char* cap = std::getenv("XNNCACHE_ET_SIZE_CAP")) {
+    char* end = nullptr;
+    unsigned long long bytes = std::strtoull(cap, &end, 10);
+    if (end != cap && *end == '\0') {
+      options.size_cap = bytes;
+    } else {
+      ET_LOG(Error, "xnncache: XNNCACHE_ET_SIZE_CAP=%s is not a number of bytes; ignored", cap);
+    }
   }
   static std::once_flag log_once;
   std::call_once(log_once, [] { xnncache_set_log_callback(log_to_executorch, nullptr); });

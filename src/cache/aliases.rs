@@ -45,6 +45,7 @@ impl Core {
     pub(super) fn end_creations(&self) -> bool {
         let mut st = self.locked();
         st.finalized = true;
+        st.end_program();
         // XNNPACK's fp32 copies may be freed from here on (see `alias`).
         st.aliases.clear();
         st.creating.clear();

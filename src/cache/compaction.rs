@@ -25,6 +25,9 @@ pub(super) enum Keep {
 pub(super) const RECLAIM_PERCENT: u64 = 50;
 /// ... and at least this many bytes, so small files are not rewritten for little.
 pub(super) const RECLAIM_MIN_BYTES: u64 = 4 << 20;
+/// After this cache's commit dropped entries (`crate::retention`): the
+/// share past which the file would be over 1.10x what it keeps.
+pub(super) const DROPPED_RECLAIM_PERCENT: u64 = 9;
 
 impl Core {
     /// Checks every committed payload against its checksum. The hashing
@@ -60,9 +63,20 @@ impl Core {
     /// unlocked (its bytes never move); the writer lock keeps other
     /// processes out meanwhile, and `finalizing` this cache's write-backs.
     pub(super) fn rewrite(&self, keep: Keep) -> Result<u64> {
+        if self.forked() {
+            // `finalizing` may be held by a parent's thread that is not here.
+            return Err(Error::new(Status::XNNCACHE_INVALID_STATE, "this cache was opened before fork(): only the process that opened it may rewrite its file"));
+        }
         self.hurry_write_back(); // it may be yielding, with `finalizing` held
         let _one_at_a_time = lock(&self.finalizing);
-        let (compaction, payloads, keys, names) = {
+        let _mark = super::lifetime::Holding::new(&self.finalizing_holder);
+        self.rewrite_held(keep)
+    }
+
+    /// [`Core::rewrite`] by a caller that holds `finalizing` (the write-back
+    /// that dropped entries).
+    pub(super) fn rewrite_held(&self, keep: Keep) -> Result<u64> {
+        let (compaction, payloads, keys, names, programs) = {
             let mut st = self.locked();
             let st = &mut *st;
             if st.store.is_none() || st.arena.is_none() {
@@ -73,7 +87,7 @@ impl Core {
                 Ok(false) => return Err(Error::new(Status::XNNCACHE_BUSY, "another process is writing the cache file")),
                 Err(e) => return Err(Error::io("cannot lock the cache file", &e)),
             }
-            let Live { ids, keys, names } = st.live_links(keep);
+            let Live { ids, keys, names, programs } = st.live_links(keep);
             let payloads: Vec<(usize, usize, Option<u64>)> = ids
                 .iter()
                 .map(|&id| {
@@ -83,7 +97,7 @@ impl Core {
                 .collect();
             let compaction = st.store.as_ref().map(|s| s.prepare_compaction());
             match compaction {
-                Some(Ok(c)) => (c, payloads, keys, names),
+                Some(Ok(c)) => (c, payloads, keys, names, programs),
                 Some(Err(e)) => {
                     if let Some(s) = st.store.as_mut() {
                         s.unlock();
@@ -103,7 +117,7 @@ impl Core {
             })
             .collect();
         let result = match payloads {
-            Some(payloads) => compaction.write(&payloads, &keys, names),
+            Some(payloads) => compaction.write(&payloads, &keys, names, programs),
             None => Err(std::io::Error::other("an entry does not resolve")),
         };
         let mut st = self.locked();
@@ -127,8 +141,8 @@ impl Core {
     pub(super) fn outside_percent(&self, keep: Keep) -> Option<u64> {
         let st = self.locked();
         let store = st.store.as_ref().filter(|s| s.can_write())?;
-        let Live { ids, keys, names } = st.live_links(keep);
-        let index = format::index_len(ids.len(), keys.len(), names.iter().map(|(_, n)| n)) as u64;
+        let Live { ids, keys, names, programs } = st.live_links(keep);
+        let index = format::index_len(ids.len(), keys.len(), names.iter().map(|(_, n)| n), &programs) as u64;
         let live: u64 = ids.iter().map(|&id| st.index.get(id).size as u64).sum::<u64>() + format::DATA_START + index;
         let len = store.file_len().max(1);
         Some(len.saturating_sub(live) * 100 / len)
@@ -137,18 +151,28 @@ impl Core {
     /// Whether close should give space back: only after this cache wrote to
     /// the file (a launch that adds nothing never touches it), and only when
     /// unreachable space is at least `RECLAIM_PERCENT` of a file over
-    /// `RECLAIM_MIN_BYTES`.
+    /// `RECLAIM_MIN_BYTES`, or, after a commit that dropped entries whose
+    /// rewrite did not happen then, `DROPPED_RECLAIM_PERCENT` of any file.
     pub(super) fn wrote_and_left_garbage(&self) -> bool {
-        let wrote = {
+        let (wrote, large, dropped) = {
             let st = self.locked();
-            st.stats.commits > 0 && st.store.as_ref().is_some_and(|s| s.file_len() >= format::DATA_START + RECLAIM_MIN_BYTES)
+            let large = st.store.as_ref().is_some_and(|s| s.file_len() >= format::DATA_START + RECLAIM_MIN_BYTES);
+            (st.stats.commits > 0, large, st.stats.dropped_entries > 0)
         };
-        wrote && self.outside_percent(Keep::Committed).is_some_and(|p| p >= RECLAIM_PERCENT)
+        wrote && self.outside_percent(Keep::Committed).is_some_and(|p| (large && p >= RECLAIM_PERCENT) || (dropped && p >= DROPPED_RECLAIM_PERCENT))
     }
 }
 
 impl Drop for Core {
     fn drop(&mut self) {
+        if self.forked() {
+            // A child of fork(): nothing of the file is ours (see `lifetime`).
+            let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+            if st.generation != super::lifetime::fork_generation() {
+                st.leave_to_parent();
+            }
+            return;
+        }
         // Best effort: a busy or failing rewrite leaves the file as it is.
         if self.compact_percent > 0 && self.unreachable_percent().is_some_and(|p| p >= self.compact_percent as u64) {
             let _ = self.compact();
@@ -163,11 +187,12 @@ impl Drop for Core {
 }
 
 /// What a rewrite keeps: entries, their keys (with the entry's position in
-/// `ids`), and those keys' names.
+/// `ids`), those keys' names, and the programs of those entries.
 pub(super) struct Live {
     ids: Vec<EntryId>,
     keys: Vec<(u128, u32)>,
     names: Vec<(u128, KeyNames)>,
+    programs: Vec<format::Program>,
 }
 
 impl State {
@@ -201,7 +226,8 @@ impl State {
                 names.push((key, n.clone()));
             }
         }
-        Live { ids, keys, names }
+        let programs = super::programs::recorded(&self.programs.held, &position);
+        Live { ids, keys, names, programs }
     }
 }
 

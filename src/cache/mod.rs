@@ -32,19 +32,26 @@
 //! - `state`: [`State`], what the mutex guards, and its shared helpers;
 //! - `writeback`: step 5 in the background: checksums, seal, commit;
 //! - `compaction`: verify, compact, and the space given back at close;
+//! - `programs`: what each finalize's runtimes used, for the retention rule
+//!   (`crate::retention`) that commits apply;
 //! - `prefetch`: a warm launch brings the file's payloads in meanwhile;
+//! - `lifetime`: `fork()` and `exit()`: what a child may do with its parent's
+//!   caches, and the write-backs a normal exit finishes;
 //! - `report`: stats and the fallback messages sent to the host.
 
 mod aliases;
 mod compaction;
+mod lifetime;
 mod open;
 mod packing;
 mod prefetch;
+mod programs;
 mod report;
 mod state;
 mod writeback;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::abi::Generation;
@@ -136,6 +143,10 @@ pub struct Stats {
     /// When this cache's last commit became durable, in milliseconds since
     /// 1970-01-01 UTC; 0 before its first.
     pub last_commit_unix_ms: u64,
+    /// Packed weights this cache's commits left out of the file (an update
+    /// replaced their program, or the size cap dropped it), and their bytes.
+    pub dropped_entries: u64,
+    pub dropped_bytes: u64,
     /// Where new entries go now (an `xnncache_backing` value).
     pub backing: u32,
     /// The provider ABI generation the caller compiled against (1, 2 or 3).
@@ -173,6 +184,11 @@ pub struct CacheOptions {
     /// Let the background write-back wait while the process computes (see
     /// `writeback::YIELD_AT_MOST`); false: it starts as soon as asked.
     pub yield_writeback: bool,
+    /// Packed bytes past which a commit drops whole programs, least recently
+    /// written first (see [`crate::retention`]); 0: no cap.
+    pub size_cap: u64,
+    /// The label of the programs this cache creates (see [`Core::set_program`]).
+    pub program: Option<String>,
 }
 
 impl CacheOptions {
@@ -191,6 +207,8 @@ impl CacheOptions {
             reservation: None,
             prefetch: true,
             yield_writeback: true,
+            size_cap: 0,
+            program: None,
         }
     }
 
@@ -236,6 +254,13 @@ pub struct Cache {
 ///
 /// The log callback runs with none of them held, so it may call any function
 /// of the C API, on this cache too.
+///
+/// Around a `fork()`, the forking thread takes the handle table, the list of
+/// caches, then for each open cache 2 and 3 in this order, then the exit
+/// list and the log callback's lock (`lifetime::at_fork_prepare`); none of
+/// them is held while another of those is waited for out of that order, and
+/// none while host code runs, so the child finds them all free. `finalizing`
+/// is never taken there: a forked child never writes back.
 pub struct Core {
     generation: Generation,
     path: Option<PathBuf>,
@@ -253,8 +278,17 @@ pub struct Core {
     fallback_reason: Mutex<Option<String>>,
     /// Kinds of fallback already logged (each is logged once per cache).
     logged: Mutex<Vec<&'static str>>,
-    /// The write-back thread's [`ThreadNo`] once it runs (0 before).
-    writer_thread: std::sync::atomic::AtomicU64,
+    /// The fork generation of the process that opened the cache: in a
+    /// child of `fork()`, the cache is its parent's (see `lifetime`).
+    born: u64,
+    /// The write-back thread (`sys::thread_id`), 0 before it starts: the
+    /// exit handler never waits for the thread it runs on.
+    write_back_thread: AtomicU64,
+    /// The thread holding `state`, and the one holding `finalizing` (0:
+    /// none): the exit handler never waits for a write-back that needs a lock
+    /// held by the exiting thread (`exit()` from a signal handler).
+    state_holder: AtomicU64,
+    finalizing_holder: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -266,6 +300,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Cache {
     pub fn open(options: &CacheOptions) -> Result<Cache> {
         let core = Arc::new(Core::open(options)?);
+        lifetime::register(&core);
         let prefetch = if options.prefetch { prefetch::Prefetch::start(&core) } else { None };
         Ok(Cache { core, writer: Mutex::new(None), prefetch: Mutex::new(prefetch) })
     }
@@ -278,6 +313,11 @@ impl Cache {
     /// file, the work is done before returning, and its error returned.
     pub fn finalize(&self) -> Result<()> {
         let core = &self.core;
+        if core.forked() {
+            // A child of fork(): the cache is its parent's (see `lifetime`).
+            core.finalize_in_child();
+            return Ok(());
+        }
         if !core.end_creations() {
             return Ok(()); // nothing new since the last write-back (a warm launch)
         }
@@ -294,7 +334,6 @@ impl Cache {
         if writer.is_none() {
             let shared = Arc::clone(core);
             let run = move || {
-                shared.writer_thread.store(this_thread(), std::sync::atomic::Ordering::Relaxed);
                 if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shared.write_back_loop())).is_err() {
                     shared.write_back_thread_died();
                 }
@@ -302,7 +341,7 @@ impl Cache {
             match std::thread::Builder::new().name("xnncache-writeback".into()).spawn(run) {
                 Ok(handle) => {
                     *writer = Some(handle);
-                    writeback::finish_at_exit(core);
+                    lifetime::finish_at_exit(core);
                 }
                 Err(_) => {
                     // No thread to be had: do the work here, as requested.
@@ -319,19 +358,26 @@ impl Cache {
     /// most `timeout` (`None`: as long as it takes). `XNNCACHE_BUSY` when
     /// the time ran out; `XNNCACHE_IO_ERROR` when the last write-back failed
     /// (the runtime keeps its weights in memory, the file its last commit).
+    /// Any timeout but zero first ends the write-back's yielding, whatever
+    /// the prefetch does. In a child of `fork()` it returns at once: no
+    /// write-back of this process goes through a cache opened before the fork.
     pub fn wait(&self, timeout: Option<std::time::Duration>) -> Result<()> {
-        if lock(&self.writer).is_some() && self.core.on_writer_thread() {
+        if self.core.forked() {
+            return Ok(());
+        }
+        if self.core.write_back_thread.load(Ordering::Relaxed) == crate::sys::thread_id() {
             // A log callback on the write-back thread: it would wait for itself.
             return Err(Error::new(Status::XNNCACHE_BUSY, "called on the write-back thread (from a log callback), which cannot wait for itself"));
         }
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        if timeout != Some(std::time::Duration::ZERO) {
+            // Someone waits: the write-back stops yielding to the host's
+            // computation, before and whatever the wait for the prefetch.
+            self.core.hurry_write_back();
+        }
         let prefetch = lock(&self.prefetch).as_ref().map(prefetch::Prefetch::done);
         if prefetch.is_some_and(|done| !prefetch::wait(&done, deadline)) {
             return Err(Error::new(Status::XNNCACHE_BUSY, "the prefetch of the file's packed weights is still running"));
-        }
-        if timeout != Some(std::time::Duration::ZERO) {
-            // Someone waits: the write-back stops yielding to the host's computation.
-            self.core.hurry_write_back();
         }
         let st = self
             .core
@@ -356,6 +402,12 @@ impl Drop for Cache {
     /// the next launch finds this one's weights); the previous commit stays
     /// valid whatever happens meanwhile.
     fn drop(&mut self) {
+        if self.core.forked() {
+            // A child of fork(): the parent's threads are not here, nor joined
+            // (their handles are dropped, which detaches them); the `Core`
+            // leaves the file alone (see `lifetime`).
+            return;
+        }
         if let Some(p) = lock(&self.prefetch).take() {
             p.stop();
         }
@@ -364,25 +416,33 @@ impl Drop for Cache {
         let writer = lock(&self.writer).take();
         // Not from the write-back thread itself (a log callback there that
         // closes the cache): that thread ends on its own once it returns.
-        if let Some(handle) = writer.filter(|_| !self.core.on_writer_thread()) {
+        if let Some(handle) = writer.filter(|_| self.core.write_back_thread.load(Ordering::Relaxed) != crate::sys::thread_id()) {
             let _ = handle.join();
         }
     }
 }
 
 impl Core {
-    /// Whether the caller is the write-back thread (a log callback there).
-    fn on_writer_thread(&self) -> bool {
-        self.writer_thread.load(std::sync::atomic::Ordering::Relaxed) == this_thread()
-    }
-
     pub fn generation(&self) -> Generation {
         self.generation
     }
 
+    /// Labels the programs whose runtimes are created from now on (each
+    /// finalize ends one): a program with the label of a recorded one is an
+    /// update of it, whatever its shape, and one with another label never
+    /// is (see [`crate::retention`]). `None`: unlabelled, told apart by shape.
+    pub fn set_program(&self, label: Option<&str>) {
+        self.locked().programs.label = label.map_or(0, crate::retention::label);
+    }
+
     /// Locks the state; messages queued under it are sent once it is released.
     fn locked(&self) -> state::Locked<'_> {
-        state::Locked::new(self, &self.state)
+        let mut st = state::Locked::new(self, &self.state);
+        if st.generation != lifetime::fork_generation() {
+            // A child of fork() (if the fork handler did not see this cache).
+            st.leave_to_parent();
+        }
+        st
     }
 }
 

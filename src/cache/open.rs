@@ -37,7 +37,11 @@ impl Core {
             finalized: false,
             stats: Stats::default(),
             notes: Vec::new(),
+            programs: Default::default(),
+            generation: super::lifetime::fork_generation(),
         };
+        state.programs.size_cap = options.size_cap;
+        state.programs.label = options.program.as_deref().map_or(0, crate::retention::label);
         let mut reason = None;
         let path = match &options.source {
             Some(Source::Path(p)) => Some(p.clone()),
@@ -104,8 +108,11 @@ impl Core {
             finalizing: Mutex::new(()),
             fallback_reason: Mutex::new(None),
             logged: Mutex::new(Vec::new()),
-            writer_thread: Default::default(),
             background: Background::default(),
+            born: super::lifetime::fork_generation(),
+            write_back_thread: Default::default(),
+            state_holder: Default::default(),
+            finalizing_holder: Default::default(),
         }
         .with_reason(reason))
     }

@@ -59,6 +59,7 @@ impl Core {
                 let (offset, size) = (e.offset, e.size);
                 st.stats.hits += 1;
                 st.stats.found_bytes += size as u64;
+                st.note_use(&key, asked.seed, id);
                 // A file of format version 1 holds no names: the next commit
                 // names what this process found.
                 st.remember_names(asked, &key);
@@ -150,6 +151,7 @@ impl Core {
         if let Some(id) = same {
             st.link(key, id);
             st.index.get_mut(id).used = true;
+            st.note_use(&key, asked.seed, id);
             st.stats.duplicates_folded += 1;
             st.stats.folded_bytes += size as u64;
             st.give_back(pending.offset, pending.len);
@@ -166,9 +168,10 @@ impl Core {
         if !persisted {
             st.stats.not_persisted += 1;
         }
-        st.index.insert(key, Entry::new(offset, size, sample));
+        let id = st.index.insert(key, Entry::new(offset, size, sample));
         if persisted {
             st.uncommitted += 1;
+            st.note_use(&key, asked.seed, id);
         }
         crate::fault::point("insert: entry stored");
         st.stats.entries += 1;

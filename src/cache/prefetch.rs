@@ -37,7 +37,8 @@ impl Prefetch {
     /// file (a new or rebuilt file is being written, and memory holds it).
     pub(super) fn start(core: &Arc<Core>) -> Option<Prefetch> {
         let (addr, len) = core.committed_payloads()?;
-        if looks_resident(addr, len) {
+        // (A test makes a resident file look evicted: `fault::fail_next`.)
+        if looks_resident(addr, len) && crate::fault::check("prefetch: the file looks resident").is_ok() {
             // The usual warm launch: the file is in the page cache. No
             // thread (starting one costs more than this whole check). Nor is
             // a resident file mapped ahead: tried on llm_1b on tmpfs (8
@@ -114,6 +115,7 @@ fn bring_in(addr: usize, len: usize, stop: &AtomicBool) {
     crate::sys::lower_thread_priority();
     let mut done = 0;
     while done < len && !stop.load(Ordering::Relaxed) {
+        crate::fault::point("prefetch: chunk");
         let n = CHUNK.min(len - done);
         let chunk = (addr + done) as *const u8;
         // SAFETY: `[addr, addr + len)` is the committed payload region of the

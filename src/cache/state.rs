@@ -91,6 +91,11 @@ pub(super) struct State {
     /// Messages for the host, sent once the lock is released (a log callback
     /// may call back into the cache): see [`Locked`].
     pub(super) notes: Vec<Note>,
+    /// What runtimes used, cut into programs, and the file's programs.
+    pub(super) programs: super::programs::Programs,
+    /// The fork generation this state belongs to; in a child of `fork()` it
+    /// is left to the parent at the first look (`State::leave_to_parent`).
+    pub(super) generation: u64,
 }
 
 /// A message decided under the lock, sent after it.
@@ -125,7 +130,9 @@ pub(super) struct Locked<'a> {
 
 impl<'a> Locked<'a> {
     pub(super) fn new(core: &'a Core, state: &'a Mutex<State>) -> Locked<'a> {
-        Locked { core, guard: ManuallyDrop::new(super::lock(state)) }
+        let guard = ManuallyDrop::new(super::lock(state));
+        core.state_holder.store(crate::sys::thread_id(), std::sync::atomic::Ordering::Relaxed);
+        Locked { core, guard }
     }
 }
 
@@ -145,6 +152,7 @@ impl std::ops::DerefMut for Locked<'_> {
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
         let notes = std::mem::take(&mut self.guard.notes);
+        self.core.state_holder.store(0, std::sync::atomic::Ordering::Relaxed);
         // SAFETY: the guard is dropped exactly once, here, and not used after.
         unsafe { ManuallyDrop::drop(&mut self.guard) };
         for note in notes {
@@ -180,6 +188,8 @@ impl State {
                 })
             })
             .collect();
+        // The newest commit's programs replace the ones we knew.
+        self.load_programs(&committed.programs, &ids);
         for (key, names) in committed.names {
             self.names.entry(key).or_insert(names);
         }

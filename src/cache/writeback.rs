@@ -6,28 +6,34 @@
 //! machine this was measured on (another process writing the same bytes, no
 //! xnncache involved), more than any pacing or priority recovered. So a
 //! background write-back starts once the process's other threads are quiet
-//! (under a quarter of one core over 20 ms), pauses between its 8 MiB pieces
-//! while they are busy again, and goes ahead regardless [`YIELD_AT_MOST`]
-//! after the finalize that asked for it; a waiter (`xnncache_wait`, a close)
-//! ends the yielding at once. `XNNCACHE_FLAG_EAGER_WRITEBACK` turns it off.
+//! (under a quarter of one core over a window of at least 20 ms: see
+//! [`Window`]), pauses between its 8 MiB pieces while they are busy again,
+//! and goes ahead regardless [`YIELD_AT_MOST`] after the finalize that asked
+//! for it; a waiter (`xnncache_wait`, a close, a compaction) ends the
+//! yielding at once. `XNNCACHE_FLAG_EAGER_WRITEBACK` turns it off. While it
+//! yields it holds `finalizing` and the file's inter-process writer lock
+//! (held since this process first packed into the file: its commit must
+//! cover that space before another writer appends), so another process
+//! starting meanwhile persists nothing new.
 //!
 //! A process that exits without closing its caches (returning from `main`
 //! while a model still computes, say) would lose a yielding write-back with
 //! its threads; so at a normal exit every cache's write-back in progress or
-//! asked for is finished, for at most [`YIELD_AT_MOST`] (`atexit`; not on
-//! Windows, whose write-back never yields).
+//! asked for is finished, for at most [`YIELD_AT_MOST`] (see `lifetime`).
 
 use std::any::Any;
+use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once, Weak};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::state::{addr_of, entry_bytes, State};
+use super::lifetime::Holding;
 use super::{lock, Core, ALIGNMENT};
 use crate::error::{Error, Result, Status};
 use crate::format;
 use crate::heap::is_heap_offset;
-use crate::index::{EntryId, Map};
+use crate::index::{EntryId, IndexKey, Map};
 use crate::logging::Level;
 
 /// A commit being made: its index (already written into the arena) and
@@ -40,6 +46,10 @@ pub(super) struct Commit {
     pub(super) entries: Vec<EntryId>,
     /// How many uncommitted persistent links it covers.
     pub(super) links: usize,
+    /// The programs it records, and the entries the retention rule left
+    /// out of it (see `crate::retention`).
+    pub(super) programs: Vec<super::programs::EntryProgram>,
+    pub(super) dropped: Vec<EntryId>,
 }
 
 /// What the write-back thread is asked to do and has done.
@@ -81,6 +91,7 @@ impl Core {
         // Inference running meanwhile comes first (issue 10: steady speed
         // during the write-back).
         crate::sys::lower_thread_priority();
+        self.write_back_thread.store(crate::sys::thread_id(), std::sync::atomic::Ordering::Relaxed);
         let bg = &self.background;
         loop {
             let mut st = lock(&bg.state);
@@ -93,7 +104,7 @@ impl Core {
             (st.requested, st.running) = (false, true);
             let asked = st.requested_at.take().unwrap_or_else(Instant::now);
             drop(st);
-            let mut quiet = Quiet { core: self, until: asked + YIELD_AT_MOST, last: None };
+            let mut quiet = Quiet { core: self, until: asked + YIELD_AT_MOST, window: Window::default() };
             let mut pause = || {
                 if self.yield_writeback {
                     quiet.wait();
@@ -158,6 +169,7 @@ impl Core {
     /// `pause` is called between pieces of the work (see the module's text).
     pub(super) fn write_back(&self, pause: &mut dyn FnMut()) -> Result<bool> {
         let _one_at_a_time = lock(&self.finalizing);
+        let _mark = Holding::new(&self.finalizing_holder);
         self.checksum_new_entries(pause);
         let (job, commit) = {
             let mut st = self.locked();
@@ -193,6 +205,7 @@ impl Core {
         let written = publication.map(|p| p.write().map(|w| (p, w))).transpose();
         let mut st = self.locked();
         let committed = commit.is_some();
+        let mut dropped = false;
         match (written, commit) {
             (Err(e), _) => {
                 drop(st);
@@ -211,6 +224,9 @@ impl Core {
                 for &id in &commit.entries {
                     st.index.get_mut(id).committed = true;
                 }
+                st.programs.held = commit.programs;
+                st.forget_dropped(&commit.dropped);
+                dropped = !commit.dropped.is_empty();
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
                 lock(&self.background.state).last_commit_unix_ms = now;
             }
@@ -232,6 +248,18 @@ impl Core {
                 store.unlock();
             }
         }
+        drop(st);
+        if dropped && !in_use {
+            // The commit left entries out: a new file without them replaces
+            // this one now, so that the file is bounded as soon as this
+            // write-back is over (the commit above keeps the file valid if
+            // the rewrite fails or is killed; the next close that wrote
+            // anything tries again).
+            crate::fault::point("drop: committed, before the rewrite");
+            if let Err(e) = self.rewrite_held(super::compaction::Keep::Committed) {
+                self.log_once("drop", Level::XNNCACHE_LOG_WARN, &format!("cannot rewrite the cache file without the weights it dropped ({}); it stays larger until a later launch writes", e.message));
+            }
+        }
         Ok(committed)
     }
 
@@ -245,6 +273,32 @@ impl Core {
 }
 
 impl State {
+    /// After a commit that left `dropped` out: no key reaches them any more
+    /// (a later runtime that needs one packs it again), and stats count them.
+    pub(super) fn forget_dropped(&mut self, dropped: &[EntryId]) {
+        if dropped.is_empty() {
+            return;
+        }
+        let gone: HashSet<EntryId> = dropped.iter().copied().collect();
+        let links: Vec<(u128, EntryId)> = self.index.persistent_links().filter(|(_, id)| gone.contains(id)).collect();
+        for (key, id) in links {
+            let key = crate::index::IndexKey::Persistent(key);
+            self.index.unlink(&key, id);
+            if let (IndexKey::Persistent(k), true) = (key, self.index.named_by(&key).is_empty()) {
+                self.names.remove(&k);
+            }
+        }
+        for &id in dropped {
+            let e = self.index.get_mut(id);
+            e.committed = false;
+            let size = e.size as u64;
+            self.stats.dropped_entries += 1;
+            self.stats.dropped_bytes += size;
+            self.stats.entries = self.stats.entries.saturating_sub(1);
+            self.stats.stored_bytes = self.stats.stored_bytes.saturating_sub(size);
+        }
+    }
+
     /// New entries a commit will name, whose checksums are not taken yet:
     /// their ids, addresses and sizes.
     pub(super) fn unchecksummed(&self) -> Vec<(EntryId, usize, usize)> {
@@ -282,10 +336,12 @@ impl State {
         let mut position: Map<usize, u32> = Map::default();
         let mut links: Vec<(u128, EntryId)> = self.index.persistent_links().collect();
         links.sort_unstable();
+        let retention = self.plan_retention(&links);
+        let dropped: HashSet<EntryId> = retention.dropped.iter().copied().collect();
         let mut entries = Vec::new();
         for (key, id) in links {
             let e = *self.index.get(id);
-            if is_heap_offset(e.offset) {
+            if is_heap_offset(e.offset) || dropped.contains(&id) {
                 continue;
             }
             // Normally taken by `checksum_new_entries` outside the lock; an
@@ -312,6 +368,7 @@ impl State {
                 index.names.push((key, names.clone()));
             }
         }
+        index.programs = super::programs::recorded(&retention.programs, &position);
         let bytes = index.encode();
         let arena = self.arena.as_mut().expect("a store has an arena");
         let offset = arena.alloc_at_end(bytes.len(), ALIGNMENT).map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -320,7 +377,18 @@ impl State {
         unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), addr, bytes.len()) };
         let data_end = (offset + bytes.len()) as u64;
         crate::fault::point("commit: index staged");
-        Ok(Some(Commit { index_offset: offset as u64, index: bytes, data_end, entries, links: self.uncommitted }))
+        if !retention.dropped.is_empty() {
+            crate::fault::point("drop: an index without the dropped entries staged");
+        }
+        Ok(Some(Commit {
+            index_offset: offset as u64,
+            index: bytes,
+            data_end,
+            entries,
+            links: self.uncommitted,
+            programs: retention.programs,
+            dropped: retention.dropped,
+        }))
     }
 }
 
@@ -331,30 +399,26 @@ pub(super) const YIELD_AT_MOST: Duration = Duration::from_secs(10);
 /// How long the write-back waits before looking again at a busy process.
 const QUIET_WINDOW: Duration = Duration::from_millis(20);
 
-/// Whether the process computes, as the write-back thread sees it: the CPU
-/// time its other threads used since the last look.
+/// Whether the process computes, as the write-back thread sees it (see
+/// [`Window`]).
 struct Quiet<'a> {
     core: &'a Core,
     /// After this, the write-back goes ahead whatever the process does.
     until: Instant,
-    /// The last look: when, the process's and this thread's CPU time.
-    last: Option<(Instant, Duration, Duration)>,
+    window: Window,
 }
 
 impl Quiet<'_> {
-    /// Returns once the other threads used under a quarter of one core since
-    /// the last look (the first call looks over one window), or when someone
-    /// waits for the write-back, the cache closes or the time is up.
+    /// Returns once the other threads used under a quarter of one core over
+    /// a window of at least [`QUIET_WINDOW`], or when someone waits for the
+    /// write-back, the cache closes or the time is up.
     fn wait(&mut self) {
         let bg = &self.core.background;
         loop {
             let Some((process, thread)) = crate::sys::cpu_times() else { return };
             let now = Instant::now();
-            if let Some((at, process0, thread0)) = self.last.replace((now, process, thread)) {
-                let others = process.saturating_sub(process0).saturating_sub(thread.saturating_sub(thread0));
-                if others * 4 < now - at {
-                    return;
-                }
+            if self.window.quiet(now, process, thread) {
+                return;
             }
             let st = lock(&bg.state);
             if st.hurry || st.stop || now >= self.until {
@@ -366,31 +430,36 @@ impl Quiet<'_> {
     }
 }
 
-/// Every cache that started a write-back thread, for [`finish_at_exit`].
-static AT_EXIT: Mutex<Vec<Weak<Core>>> = Mutex::new(Vec::new());
-
-/// Makes a normal process exit finish `core`'s write-back (see the module's text).
-pub(super) fn finish_at_exit(core: &Arc<Core>) {
-    static REGISTER: Once = Once::new();
-    REGISTER.call_once(|| {
-        crate::sys::at_exit(finish_every_write_back);
-    });
-    let mut caches = lock(&AT_EXIT);
-    caches.retain(|c| c.strong_count() > 0);
-    caches.push(Arc::downgrade(core));
+/// The verdict "quiet or busy", judged only over intervals of at least
+/// [`QUIET_WINDOW`]: the write-back asks between every piece of its work,
+/// often microseconds apart, and over so short an interval the other
+/// threads' CPU time may not have been brought up to date yet (the kernel
+/// adds a running thread's time at its ticks), so a busy process would look
+/// quiet, and a quiet one busy. Between two judgements, the last one holds.
+#[derive(Default)]
+struct Window {
+    /// The look that opened the current window: when, the process's and this
+    /// thread's CPU time then.
+    opened: Option<(Instant, Duration, Duration)>,
+    /// The last verdict (none yet: busy, so that the first look waits one window).
+    quiet: bool,
 }
 
-/// At exit: every live cache's write-back, hurried and waited for. No
-/// thread-local is touched (they may be gone by now), nothing can unwind.
-extern "C" fn finish_every_write_back() {
-    let _ = catch_unwind(|| {
-        let caches: Vec<Arc<Core>> = lock(&AT_EXIT).iter().filter_map(Weak::upgrade).collect();
-        let until = Instant::now() + YIELD_AT_MOST;
-        for core in caches {
-            core.hurry_write_back();
-            let _ = core.write_back_done(Some(until));
+impl Window {
+    /// Whether the process is quiet at `now`, given the CPU time the whole
+    /// process and this thread have used so far.
+    fn quiet(&mut self, now: Instant, process: Duration, thread: Duration) -> bool {
+        match self.opened {
+            Some((at, _, _)) if now.saturating_duration_since(at) < QUIET_WINDOW => {}
+            Some((at, process0, thread0)) => {
+                let others = process.saturating_sub(process0).saturating_sub(thread.saturating_sub(thread0));
+                self.quiet = others * 4 < now - at;
+                self.opened = Some((now, process, thread));
+            }
+            None => self.opened = Some((now, process, thread)),
         }
-    });
+        self.quiet
+    }
 }
 
 impl Core {
@@ -399,6 +468,7 @@ impl Core {
         let mut st = lock(&self.background.state);
         if st.requested || st.running {
             st.hurry = true;
+            crate::fault::count("write-back: hurried");
             self.background.changed.notify_all();
         }
     }
@@ -425,4 +495,34 @@ impl Core {
 /// What a panic said, when it said it with a string.
 fn panic_message(panic: &(dyn Any + Send)) -> &str {
     panic.downcast_ref::<&str>().copied().or_else(|| panic.downcast_ref::<String>().map(String::as_str)).unwrap_or("no message")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The verdict is judged over a whole window, never over the
+    /// microseconds since the last look: right after a verdict, CPU time the
+    /// kernel has not yet added (or has just added in one tick) changes
+    /// nothing. (Before issue 26, each look judged the time since the
+    /// previous one: the looks at +10 µs below said busy, then quiet.)
+    #[test]
+    fn quiet_is_judged_over_a_whole_window() {
+        let ms = Duration::from_millis;
+        let us = Duration::from_micros;
+        let t0 = Instant::now();
+        let mut w = Window::default();
+        assert!(!w.quiet(t0, ms(0), ms(0)), "the first look judges nothing: it waits one window");
+        assert!(!w.quiet(t0 + ms(5), ms(0), ms(0)), "nor a look inside the first window");
+        // Over 20 ms the other threads used 1 ms: quiet.
+        assert!(w.quiet(t0 + ms(20), ms(1), ms(0)));
+        // 10 µs later another thread's tick lands (8 µs): still the verdict of the window.
+        assert!(w.quiet(t0 + ms(20) + us(10), ms(1) + us(8), ms(0)));
+        // Over the next 25 ms others used 10 ms (40% of a core): busy.
+        assert!(!w.quiet(t0 + ms(45), ms(11), ms(0)));
+        // 10 µs later no CPU time was added yet: still busy.
+        assert!(!w.quiet(t0 + ms(45) + us(10), ms(11), ms(0)));
+        // This thread's own CPU time does not count.
+        assert!(w.quiet(t0 + ms(70), ms(31), ms(20)));
+    }
 }

@@ -278,6 +278,26 @@ pub fn at_exit(f: extern "C" fn()) -> bool {
     unsafe { libc::atexit(f) == 0 }
 }
 
+/// Runs `prepare` in the thread that calls `fork()` before it forks, and
+/// `parent` and `child` after it, in the parent and in the child
+/// (`pthread_atfork`; glibc and Bionic unregister them when a shared
+/// library holding them is unloaded). Whether they were registered.
+pub fn at_fork(prepare: unsafe extern "C" fn(), parent: unsafe extern "C" fn(), child: unsafe extern "C" fn()) -> bool {
+    // SAFETY: registers three function pointers that live as long as this code.
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) == 0 }
+}
+
+/// The calling thread, as a number that is never 0 and unique among the
+/// process's live threads; readable at any moment, in an exit handler too
+/// (when the thread's thread-locals may be gone).
+pub fn thread_id() -> u64 {
+    // SAFETY: pthread_self has no preconditions and cannot fail.
+    let me = unsafe { libc::pthread_self() };
+    #[allow(clippy::unnecessary_cast)] // an integer on Linux, a pointer on Apple
+    let id = me as usize as u64;
+    id
+}
+
 /// CPU time used so far by the whole process and by the calling thread: how
 /// the write-back tells that the host is computing. `None` if unknown.
 pub fn cpu_times() -> Option<(std::time::Duration, std::time::Duration)> {

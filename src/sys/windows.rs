@@ -842,6 +842,17 @@ pub fn at_exit(_f: extern "C" fn()) -> bool {
     false
 }
 
+/// No `fork()` on Windows: nothing to register.
+pub fn at_fork(_prepare: unsafe extern "C" fn(), _parent: unsafe extern "C" fn(), _child: unsafe extern "C" fn()) -> bool {
+    false
+}
+
+/// The calling thread's identifier (never 0).
+pub fn thread_id() -> u64 {
+    // SAFETY: GetCurrentThreadId has no preconditions and cannot fail.
+    u64::from(unsafe { windows_sys::Win32::System::Threading::GetCurrentThreadId() })
+}
+
 /// CPU time of the process and of the calling thread: not read on Windows
 /// (not measured there), so the write-back never yields to the host's
 /// computation and runs as soon as it is asked, as with

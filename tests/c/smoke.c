@@ -146,10 +146,19 @@ int main(void) {
   CHECK(!xnncache_weights_cache_is_finalized(dropin), "finalized before finalize");
   CHECK(xnncache_finalize_weights_cache(dropin, xnn_weights_cache_finalization_kind_soft) == xnn_status_success, "drop-in finalize");
   CHECK(xnncache_weights_cache_is_finalized(dropin), "not finalized after finalize");
+  /* Its xnncache, borrowed, for the rest of the C API. */
+  xnncache* borrowed = NULL;
+  CHECK(xnncache_from_weights_cache(dropin, &borrowed) == XNNCACHE_OK && borrowed != NULL, "drop-in accessor");
+  CHECK(xnncache_provider(borrowed) == dropin, "the accessor's cache has another provider");
+  struct xnncache_stats dropin_stats;
+  memset(&dropin_stats, 0, sizeof(dropin_stats));
+  CHECK(xnncache_wait(borrowed, UINT32_MAX) == XNNCACHE_OK, "drop-in wait");
+  CHECK(xnncache_stats(borrowed, &dropin_stats) == XNNCACHE_OK && dropin_stats.entries > 0, "drop-in stats");
   run(dropin, got);
   CHECK(memcmp(got, expected, sizeof(got)) == 0, "drop-in outputs differ after finalize");
   CHECK(xnncache_delete_weights_cache(dropin) == xnn_status_success, "drop-in delete");
   CHECK(xnncache_delete_weights_cache(dropin) != xnn_status_success, "double delete accepted");
+  CHECK(xnncache_stats(borrowed, &dropin_stats) == XNNCACHE_INVALID_ARGUMENT, "the borrowed handle outlived its weights cache");
 
   printf("c-smoke-ok\n");
   return 0;

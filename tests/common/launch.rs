@@ -44,6 +44,12 @@ pub fn child_launch() {
     if has("sync") {
         o.flags |= xnncache::capi::XNNCACHE_FLAG_SYNC_WRITEBACK;
     }
+    // The retention rule's inputs: a size cap, a program label.
+    o.size_cap = env("T_SIZE_CAP").parse().unwrap_or(0);
+    let label = std::ffi::CString::new(env("T_LABEL")).unwrap();
+    if !label.as_bytes().is_empty() {
+        o.program = label.as_ptr();
+    }
     println!("BUILD_START");
     let _ = std::io::stdout().flush();
     let started = Instant::now();
@@ -73,7 +79,7 @@ pub fn child_launch() {
     let s = cache.stats();
     drop(cache);
     println!(
-        "RESULT wrong={wrong} entries={} loaded={} hits={} not_persisted={} commits={} file_state={} finalize={} wait={} compact={compact} digest={digest} build_us={} points={} writer_locks={} lock_files={} folder_listings={} folded={} warning={}",
+        "RESULT wrong={wrong} entries={} loaded={} hits={} not_persisted={} commits={} file_state={} finalize={} wait={} compact={compact} digest={digest} build_us={} points={} writer_locks={} lock_files={} folder_listings={} folded={} packed={} stored={} dropped={} dropped_entries={} drop_point={} warning={}",
         s.entries,
         s.loaded_entries,
         s.hits,
@@ -88,6 +94,11 @@ pub fn child_launch() {
         xnncache::fault::counted("lock file opened"),
         xnncache::fault::counted("folder listed"),
         s.duplicates_folded,
+        s.packed_bytes,
+        s.stored_bytes,
+        s.dropped_bytes,
+        s.dropped_entries,
+        xnncache::fault::first_passed("drop: an index without the dropped entries staged").unwrap_or(0),
         warning.replace(' ', "_"),
     );
 }

@@ -601,6 +601,8 @@ pub fn options(path: Option<&CStr>) -> xnncache::capi::xnncache_options {
         build_id: build_id().as_ptr().cast(),
         build_id_size: build_id().len(),
         address_space: 0,
+        size_cap: 0,
+        program: null(),
     }
 }
 

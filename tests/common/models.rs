@@ -200,6 +200,32 @@ pub fn shared_b() -> Model {
     Model::named("b", |b| shared_pair(b, 2))
 }
 
+/// Three versions of one model (issue 25): the same shapes, other weights.
+/// Registered by content (`bycontent`), like ExecuTorch's constants, whose
+/// names are digests of their bytes: a version's weights come under new names.
+fn versioned(b: &mut Builder, seed: u64) {
+    let input = b.input(&[BATCH, IN]);
+    let w1 = b.f32_const_seeded(&[IN, IN], 0.05, seed);
+    let h = b.tensor(&[BATCH, IN]);
+    b.fully_connected(input, w1, None, h, 0);
+    let w2 = b.f32_const_seeded(&[OUT, IN], 0.05, seed + 1);
+    let bias = b.f32_const_seeded(&[OUT], 1.0, seed + 2);
+    let output = b.output(&[BATCH, OUT]);
+    b.fully_connected(h, w2, Some(bias), output, 0);
+}
+
+pub fn version_1() -> Model {
+    Model::named("versioned", |b| versioned(b, 100))
+}
+
+pub fn version_2() -> Model {
+    Model::named("versioned", |b| versioned(b, 200))
+}
+
+pub fn version_3() -> Model {
+    Model::named("versioned", |b| versioned(b, 300))
+}
+
 /// A model by its name in the tests' child processes.
 /// fp16 weights XNNPACK cannot run in fp16: a cube root (no fp16 kernel on
 /// any CPU) in front of an fp16 fully-connected layer makes XNNPACK convert
@@ -258,6 +284,9 @@ pub fn by_name(name: &str) -> Model {
         "large" => large_fc(),
         "shared_a" => shared_a(),
         "shared_b" => shared_b(),
+        "v1" => version_1(),
+        "v2" => version_2(),
+        "v3" => version_3(),
         other => panic!("no model named {other}"),
     }
 }
