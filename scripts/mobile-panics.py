@@ -32,7 +32,7 @@ ENTRY = re.compile(
     r"|core::result::unwrap_failed|core::slice::index::slice_index_fail|core::str::slice_error_fail"
     r"|core::slice::copy_from_slice_impl::len_mismatch_fail|alloc::raw_vec::(capacity_overflow|handle_error)"
     r"|core::cell::panic_already_|std::thread::local::panic_access_error|<hashbrown::raw::Fallibility>::capacity_overflow"
-    r"|<alloc::vec::Vec<_, _>>::swap_remove::assert_failed|<std::thread::id::ThreadId>::new::exhausted"
+    r"|<alloc::vec::Vec<_, _>>::(swap_)?remove::assert_failed|<std::thread::id::ThreadId>::new::exhausted"
     r"|std::sys::backtrace::__rust_end_short_backtrace"
     r"|std::thread::current::with_current_name::<std::panicking::default_hook)"
     r"|::do_panic::runtime$"

@@ -200,14 +200,28 @@ unsafe extern "C" fn at_fork_prepare() {
             #[cfg(feature = "fault-injection")]
             fault: crate::fault::freeze(),
         };
-        HELD.with(|h| *h.borrow_mut() = Some(held));
+        // From a thread-local destructor run after ours, HELD is gone: the
+        // closure, and `held` with it, is dropped, which releases the locks
+        // (the fork then goes on without them). Never a panic (the app build
+        // aborts on one).
+        let _ = HELD.try_with(|h| {
+            if let Ok(mut h) = h.try_borrow_mut() {
+                *h = Some(held);
+            }
+        });
     });
+}
+
+/// What the prepare handler took on this thread, if anything (and if this
+/// thread's HELD is still there).
+fn take_held() -> Option<Held> {
+    HELD.try_with(|h| h.try_borrow_mut().ok().and_then(|mut h| h.take())).ok().flatten()
 }
 
 /// After `fork()`, in the parent: releases what the prepare handler took.
 unsafe extern "C" fn at_fork_parent() {
     let _ = catch_unwind(|| {
-        if let Some(held) = HELD.with(|h| h.borrow_mut().take()) {
+        if let Some(held) = take_held() {
             held.release();
         }
     });
@@ -220,7 +234,7 @@ unsafe extern "C" fn at_fork_parent() {
 unsafe extern "C" fn at_fork_child() {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         FORKS.fetch_add(1, Ordering::Relaxed);
-        if let Some(mut held) = HELD.with(|h| h.borrow_mut().take()) {
+        if let Some(mut held) = take_held() {
             for frozen in &mut held.cores {
                 frozen.state.leave_to_parent();
                 frozen.background.leave_to_parent();
