@@ -22,7 +22,7 @@
 #
 # XNNCACHE_MOBILE_PANIC=unwind builds the `mobile-unwind` profile instead: a
 # panic is caught at the C boundary and returned as XNNCACHE_INTERNAL_ERROR,
-# as in every other build, for 60 to 75 KB more in an app (LLVM still emits
+# as in every other build, for 72 to 84 KB more in an app (LLVM still emits
 # an unwind table for every function a panic can pass through, so the flags
 # above stay sound; the frame pointers make x86-64's tables smaller).
 #

@@ -26,8 +26,8 @@
 #
 # Usage: scripts/package-mobile.sh OUTDIR [--only android|ios|ABI...]
 #   --only arm64-v8a    one Android ABI and its checks (what CI runs)
-# Cold: about 1 minute per target on 2 cores (std is built from source);
-# seconds once built (<build cache>/cargo/mobile).
+# Cold: about 45 s per target on 2 cores, 258 s for all six (std is built
+# from source); seconds once built (<build cache>/cargo/mobile).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
