@@ -25,7 +25,7 @@
 # archive's size.
 #
 # Usage: scripts/package-mobile.sh OUTDIR [--only android|ios|ABI...]
-#   --only arm64-v8a    one Android ABI and its checks (what CI runs)
+#   --only arm64-v8a    one Android ABI and its checks (CI runs them all)
 # Cold: about 45 s per target on 2 cores, 258 s for all six (std is built
 # from source); seconds once built (<build cache>/cargo/mobile).
 set -euo pipefail
