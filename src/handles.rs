@@ -19,8 +19,8 @@
 use core::ffi::c_void;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::addrmap::AddrMap;
 use crate::abi::{ProviderV3, XnnStatus, XNN_STATUS_INVALID_PARAMETER, XNN_STATUS_SUCCESS};
+use crate::addrmap::AddrMap;
 use crate::cache::{Cache, CacheOptions};
 use crate::error::{Error, Result};
 use crate::provider::{no_unwind, provider_for};

@@ -1,7 +1,6 @@
 //! Checking and rewriting the file: verify, compact, and the space a close
 //! gives back.
 
-
 use super::state::{entry_bytes, State};
 use super::{lock, Core};
 use crate::error::{Error, Result, Status};

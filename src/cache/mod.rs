@@ -70,7 +70,6 @@ pub(crate) type ThreadNo = u64;
 
 pub(crate) fn this_thread() -> ThreadNo {
     use std::cell::Cell;
-    use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(1);
     thread_local! {
         // Constant and without a destructor: nothing to be destroyed, so
