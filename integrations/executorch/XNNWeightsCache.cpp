@@ -106,7 +106,7 @@ struct CacheState {
   // decided once at initialize.
   bool exact_reads = true;
   // Those constants were all asked for at initialize_for_runtime
-  // (start_reading_unpacked); else each is read when it is loaded.
+  // (start_reading_unpacked); else each is asked for when it is loaded.
   bool read_early = false;
 };
 
@@ -158,17 +158,22 @@ void will_need(uintptr_t start, uintptr_t end) {
 // reading around it. Without this, the kernel's read-around on the first
 // fault (read_ahead_kb, often megabytes) also reads the neighbouring 4-bit
 // weights, whose packing the cache file holds and which nothing reads.
-void read_exactly(const void* data, size_t size) {
+// `asked`: the pages were asked for already (start_reading_unpacked); only
+// keep faults from reading around them.
+void read_exactly(const void* data, size_t size, bool asked) {
 #if defined(__linux__) || defined(__APPLE__)
   const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
   const uintptr_t start = reinterpret_cast<uintptr_t>(data) & ~(page - 1);
   const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + size + page - 1) & ~(page - 1);
   // Hints: on memory that is not a file mapping they fail or do nothing.
   madvise(reinterpret_cast<void*>(start), end - start, MADV_RANDOM);
-  will_need(start, end);
+  if (!asked) {
+    will_need(start, end);
+  }
 #else
   (void)data;
   (void)size;
+  (void)asked;
 #endif
 }
 
@@ -487,9 +492,9 @@ Result<const uint8_t*> XNNWeightsCache::load_unpacked_data(
       static_cast<const uint8_t*>(named_data.get().data());
   const size_t size = named_data.get().size();
   CacheState* st = state_of(this);
-  if (st != nullptr && st->exact_reads && !st->read_early && !st->packed_constants.empty() &&
+  if (st != nullptr && st->exact_reads && !st->packed_constants.empty() &&
       st->packed_constants.count(name) == 0) {
-    read_exactly(data_pointer, size);
+    read_exactly(data_pointer, size, st->read_early);
   }
   if (st != nullptr && st->cache != nullptr) {
     xnncache_status status =
