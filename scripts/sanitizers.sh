@@ -87,6 +87,11 @@ if [[ $mode == tsan || $mode == all ]]; then
     bash scripts/install-platform-deps.sh toolchain
     rt=$(ls "$(rustc --print sysroot)"/lib/rustlib/x86_64-unknown-linux-gnu/lib/librustc-*_rt.tsan.a | head -1)
     tsan_tests=(--test threads --test races --test background --test interleaving --test locking --test handles --test aliases --test c_api --test lifetimes)
+    # Not under TSan: its runtime cannot follow a fork() of a threaded process
+    # (the child stops on TSan's own "CHECK failed: sanitizer_thread_registry"),
+    # and exit() from a signal handler is the deliberate misuse that test is
+    # about (TSan rightly reports "signal-unsafe call inside of a signal").
+    tsan_skip=(--skip a_forked_child_uses_its_parents_cache_in_memory_and_returns_promptly --skip forks_while_threads_use_the_caches --skip exit_from_a_signal_handler_while_a_cache_lock_is_held)
     tsan() {
         env PATH="/usr/bin:$PATH" RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 \
             XNNCACHE_TSAN_RT="$rt" RUSTFLAGS="-Zsanitizer=thread -Zexternal-clangrt -Clinker=$(pwd)/scripts/tsan-link.sh" \
@@ -98,7 +103,7 @@ if [[ $mode == tsan || $mode == all ]]; then
         echo "sanitizers: tsan: the deliberate race was NOT reported: the build is not instrumented"; failures=$((failures + 1))
     elif grep -q "WARNING: ThreadSanitizer: data race" "$target_dir/tsan-control.log"; then
         echo "sanitizers: tsan: the deliberate race is reported (the tool works)"
-        if tsan --no-fail-fast "${tsan_tests[@]}" -- --test-threads=2 2>&1 | tee "$target_dir/tsan.log" | grep -E "^test result|WARNING: ThreadSanitizer|FAILED"; then
+        if tsan --no-fail-fast "${tsan_tests[@]}" -- --test-threads=2 "${tsan_skip[@]}" 2>&1 | tee "$target_dir/tsan.log" | grep -E "^test result|WARNING: ThreadSanitizer|FAILED"; then
             if grep -q "WARNING: ThreadSanitizer" "$target_dir/tsan.log" || grep -q "FAILED\|error: test failed" "$target_dir/tsan.log"; then
                 echo "sanitizers: tsan: FAILED"; failures=$((failures + 1))
             else

@@ -265,7 +265,7 @@ EOF
   # run_version NAME BINARY VERSION MODE [PATH]
   run_version() {
     local name=$1 bin=$2 v=$3 mode=$4 path=${5:-} rc=0 expected="$d/v$3.none.out"
-    [[ $name == none ]] && expected="$programs/$base.expected.bin"
+    [[ $name == none ]] && expected=-  # the reference of this version
     local args=("$d/v$v.pte" "$programs/$base.input.bin" "$expected" "$mode")
     [[ -n "$path" ]] && args+=("$path")
     XNNCACHE_ET_STATS=1 "$work/bin/$bin" "${args[@]}" --runs 3 --out "$d/v$v.$name.out" \

@@ -26,7 +26,7 @@
 //
 // Environment:
 //   XNNCACHE_ET_STATS=1   prints one line of xnncache stats per cache to
-//                         stderr when the cache is destroyed:
+//                         stderr when the cache is destroyed (after its write-back):
 //                         xnncache-executorch: {"path":"...","entries":...,...}
 //   XNNCACHE_ET_VERIFY=1  checks every payload checksum when a cache file is
 //                         opened (a file that fails is rebuilt); without it
@@ -268,6 +268,7 @@ void print_stats(const CacheState& st) {
       ",\"heap_fallback_bytes\":%" PRIu64 ",\"file_size\":%" PRIu64
       ",\"sealed_bytes\":%" PRIu64 ",\"loaded_entries\":%" PRIu64
       ",\"not_persisted\":%" PRIu64 ",\"commits\":%" PRIu64
+      ",\"dropped_entries\":%" PRIu64 ",\"dropped_bytes\":%" PRIu64
       ",\"backing\":%u,\"file_state\":%u}\n",
       st.path.c_str(),
       s.entries,
@@ -282,6 +283,8 @@ void print_stats(const CacheState& st) {
       s.loaded_entries,
       s.not_persisted,
       s.commits,
+      s.dropped_entries,
+      s.dropped_bytes,
       s.backing,
       s.file_state);
 }
@@ -323,6 +326,9 @@ XNNWeightsCache::~XNNWeightsCache() {
   }
   if (st && st->cache != nullptr) {
     if (env_flag("XNNCACHE_ET_STATS")) {
+      // After the write-back (which the close waits for anyway): what the
+      // commit dropped is counted there.
+      xnncache_wait(st->cache, UINT32_MAX);
       print_stats(*st);
     }
     for (FreeableBuffer& buffer : unpacked_data_) {

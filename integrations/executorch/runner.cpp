@@ -27,6 +27,7 @@
 // load_method (to see which mappings the figures come from).
 //
 // Usage: runner PROGRAM.pte INPUT.bin EXPECTED.bin MODE [PATH] [--runs N] [--out FILE] [--threads N]
+//   EXPECTED.bin "-": no comparison (the run that makes a reference, with --out)
 //   MODE none   XNNPACK's weights cache off (weight_cache_enabled=false)
 //        heap   on, no file (packed_cache_path unset)
 //        file   on, packed_cache_path=PATH
@@ -225,7 +226,9 @@ int main(int argc, char** argv) {
 
   std::vector<uint8_t> input;
   std::vector<uint8_t> expected;
-  if (!read_file(argv[2], &input) || !read_file(argv[3], &expected)) {
+  // EXPECTED "-": nothing to compare with (the output is the reference, with --out).
+  const bool compare = std::strcmp(argv[3], "-") != 0;
+  if (!read_file(argv[2], &input) || (compare && !read_file(argv[3], &expected))) {
     std::fprintf(stderr, "runner: cannot read %s or %s\n", argv[2], argv[3]);
     return 2;
   }
@@ -327,7 +330,7 @@ int main(int argc, char** argv) {
       identical = false;  // not even stable within the process
     }
   }
-  if (first_output.size() != expected.size() || std::memcmp(first_output.data(), expected.data(), expected.size()) != 0) {
+  if (compare && (first_output.size() != expected.size() || std::memcmp(first_output.data(), expected.data(), expected.size()) != 0)) {
     identical = false;
     if (first_output.size() == expected.size()) {
       const float* a = reinterpret_cast<const float*>(first_output.data());
