@@ -544,6 +544,12 @@ impl Store {
         self.head.as_ref().map_or(0, |(h, _)| h.generation)
     }
 
+    /// The open file, for reads through its descriptor (a warm launch's
+    /// prefetch).
+    pub fn file_handle(&self) -> Arc<File> {
+        Arc::clone(&self.file)
+    }
+
     /// Where the newest commit we know of ends (0 before the first).
     pub fn committed_end(&self) -> u64 {
         self.head.as_ref().map_or(0, |(h, _)| h.data_end)

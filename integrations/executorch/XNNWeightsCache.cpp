@@ -15,7 +15,8 @@
 //   - from initialize_for_runtime on, get_packed_data_names() lists what the
 //     file's index names; the program's constants the file holds packed are
 //     never read, and the others (block scales XNNPACK checks) are read
-//     exactly, without the kernel reading the packed ones around them.
+//     exactly, all asked for at once at initialize_for_runtime, without the
+//     kernel reading the packed ones around them.
 //
 // The class's private members are used as ExecuTorch's own file uses them
 // where the header's inline functions read them (unpacked_data_,
@@ -34,6 +35,13 @@
 //                         turn off the warm launch's prefetch of the cache
 //                         file, and the exact reads of the program's other
 //                         constants (to measure what each brings).
+//   XNNCACHE_ET_LATE_READS=1
+//                         reads each of those constants when ExecuTorch
+//                         loads it instead of all at initialize_for_runtime;
+//   XNNCACHE_ET_WILLNEED_BYTES=N
+//                         asks for them in MADV_WILLNEED calls of N bytes
+//                         (default 131072; 0: one call per constant). Both
+//                         for comparisons (docs/BENCHMARKS.md, issue 27).
 //   XNNCACHE_ET_EAGER_WRITEBACK=1
 //                         starts the write-back at once instead of yielding
 //                         to the program's computation (for comparisons).
@@ -54,6 +62,7 @@
 #include <xnncache.h>
 #include <xnnpack.h>
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdint>
 #include <cstdio>
@@ -96,6 +105,9 @@ struct CacheState {
   // The other constants are read exactly (XNNCACHE_ET_NO_EXACT_READS unset),
   // decided once at initialize.
   bool exact_reads = true;
+  // Those constants were all asked for at initialize_for_runtime
+  // (start_reading_unpacked); else each is asked for when it is loaded.
+  bool read_early = false;
 };
 
 // An environment switch: set, non-empty and not "0".
@@ -110,23 +122,98 @@ struct Listing {
   std::unordered_set<std::string>* packed_constants;
 };
 
+// Bytes per MADV_WILLNEED call. Linux reads at most max(read_ahead_kb,
+// the device's max_sectors_kb) of one call (force_page_cache_ra), and the
+// rest of a longer range is not read ahead at all: under MADV_RANDOM each of
+// its pages is then read alone when first touched. With the loop device of
+// issue 27 (read_ahead_kb 2,560) that left 13 of the 15.7 MiB of llm_1b's
+// head scales to 3,400 reads of 4 KiB; 64 MiB read that way took 1.5 s,
+// against 30 to 40 ms for 128 KiB calls. 128 KiB is the kernel's default
+// read_ahead_kb, the smallest a device gets unless an administrator lowers it.
+constexpr uintptr_t kWillneedBytes = 128 << 10;
+
+// Starts reading `[start, end)` (page-aligned, a file mapping) into the page
+// cache, all of it, in requests the device queues together; returns before
+// the reads complete.
+void will_need(uintptr_t start, uintptr_t end) {
+#if defined(__linux__) || defined(__APPLE__)
+  static const uintptr_t chunk = [] {
+    const char* v = std::getenv("XNNCACHE_ET_WILLNEED_BYTES");  // for comparisons; 0: one call
+    return v != nullptr ? static_cast<uintptr_t>(std::strtoull(v, nullptr, 0)) : kWillneedBytes;
+  }();
+  for (uintptr_t at = start; at < end;) {
+    const uintptr_t n = chunk == 0 ? end - at : std::min(chunk, end - at);
+    madvise(reinterpret_cast<void*>(at), n, MADV_WILLNEED);
+    at += n;
+  }
+#else
+  (void)start;
+  (void)end;
+#endif
+}
+
 // A constant XNNPACK will read (a block scale it checks while the graph is
 // defined, a tensor no packing replaces), of a program mapped from its file:
 // read exactly its pages now, in large reads, and keep faults on it from
 // reading around it. Without this, the kernel's read-around on the first
 // fault (read_ahead_kb, often megabytes) also reads the neighbouring 4-bit
 // weights, whose packing the cache file holds and which nothing reads.
-void read_exactly(const void* data, size_t size) {
+// `asked`: the pages were asked for already (start_reading_unpacked); only
+// keep faults from reading around them.
+void read_exactly(const void* data, size_t size, bool asked) {
 #if defined(__linux__) || defined(__APPLE__)
   const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
   const uintptr_t start = reinterpret_cast<uintptr_t>(data) & ~(page - 1);
   const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + size + page - 1) & ~(page - 1);
   // Hints: on memory that is not a file mapping they fail or do nothing.
   madvise(reinterpret_cast<void*>(start), end - start, MADV_RANDOM);
-  madvise(reinterpret_cast<void*>(start), end - start, MADV_WILLNEED);
+  if (!asked) {
+    will_need(start, end);
+  }
 #else
   (void)data;
   (void)size;
+  (void)asked;
+#endif
+}
+
+// Starts reading, in key order, every constant of `map` but those in
+// `packed` (whose packing the cache file holds and which nothing reads): all
+// of them queued at once, where reading each as XNNPACK loads it waits for
+// one constant's reads at a time while the graph is defined. Whether it could
+// list them. The pages go to the page cache; each constant's own mapping,
+// made when ExecuTorch loads it, finds them there (or in flight) and its
+// faults read nothing around them.
+bool start_reading_unpacked(
+    const NamedDataMap* map,
+    const std::unordered_set<std::string>& packed) {
+#if defined(__linux__) || defined(__APPLE__)
+  if (map == nullptr) {
+    return false;
+  }
+  Result<uint32_t> keys = map->get_num_keys();
+  if (!keys.ok()) {
+    return false;
+  }
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  for (uint32_t i = 0; i < keys.get(); ++i) {
+    Result<const char*> key = map->get_key(i);
+    if (!key.ok() || key.get() == nullptr || packed.count(key.get()) != 0) {
+      continue;
+    }
+    Result<FreeableBuffer> data = map->get_data(key.get());
+    if (!data.ok()) {
+      continue;
+    }
+    const uintptr_t at = reinterpret_cast<uintptr_t>(data.get().data());
+    will_need(at & ~(page - 1), (at + data.get().size() + page - 1) & ~(page - 1));
+    data.get().Free();
+  }
+  return true;
+#else
+  (void)map;
+  (void)packed;
+  return false;
 #endif
 }
 
@@ -377,6 +464,14 @@ Error XNNWeightsCache::initialize_for_runtime(
       },
       &listing);
 
+  if (st->exact_reads && !st->packed_constants.empty() && !env_flag("XNNCACHE_ET_LATE_READS")) {
+    // Start reading every constant XNNPACK will read (those the file does
+    // not hold packed) now, all at once, rather than each when it is loaded
+    // (issue 27: llm_1b's warm launch from disk on 4 KiB folios, 7 rounds,
+    // 657 -> 576 ms; load_method 590 -> 176 ms).
+    st->read_early = start_reading_unpacked(named_data_map, st->packed_constants);
+  }
+
   struct xnncache_stats s {};
   if (xnncache_stats(st->cache, &s) == XNNCACHE_OK && options.path != nullptr) {
     ET_LOG(
@@ -405,7 +500,7 @@ Result<const uint8_t*> XNNWeightsCache::load_unpacked_data(
   CacheState* st = state_of(this);
   if (st != nullptr && st->exact_reads && !st->packed_constants.empty() &&
       st->packed_constants.count(name) == 0) {
-    read_exactly(data_pointer, size);
+    read_exactly(data_pointer, size, st->read_early);
   }
   if (st != nullptr && st->cache != nullptr) {
     xnncache_status status =

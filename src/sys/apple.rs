@@ -105,3 +105,16 @@ pub(super) unsafe fn populate_read(addr: *const u8, len: usize) {
     // SAFETY: as guaranteed by the caller; the advice changes no byte.
     unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_WILLNEED) };
 }
+
+/// Not measured on Apple systems: a file in the page cache is not mapped
+/// ahead (see `cache::prefetch`).
+pub(super) const MAPS_AHEAD: bool = false;
+
+/// Not known on Apple systems: no `PAGEMAP_SCAN`.
+pub(super) fn pmd_mapped(_addr: usize, _len: usize) -> Option<bool> {
+    None
+}
+
+/// Starts reading part of `file` into the page cache (`F_RDADVISE` would;
+/// nothing yet). Best effort.
+pub(super) fn will_need_file(_file: &File, _offset: u64, _len: usize) {}

@@ -143,3 +143,66 @@ pub(super) unsafe fn populate_read(addr: *const u8, len: usize) {
         }
     }
 }
+
+/// A file in the page cache is mapped ahead (see `cache::prefetch`).
+pub(super) const MAPS_AHEAD: bool = true;
+
+/// Whether any page of `[addr, addr + len)` is mapped by a PMD entry (a
+/// 2 MiB page-table entry, which the kernel uses for large page-cache
+/// folios): `PAGEMAP_SCAN` with `PAGE_IS_HUGE` on `/proc/self/pagemap`
+/// (Linux 6.7). `None` where that cannot be asked (older kernels, no /proc).
+pub(super) fn pmd_mapped(addr: usize, len: usize) -> Option<bool> {
+    #[repr(C)]
+    struct PmScanArg {
+        size: u64,
+        flags: u64,
+        start: u64,
+        end: u64,
+        walk_end: u64,
+        vec: u64,
+        vec_len: u64,
+        max_pages: u64,
+        category_inverted: u64,
+        category_mask: u64,
+        category_anyof_mask: u64,
+        return_mask: u64,
+    }
+    #[repr(C)]
+    struct PageRegion {
+        start: u64,
+        end: u64,
+        categories: u64,
+    }
+    // _IOWR('f', 16, struct pm_scan_arg) and PAGE_IS_HUGE, from <linux/fs.h>.
+    const PAGEMAP_SCAN: u64 = (3 << 30) | ((std::mem::size_of::<PmScanArg>() as u64) << 16) | (0x66 << 8) | 16;
+    const PAGE_IS_HUGE: u64 = 1 << 6;
+    let pagemap = File::open("/proc/self/pagemap").ok()?;
+    let mut region = PageRegion { start: 0, end: 0, categories: 0 };
+    let mut arg = PmScanArg {
+        size: std::mem::size_of::<PmScanArg>() as u64,
+        flags: 0,
+        start: addr as u64,
+        end: (addr + len) as u64,
+        walk_end: 0,
+        vec: &mut region as *mut PageRegion as u64,
+        vec_len: 1,
+        max_pages: 0,
+        category_inverted: 0,
+        category_mask: PAGE_IS_HUGE,
+        category_anyof_mask: 0,
+        return_mask: PAGE_IS_HUGE,
+    };
+    // SAFETY: the ioctl reads `arg` and writes at most one region into
+    // `region`; it reads page tables, never the memory itself.
+    let found = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN as _, &mut arg as *mut PmScanArg) };
+    (found >= 0).then_some(found > 0)
+}
+
+/// Starts reading `[offset, offset + len)` of `file` into the page cache
+/// (`POSIX_FADV_WILLNEED`) and returns before the reads complete. Through the
+/// descriptor, not the mapping: it takes no lock of the address space, which
+/// the host's own `mmap` calls would wait for. Best effort.
+pub(super) fn will_need_file(file: &File, offset: u64, len: usize) {
+    // SAFETY: a hint on a descriptor we hold; it changes no byte.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), offset as libc::off_t, len as libc::off_t, libc::POSIX_FADV_WILLNEED) };
+}

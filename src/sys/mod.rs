@@ -27,6 +27,7 @@
 //! | `create_new`, `set_mode`, `open_lock_file`, `try_lock`, `unlock`, `sync_dir` | the store's files and writer lock |
 //! | `remove_abandoned(temp, pid)` | deletes a dead writer's temporary |
 //! | `prefault`, `bring_in`, `lower_thread_priority` | performance hints (best effort) |
+//! | `residency`, `touch_pages`, `will_need_file`, `pmd_mapped`, `maps_ahead` | a warm launch's prefetch: which pages are in memory, mapping them by faults, reading ahead through the descriptor, whether the kernel maps the file with 2 MiB entries |
 //! | `at_exit`, `at_fork`, `thread_id`, `cpu_times` | process lifetimes: exit and fork handlers, which thread runs, CPU time |
 //! | `reopen_descriptor(fd, writable)` | a private open file description of a caller's descriptor |
 //! | `path_from_c(bytes)` | a path from the C API's bytes |

@@ -257,6 +257,18 @@ pub unsafe fn is_resident(addr: *const u8, len: usize) -> bool {
     known && pages.iter().all(|&p| p & 1 != 0)
 }
 
+/// Which pages of `[addr, addr + len)` are in memory (`mincore`: bit 0 of
+/// each byte); `None` when that cannot be told.
+///
+/// # Safety
+/// The range must be mapped; `addr` must be page-aligned.
+pub unsafe fn residency(addr: *const u8, len: usize) -> Option<Vec<u8>> {
+    let mut pages = vec![0u8; len.div_ceil(page_size())];
+    // SAFETY: a mapped, page-aligned range (caller) and one byte per page of it.
+    let known = unsafe { libc::mincore(addr as *mut libc::c_void, len, pages.as_mut_ptr().cast()) } == 0;
+    known.then_some(pages)
+}
+
 /// Brings `[addr, addr + len)`, file pages mapped read-only, into memory:
 /// for a warm launch's prefetch thread, whose runtimes will read them.
 /// Best effort.
@@ -267,6 +279,44 @@ pub unsafe fn is_resident(addr: *const u8, len: usize) -> bool {
 pub unsafe fn bring_in(addr: *const u8, len: usize) {
     // SAFETY: as guaranteed by the caller; reading changes no byte.
     unsafe { os::populate_read(addr, len) };
+}
+
+/// Whether a warm launch maps a file that is in the page cache ahead of its
+/// first inference (Linux and Android, where page faults are what a file
+/// without large folios costs; see `cache::prefetch`).
+pub fn maps_ahead() -> bool {
+    os::MAPS_AHEAD
+}
+
+/// Whether any page of `[addr, addr + len)` is mapped by a 2 MiB page-table
+/// entry (large page-cache folios); `None` where the system cannot say.
+pub fn pmd_mapped(addr: usize, len: usize) -> Option<bool> {
+    os::pmd_mapped(addr, len)
+}
+
+/// Starts reading part of `file` into the page cache through its descriptor
+/// (no lock of the address space taken). Best effort.
+pub fn will_need_file(file: &File, offset: u64, len: usize) {
+    os::will_need_file(file, offset, len)
+}
+
+/// Maps `[addr, addr + len)`, file pages mapped read-only, by reading one
+/// byte of each page: page faults, which take only the mapping's own lock,
+/// where `MADV_POPULATE_READ` holds the whole address space's lock (and the
+/// host's `mmap`/`munmap` calls sleep until it lets go).
+///
+/// # Safety
+/// The range must be mapped readable and stay so for the duration of the
+/// call, and its pages must be in the file (a page past the file's end
+/// raises SIGBUS): callers touch only pages `mincore` found in the page cache.
+pub unsafe fn touch_pages(addr: *const u8, len: usize) {
+    let page = page_size();
+    let mut at = 0;
+    while at < len {
+        // SAFETY: a mapped, readable byte (caller).
+        unsafe { std::ptr::read_volatile(addr.add(at)) };
+        at += page;
+    }
 }
 
 /// Runs `f` when the process exits normally (`exit`, returning from `main`),

@@ -836,6 +836,33 @@ pub unsafe fn is_resident(_addr: *const u8, _len: usize) -> bool {
 /// None needed; the signature matches the other platforms'.
 pub unsafe fn bring_in(_addr: *const u8, _len: usize) {}
 
+/// No prefetch on Windows (see [`is_resident`]).
+pub fn maps_ahead() -> bool {
+    false
+}
+
+/// Not known on Windows.
+///
+/// # Safety
+/// None needed; the signature matches the other platforms'.
+pub unsafe fn residency(_addr: *const u8, _len: usize) -> Option<Vec<u8>> {
+    None
+}
+
+/// Not known on Windows.
+pub fn pmd_mapped(_addr: usize, _len: usize) -> Option<bool> {
+    None
+}
+
+/// See [`is_resident`]: nothing to do.
+pub fn will_need_file(_file: &std::fs::File, _offset: u64, _len: usize) {}
+
+/// See [`is_resident`]: nothing to do.
+///
+/// # Safety
+/// None needed; the signature matches the other platforms'.
+pub unsafe fn touch_pages(_addr: *const u8, _len: usize) {}
+
 /// Not on Windows: its write-back never yields (see [`cpu_times`]), so a
 /// process exiting there loses what it had not written back, as before.
 pub fn at_exit(_f: extern "C" fn()) -> bool {

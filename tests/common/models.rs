@@ -180,6 +180,17 @@ pub fn large_fc() -> Model {
     })
 }
 
+/// 20 MiB of f32 weights: past the size from which a warm launch maps a
+/// file in the page cache ahead (`cache::prefetch`).
+pub fn huge_fc() -> Model {
+    Model::named("huge_fc", |b| {
+        let input = b.input(&[1, 1024]);
+        let filter = b.f32_const(&[5120, 1024], 0.03);
+        let output = b.output(&[1, 5120]);
+        b.fully_connected(input, filter, None, output, 0);
+    })
+}
+
 fn shared_pair(b: &mut Builder, own_seed: u64) {
     let input = b.input(&[BATCH, IN]);
     let w = b.named("shared-embedding").f32_const_seeded(&[IN, IN], 0.05, 4242);
@@ -282,6 +293,7 @@ pub fn by_name(name: &str) -> Model {
         "deconv" => deconv2d(),
         "depthwise" => depthwise(),
         "large" => large_fc(),
+        "huge" => huge_fc(),
         "shared_a" => shared_a(),
         "shared_b" => shared_b(),
         "v1" => version_1(),
