@@ -224,6 +224,11 @@ run() {
     none|heap) args+=("$mode") ;;
     cold|warm|disk) args+=(file "$files/$prog.t$t.$build.$rep.cache") ;;
   esac
+  # On the phone-class file system every process starts on a quiet device:
+  # the previous process's writes (a stock cold process's journaled MS_SYNC,
+  # checkpointed afterwards) are flushed first, untimed, so that no process
+  # is charged with another's writes.
+  if [[ -n "$phonefs" ]]; then sync -f "$phone_mnt"; fi
   if [[ $mode == disk ]] && ! python3 scripts/evict.py "$programs/$prog.pte" "${args[4]}" 2>>"$work/evict.log"; then
     fail "$prog: could not drop the program and the cache file from the page cache"
   fi

@@ -206,17 +206,18 @@ impl Region {
         let Some(pages) = (unsafe { crate::sys::residency(p, n) }) else {
             return self.populate(at, n);
         };
-        let mut i = 0;
-        while i < pages.len() {
-            let run = pages[i..].iter().take_while(|&&v| (v & 1 != 0) == (pages[i] & 1 != 0)).count();
-            let (from, len) = (i * page, (run * page).min(n - i * page));
-            if pages[i] & 1 != 0 {
+        // Runs of pages alike (in the page cache or not), without indexing:
+        // the app build keeps no bounds check here (scripts/mobile).
+        let mut from = 0;
+        for run in pages.chunk_by(|a, b| a & 1 == b & 1) {
+            let len = (run.len() * page).min(n - from);
+            if run.first().is_some_and(|v| v & 1 != 0) {
                 // SAFETY: mapped pages of the file, in the page cache (above).
                 unsafe { crate::sys::touch_pages(p.add(from), len) };
             } else {
                 self.populate(at + from, len);
             }
-            i += run;
+            from += run.len() * page;
         }
     }
 }
