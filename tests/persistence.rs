@@ -640,6 +640,17 @@ fn resident_share(path: &Path, from: u64, to: u64) -> f64 {
     }
 }
 
+/// Opens `path` with `flags` added to the usual options and waits for its
+/// prefetch (`xnncache_wait`).
+fn open_and_wait(path: &Path, flags: u32) -> Cache {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let mut o = options(Some(&c));
+    o.flags |= flags;
+    let cache = Cache::open_with(&o);
+    assert_eq!(xnncache::capi::xnncache_wait(cache.0, u32::MAX), xnncache::Status::XNNCACHE_OK, "{}", last_error());
+    cache
+}
+
 /// Drops `path`'s pages from the page cache (written back first).
 fn evict(path: &Path) {
     use std::os::fd::AsRawFd;
@@ -668,19 +679,11 @@ fn a_resident_file_without_large_folios_is_mapped_ahead() {
     let (header, _) = committed_index(&path);
     let payloads = header.index_offset - xnncache::format::DATA_START;
     assert!(payloads >= 16 << 20, "the model packs {payloads} bytes");
-    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
-    let open_and_wait = |flags: u32| {
-        let mut o = options(Some(&c));
-        o.flags |= flags;
-        let cache = Cache::open_with(&o);
-        assert_eq!(xnncache::capi::xnncache_wait(cache.0, u32::MAX), xnncache::Status::XNNCACHE_OK, "{}", last_error());
-        cache
-    };
-    let cache = open_and_wait(xnncache::capi::XNNCACHE_FLAG_NO_PREFETCH);
+    let cache = open_and_wait(&path, xnncache::capi::XNNCACHE_FLAG_NO_PREFETCH);
     let without = xnncache_tests::mapping_usage("/proc/self/smaps", &path).rss;
     drop(cache);
     assert!(without * 1024 < payloads / 4, "without prefetch, {without} KiB were mapped at open");
-    let cache = open_and_wait(0);
+    let cache = open_and_wait(&path, 0);
     let mapped = xnncache_tests::mapping_usage("/proc/self/smaps", &path).rss;
     if std::env::var_os("XNNCACHE_UNDER_EMULATOR").is_some() {
         println!("under an emulator: {mapped} KiB mapped ahead (not checked)");
@@ -708,26 +711,18 @@ fn a_warm_launch_brings_the_file_in_before_its_runtimes_ask() {
     launch(&path, "fc_f32,qc8,large", "");
     let (header, _) = committed_index(&path);
     let payloads = (xnncache::format::DATA_START, header.index_offset);
-    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
-    let open_and_wait = |flags: u32| {
-        let mut o = options(Some(&c));
-        o.flags |= flags;
-        let cache = Cache::open_with(&o);
-        assert_eq!(xnncache::capi::xnncache_wait(cache.0, u32::MAX), xnncache::Status::XNNCACHE_OK, "{}", last_error());
-        cache
-    };
 
     evict(&path);
     let evicted = resident_share(&path, payloads.0, payloads.1);
     if evicted > 0.5 {
         return cannot_run(&format!("a page cache that drops the file's pages on POSIX_FADV_DONTNEED ({:.0}% stayed)", evicted * 100.0));
     }
-    let cache = open_and_wait(xnncache::capi::XNNCACHE_FLAG_NO_PREFETCH);
+    let cache = open_and_wait(&path, xnncache::capi::XNNCACHE_FLAG_NO_PREFETCH);
     let without = resident_share(&path, payloads.0, payloads.1);
     drop(cache);
     assert!(without < 0.5, "without prefetch, {:.0}% of the payloads were read at open", without * 100.0);
 
-    let cache = open_and_wait(0);
+    let cache = open_and_wait(&path, 0);
     let with = resident_share(&path, payloads.0, payloads.1);
     if std::env::var_os("XNNCACHE_UNDER_EMULATOR").is_some() {
         // qemu-user answers madvise hints with success and does nothing.
@@ -741,7 +736,7 @@ fn a_warm_launch_brings_the_file_in_before_its_runtimes_ask() {
 
     // Resident already: the prefetch maps nothing (the runtimes fault in
     // what they use, as without it).
-    let cache = open_and_wait(0);
+    let cache = open_and_wait(&path, 0);
     let mapped = xnncache_tests::mapping_usage("/proc/self/smaps", &path).rss;
     assert!(mapped * 1024 < (payloads.1 - payloads.0) / 4, "a resident file's prefetch mapped {mapped} KiB");
     drop(cache);

@@ -251,10 +251,8 @@ pub unsafe fn prefault(addr: *mut u8, len: usize) {
 /// # Safety
 /// The range must be mapped; `addr` must be page-aligned.
 pub unsafe fn is_resident(addr: *const u8, len: usize) -> bool {
-    let mut pages = vec![0u8; len.div_ceil(page_size())];
-    // SAFETY: a mapped, page-aligned range (caller) and one byte per page of it.
-    let known = unsafe { libc::mincore(addr as *mut libc::c_void, len, pages.as_mut_ptr().cast()) } == 0;
-    known && pages.iter().all(|&p| p & 1 != 0)
+    // SAFETY: as guaranteed by the caller.
+    unsafe { residency(addr, len) }.is_some_and(|pages| pages.iter().all(|&p| p & 1 != 0))
 }
 
 /// Which pages of `[addr, addr + len)` are in memory (`mincore`: bit 0 of
